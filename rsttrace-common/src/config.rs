@@ -1,0 +1,197 @@
+//! Start-up configuration handed to the eBPF programs as the read-only global
+//! `CONFIG` (see `rsttrace/src/kernel/`).  The verifier sees these values as
+//! constants, so branches on missing features are pruned before verification.
+
+/// Offset value meaning "this member does not exist on the running kernel".
+pub const ABSENT: u32 = u32::MAX;
+
+/// Byte offsets of the kernel struct members the programs read, taken from
+/// `/sys/kernel/btf/vmlinux` at start-up.  Nested members (for example
+/// `net.ns.inum`) are already summed into one offset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    // struct sock_common (at offset 0 of struct sock and of inet_timewait_sock)
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_net: u32,
+    pub skc_cookie: u32,
+    // struct sock
+    pub sk_socket: u32,
+    pub sk_err: u32,
+    /// Byte that holds `sk_shutdown` (a plain u8 on recent kernels, a
+    /// bitfield on old ones); userspace extracts the bits.
+    pub sk_shutdown_byte: u32,
+    pub sk_flags: u32,
+    pub sk_lingertime: u32,
+    /// `sk_protocol` when it is a plain u16 (Linux >= 5.6), else absent.
+    pub sk_protocol: u32,
+    // struct socket / file / inode
+    pub socket_file: u32,
+    pub socket_sk: u32,
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    pub inode_ino: u32,
+    // struct net: ns.inum
+    pub net_inum: u32,
+    // struct sk_buff
+    pub skb_head: u32,
+    pub skb_len: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_dev: u32,
+    // struct net_device: nd_net.net
+    pub dev_nd_net: u32,
+    // struct tcp_sock and struct inet_connection_sock
+    pub tcp_snd_una: u32,
+    pub tcp_snd_nxt: u32,
+    pub tcp_rcv_nxt: u32,
+    pub tcp_copied_seq: u32,
+    pub tcp_bytes_received: u32,
+    pub tcp_bytes_acked: u32,
+    pub tcp_bytes_sent: u32,
+    pub tcp_lsndtime: u32,
+    pub tcp_rcv_tstamp: u32,
+    pub icsk_lrcvtime: u32,
+    // struct task_struct and the fd table, for owner registration at accept()
+    pub task_files: u32,
+    pub task_group_leader: u32,
+    pub task_comm: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+}
+
+/// Everything the eBPF programs need to know about the running kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: Offsets,
+    /// Offset of `ret` in the `syscalls:sys_exit_accept{,4}` record.
+    pub accept_ret_offset: u32,
+    /// TCP state numbers (`TCP_LISTEN`, ...), from the BTF enum names.
+    pub tcp_listen: u8,
+    pub tcp_syn_sent: u8,
+    pub tcp_syn_recv: u8,
+    pub tcp_time_wait: u8,
+    pub tcp_new_syn_recv: u8,
+    pub tcp_close: u8,
+    /// 1 when `tcp_send_reset` carries `enum sk_rst_reason` (Linux >= 6.10).
+    pub send_reset_has_reason: u8,
+    pub _pad0: u8,
+    /// Only report events from this network namespace (0 = all).
+    pub netns_filter: u32,
+    /// Ring buffer wake-up policy: wake the reader at most once per
+    /// `wakeup_interval_ns` unless `wakeup_bytes` are waiting.
+    pub wakeup_interval_ns: u64,
+    pub wakeup_bytes: u64,
+}
+
+// The layout is shared with the eBPF object byte for byte: no implicit padding.
+const _: () = assert!(core::mem::size_of::<Offsets>() == 44 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 44 * 4 + 4 + 8 + 4 + 16);
+
+impl Config {
+    /// A configuration with every offset absent: the programs then read
+    /// nothing.  The daemon always overrides it before loading.
+    pub const fn empty() -> Self {
+        Self {
+            offsets: Offsets {
+                skc_family: ABSENT,
+                skc_state: ABSENT,
+                skc_num: ABSENT,
+                skc_dport: ABSENT,
+                skc_rcv_saddr: ABSENT,
+                skc_daddr: ABSENT,
+                skc_v6_rcv_saddr: ABSENT,
+                skc_v6_daddr: ABSENT,
+                skc_net: ABSENT,
+                skc_cookie: ABSENT,
+                sk_socket: ABSENT,
+                sk_err: ABSENT,
+                sk_shutdown_byte: ABSENT,
+                sk_flags: ABSENT,
+                sk_lingertime: ABSENT,
+                sk_protocol: ABSENT,
+                socket_file: ABSENT,
+                socket_sk: ABSENT,
+                file_inode: ABSENT,
+                file_private_data: ABSENT,
+                inode_ino: ABSENT,
+                net_inum: ABSENT,
+                skb_head: ABSENT,
+                skb_len: ABSENT,
+                skb_network_header: ABSENT,
+                skb_transport_header: ABSENT,
+                skb_dev: ABSENT,
+                dev_nd_net: ABSENT,
+                tcp_snd_una: ABSENT,
+                tcp_snd_nxt: ABSENT,
+                tcp_rcv_nxt: ABSENT,
+                tcp_copied_seq: ABSENT,
+                tcp_bytes_received: ABSENT,
+                tcp_bytes_acked: ABSENT,
+                tcp_bytes_sent: ABSENT,
+                tcp_lsndtime: ABSENT,
+                tcp_rcv_tstamp: ABSENT,
+                icsk_lrcvtime: ABSENT,
+                task_files: ABSENT,
+                task_group_leader: ABSENT,
+                task_comm: ABSENT,
+                files_fdt: ABSENT,
+                fdtable_max_fds: ABSENT,
+                fdtable_fd: ABSENT,
+            },
+            accept_ret_offset: ABSENT,
+            tcp_listen: 0,
+            tcp_syn_sent: 0,
+            tcp_syn_recv: 0,
+            tcp_time_wait: 0,
+            tcp_new_syn_recv: 0,
+            tcp_close: 0,
+            send_reset_has_reason: 0,
+            _pad0: 0,
+            netns_filter: 0,
+            wakeup_interval_ns: 0,
+            wakeup_bytes: 0,
+        }
+    }
+}
+
+/// Runtime switches the daemon can change while the programs run
+/// (element 0 of the `CONTROL` array map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    /// One of the `MODE_*` constants.
+    pub mode: u32,
+    /// Per-CPU events per `storm_window_ns` above which `MODE_AUTO` stops
+    /// emitting per-event records and only counts.
+    pub storm_threshold: u32,
+    pub storm_window_ns: u64,
+    /// Aggregation epoch (0 or 1): counts go to keys of this epoch, so the
+    /// daemon can drain the other one without racing the programs.
+    pub epoch: u32,
+    pub _pad: u32,
+}
+
+/// Every reset becomes one event record.
+pub const MODE_EVENTS: u32 = 0;
+/// Per-event records until a CPU sees a storm, then per-key counts.
+pub const MODE_AUTO: u32 = 1;
+/// Only per-key counts.
+pub const MODE_AGGREGATE: u32 = 2;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` data made only of integers, no padding bytes
+    // that are left uninitialised (explicit `_pad` fields).
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Control {}
+}

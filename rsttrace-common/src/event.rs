@@ -1,0 +1,247 @@
+//! Records the eBPF programs send to userspace.  Every record starts with an
+//! [`EventHeader`]; the decoder dispatches on `header.kind`.
+
+use crate::COMM_LEN;
+
+/// `header.kind` values.
+pub const KIND_RESET_SENT: u8 = 1;
+pub const KIND_RESET_RECEIVED: u8 = 2;
+/// `sock:inet_sk_error_report`: the errno delivered to a local socket.
+pub const KIND_ERROR_REPORT: u8 = 3;
+/// A socket entered or left TCP_LISTEN (restart diagnosis).
+pub const KIND_LISTEN: u8 = 4;
+
+/// `reason` value when the kernel gives none (Linux < 6.10).
+pub const REASON_ABSENT: u32 = u32::MAX;
+
+/// `ResetEvent.flags` bits.
+pub const FLAG_HAS_SKB: u16 = 1 << 0;
+/// The event has a socket (sk != NULL).
+pub const FLAG_HAS_SK: u16 = 1 << 1;
+/// `sk` is a full socket: struct sock members past sock_common are valid.
+pub const FLAG_FULL_SOCK: u16 = 1 << 2;
+/// The owner came from the in-kernel socket table (registered in process
+/// context at connect/listen/accept); otherwise userspace resolves
+/// `sock_ino` through /proc.
+pub const FLAG_OWNER_KNOWN: u16 = 1 << 3;
+/// `born_ns` is valid (the connection was seen starting).
+pub const FLAG_BORN_KNOWN: u16 = 1 << 4;
+/// The TCP counters (`TcpInfo`) were read.
+pub const FLAG_TCP_INFO: u16 = 1 << 5;
+/// The owner was inherited from the listener (child not accepted yet).
+pub const FLAG_OWNER_FROM_LISTENER: u16 = 1 << 6;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub cpu: u32,
+    /// CLOCK_BOOTTIME nanoseconds (`bpf_ktime_get_boot_ns`).
+    pub ts_ns: u64,
+}
+
+/// The process a socket belongs to, recorded in process context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// What the in-kernel socket table keeps per socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockEntry {
+    pub owner: Owner,
+    /// CLOCK_BOOTTIME ns when the connection started (0 = unknown).
+    pub born_ns: u64,
+    /// 1 when `owner` is set.
+    pub has_owner: u8,
+    /// 1 when the owner was inherited from the listener.
+    pub from_listener: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Key of the listener table: who listens on (netns, port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// TCP connection counters at the moment of the reset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    pub bytes_received: u64,
+    pub bytes_acked: u64,
+    pub bytes_sent: u64,
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub rcv_nxt: u32,
+    pub copied_seq: u32,
+    /// jiffies (32-bit) of the last data sent / ACK received / data received.
+    pub lsndtime: u32,
+    pub rcv_tstamp: u32,
+    pub lrcvtime: u32,
+    pub _pad: u32,
+    /// `bpf_jiffies64()` at the event.
+    pub now_jiffies: u64,
+}
+
+/// A reset sent or received (`tcp:tcp_send_reset`, `tcp:tcp_receive_reset`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetEvent {
+    pub header: EventHeader,
+    /// Kernel address of the socket (0 = none); correlates events.
+    pub sk: u64,
+    pub sock_cookie: u64,
+    /// Inode of the socket's file (0 = not attached to a file).
+    pub sock_ino: u64,
+    /// Raw `sk_flags` word (`enum sock_flags` bit numbers from BTF).
+    pub sk_flags: u64,
+    pub sk_lingertime: u64,
+    pub born_ns: u64,
+    /// Raw `enum sk_rst_reason` value, or [`REASON_ABSENT`].
+    pub reason: u32,
+    /// Inode of the network namespace (socket's, or the packet's device's).
+    pub netns: u32,
+    pub sk_err: i32,
+    pub flags: u16,
+    /// AF_INET or AF_INET6.
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// TCP state of the socket (kernel numbering; 0 = no socket).
+    pub state: u8,
+    /// Raw byte holding `sk_shutdown`.
+    pub sk_shutdown_byte: u8,
+    /// Flags of the segment that triggered a sent reset (0 = none).
+    pub tcp_flags: u8,
+    pub _pad0: u8,
+    pub seq: u32,
+    pub ack_seq: u32,
+    pub payload_len: u32,
+    pub _pad2: u32,
+    /// IPv4 addresses use the first 4 bytes.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub owner: Owner,
+    /// The task that was running when the event fired.  In softirq and
+    /// timers this is unrelated to the socket; reported only where it is
+    /// meaningful (for example the process that killed a socket).
+    pub task_tgid: u32,
+    pub _pad1: u32,
+    pub task_comm: [u8; COMM_LEN],
+    pub tcp: TcpInfo,
+}
+
+/// `sock:inet_sk_error_report`: the error a local socket reports next.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrorReportEvent {
+    pub header: EventHeader,
+    pub sk: u64,
+    pub sock_ino: u64,
+    pub error: i32,
+    pub netns: u32,
+    pub flags: u16,
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub state: u8,
+    /// 1 when the connection got as far as the peer's SYN (rcv_nxt set):
+    /// tells a connect() timeout from a timeout on an established one.
+    pub synced: u8,
+    pub _pad: [u8; 6],
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub owner: Owner,
+}
+
+/// A socket entered (`listening = 1`) or left TCP_LISTEN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenEvent {
+    pub header: EventHeader,
+    pub netns: u32,
+    pub port: u16,
+    pub listening: u8,
+    pub _pad: u8,
+    pub owner: Owner,
+}
+
+/// Key of the storm aggregation table: one counter per
+/// (epoch, direction, reason, local port, netns, owner).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    pub epoch: u8,
+    pub kind: u8,
+    pub state: u8,
+    /// SYN/ACK bits of the triggering segment (they decide the cause).
+    pub tcp_flags: u8,
+    pub reason: u32,
+    pub netns: u32,
+    pub local_port: u16,
+    pub family: u16,
+    pub owner_tgid: u32,
+    pub _pad: u32,
+}
+
+/// Value of the storm aggregation table (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggValue {
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// One example peer of the aggregated resets.
+    pub remote_addr: [u8; 16],
+    pub remote_port: u16,
+    pub _pad: [u8; 6],
+    pub owner_comm: [u8; COMM_LEN],
+}
+
+/// Indices of the per-CPU `COUNTERS` array.
+pub const COUNTER_EMITTED: u32 = 0;
+/// Records that could not be written because the buffer was full.
+pub const COUNTER_LOST: u32 = 1;
+/// Resets counted in the aggregation table instead of emitted.
+pub const COUNTER_AGGREGATED: u32 = 2;
+/// Resets that found the aggregation table full (counted, not keyed).
+pub const COUNTER_AGG_OVERFLOW: u32 = 3;
+/// Resets seen by the programs (emitted + aggregated + lost + filtered).
+pub const COUNTER_SEEN: u32 = 4;
+/// Resets skipped by the netns filter.
+pub const COUNTER_FILTERED: u32 = 5;
+pub const COUNTERS_LEN: u32 = 8;
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)] integers/arrays with explicit
+    // padding fields, valid for any bit pattern.
+    unsafe impl aya::Pod for Owner {}
+    unsafe impl aya::Pod for SockEntry {}
+    unsafe impl aya::Pod for ListenKey {}
+    unsafe impl aya::Pod for AggKey {}
+    unsafe impl aya::Pod for AggValue {}
+    unsafe impl aya::Pod for ResetEvent {}
+    unsafe impl aya::Pod for ErrorReportEvent {}
+    unsafe impl aya::Pod for ListenEvent {}
+}
+
+// Layouts are shared with the eBPF object byte for byte: no implicit padding.
+const _: () = assert!(core::mem::size_of::<ResetEvent>() == 256);
+const _: () = assert!(core::mem::size_of::<ErrorReportEvent>() == 120);
+const _: () = assert!(core::mem::size_of::<ListenEvent>() == 56);
+const _: () = assert!(core::mem::size_of::<SockEntry>() == 48);
+const _: () = assert!(core::mem::size_of::<AggKey>() == 24);
+const _: () = assert!(core::mem::size_of::<AggValue>() == 64);

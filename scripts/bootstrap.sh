@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install what building rsttrace's eBPF programs needs on a Debian 12 machine:
+# Debian's rustc-web (rustc 1.96 / LLVM 22) with its prebuilt bpf `core`, LLVM 22
+# for bpf-linker, bpf-linker itself, and a rustup toolchain named `debian` that
+# points at /usr.  Idempotent: when everything is present it only checks and
+# returns in well under a second.
+#
+# Usage: scripts/bootstrap.sh [--with-bench]
+#   --with-bench  also install bpftrace, tcpdump and hping-free tools the benchmark compares against
+set -euo pipefail
+
+BPF_LINKER_VERSION=0.13.0
+LLVM_PREFIX=/usr/lib/llvm-22
+PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev iproute2 nftables)
+if [[ "${1:-}" == "--with-bench" ]]; then
+  PKGS+=(bpftrace tcpdump)
+fi
+
+say() { echo "bootstrap: $*" >&2; }
+die() { echo "bootstrap: error: $*" >&2; exit 1; }
+
+# Which of the Debian packages are missing?
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  [[ $(id -u) -eq 0 ]] || die "missing Debian packages (${missing[*]}); run as root to install them"
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+    || die "apt-get install ${missing[*]} failed"
+fi
+
+command -v rustup >/dev/null || die "rustup not found; install Rust via rustup first"
+
+# rustup toolchain `debian` = Debian's rustc + cargo (the one with the prebuilt bpf core).
+if ! rustup toolchain list | grep -q '^debian'; then
+  say "linking rustup toolchain 'debian' -> /usr"
+  rustup toolchain link debian /usr
+fi
+
+# bpf-linker built against LLVM 22 (the same major as rustc-web's LLVM).
+have_linker() {
+  command -v bpf-linker >/dev/null && bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"
+}
+if ! have_linker; then
+  say "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about 2 minutes)"
+  LLVM_PREFIX="$LLVM_PREFIX" cargo +stable install bpf-linker --version "$BPF_LINKER_VERSION" \
+    --locked --no-default-features --features llvm-22 >&2 \
+    || die "cargo install bpf-linker failed"
+  have_linker || die "bpf-linker installed but not on PATH (is ~/.cargo/bin on PATH?)"
+fi
