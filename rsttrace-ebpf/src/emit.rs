@@ -1,0 +1,190 @@
+//! Getting records to userspace: the transport (ring buffer or perf buffer,
+//! chosen at build time), the per-CPU counters, and storm aggregation.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray, PerCpuHashMap},
+};
+use rsttrace_common::{
+    config::{Control, MODE_AGGREGATE, MODE_AUTO},
+    event::{
+        AggKey, AggValue, ResetEvent, COUNTERS_LEN, COUNTER_AGGREGATED, COUNTER_AGG_OVERFLOW,
+        COUNTER_EMITTED, COUNTER_LOST,
+    },
+};
+
+#[cfg(feature = "ringbuf")]
+use crate::kmem::conf;
+
+#[cfg(all(feature = "ringbuf", feature = "perf"))]
+compile_error!("build with exactly one of the features `ringbuf` and `perf`");
+
+/// The event stream.  Its size is set by the daemon (`--buffer-size`).
+#[cfg(feature = "ringbuf")]
+#[map]
+static EVENTS: aya_ebpf::maps::RingBuf = aya_ebpf::maps::RingBuf::with_byte_size(4 << 20, 0);
+
+#[cfg(feature = "perf")]
+#[map]
+static EVENTS: aya_ebpf::maps::PerfEventArray<u8> = aya_ebpf::maps::PerfEventArray::new(0);
+
+/// Per-CPU counters, indexed by the `COUNTER_*` constants.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Runtime switches from the daemon (element 0).
+#[map]
+static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+
+/// Boot-time ns of the last forced ring buffer wake-up (element 0).  Shared
+/// by all CPUs without atomics: a lost race only costs one extra wake-up.
+#[cfg(feature = "ringbuf")]
+#[map]
+static WAKE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per-CPU storm detector: resets seen in the current window.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StormWindow {
+    start_ns: u64,
+    count: u64,
+}
+
+#[map]
+static STORM: PerCpuArray<StormWindow> = PerCpuArray::with_max_entries(1, 0);
+
+/// Resets counted instead of emitted, per key and CPU.
+#[map]
+static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *c += 1 };
+    }
+}
+
+/// Sends one record.  Counts it as emitted or, when the buffer is full, lost.
+#[inline(always)]
+pub fn emit<C: aya_ebpf::EbpfContext, T>(_ctx: &C, record: &T, now_ns: u64) {
+    #[cfg(feature = "ringbuf")]
+    {
+        let flags = wakeup_flags(now_ns);
+        match EVENTS.output::<T>(record, flags) {
+            Ok(()) => count(COUNTER_EMITTED),
+            Err(_) => count(COUNTER_LOST),
+        }
+    }
+    #[cfg(feature = "perf")]
+    {
+        use aya_ebpf::{bindings::BPF_F_CURRENT_CPU, helpers::bpf_perf_event_output};
+        let _ = now_ns;
+        // The kernel also reports these losses to the reader
+        // (PERF_RECORD_LOST); the daemon uses this counter, not both.
+        let ret = unsafe {
+            bpf_perf_event_output(
+                _ctx.as_ptr(),
+                core::ptr::addr_of!(EVENTS) as *mut core::ffi::c_void,
+                BPF_F_CURRENT_CPU,
+                record as *const T as *mut core::ffi::c_void,
+                core::mem::size_of::<T>() as u64,
+            )
+        };
+        if ret == 0 {
+            count(COUNTER_EMITTED);
+        } else {
+            count(COUNTER_LOST);
+        }
+    }
+}
+
+/// Wake the reader at most once per `wakeup_interval_ns`, or as soon as
+/// `wakeup_bytes` are waiting; otherwise let records accumulate.  At low
+/// rates every record wakes the reader at once (the interval has passed);
+/// under a storm the wake-ups drop from one per record to a few hundred a
+/// second.  The daemon re-checks the buffer shortly after every non-empty
+/// read, which picks up records that arrived without a wake-up.
+#[cfg(feature = "ringbuf")]
+#[inline(always)]
+fn wakeup_flags(now_ns: u64) -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    let Some(last) = WAKE.get_ptr_mut(0) else {
+        return 0;
+    };
+    let last = unsafe { &mut *last };
+    if now_ns.wrapping_sub(*last) >= conf!(wakeup_interval_ns)
+        || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= conf!(wakeup_bytes)
+    {
+        *last = now_ns;
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Decides whether this reset is emitted (true) or counted in the
+/// aggregation table (false), per the daemon's mode.
+#[inline(always)]
+pub fn should_emit(now_ns: u64) -> bool {
+    let Some(control) = CONTROL.get(0) else {
+        return true;
+    };
+    match control.mode {
+        MODE_AGGREGATE => false,
+        MODE_AUTO => {
+            let Some(w) = STORM.get_ptr_mut(0) else {
+                return true;
+            };
+            let w = unsafe { &mut *w };
+            if now_ns.wrapping_sub(w.start_ns) >= control.storm_window_ns {
+                w.start_ns = now_ns;
+                w.count = 0;
+            }
+            w.count += 1;
+            w.count <= control.storm_threshold as u64
+        }
+        _ => true,
+    }
+}
+
+/// Counts a reset under its aggregation key.  A full table still counts
+/// the reset (`COUNTER_AGG_OVERFLOW`) so that totals add up.
+#[inline(always)]
+pub fn aggregate(kind: u8, ev: &ResetEvent, now_ns: u64) {
+    count(COUNTER_AGGREGATED);
+    let epoch = match CONTROL.get(0) {
+        Some(c) => c.epoch as u8,
+        None => 0,
+    };
+    let key = AggKey {
+        epoch,
+        kind,
+        state: ev.state,
+        // FIN, SYN, RST, ACK: the bits the cause depends on.
+        tcp_flags: ev.tcp_flags & 0x17,
+        reason: ev.reason,
+        netns: ev.netns,
+        local_port: ev.local_port,
+        family: ev.family,
+        owner_tgid: ev.owner.tgid,
+        _pad: 0,
+    };
+    if let Some(v) = AGG.get_ptr_mut(&key) {
+        let v = unsafe { &mut *v };
+        v.count += 1;
+        v.last_ns = now_ns;
+        return;
+    }
+    let value = AggValue {
+        count: 1,
+        first_ns: now_ns,
+        last_ns: now_ns,
+        remote_addr: ev.remote_addr,
+        remote_port: ev.remote_port,
+        _pad: [0; 6],
+        owner_comm: ev.owner.comm,
+    };
+    if AGG.insert(&key, &value, 0).is_err() {
+        count(COUNTER_AGG_OVERFLOW);
+    }
+}

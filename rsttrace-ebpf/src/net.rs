@@ -1,0 +1,144 @@
+//! Reading sockets and packets: endpoints, namespaces, the triggering segment.
+
+use rsttrace_common::event::{Owner, ResetEvent};
+
+use crate::kmem::{conf, off, read, read_buf};
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// `skb->transport_header` when it was never set (`(u16)~0U`).
+const HEADER_UNSET: u16 = 0xffff;
+
+/// Inode of the network namespace a socket lives in.
+#[inline(always)]
+pub fn sock_netns(sk: u64) -> u32 {
+    let net: u64 = read(sk, off!(skc_net));
+    read(net, off!(net_inum))
+}
+
+/// Inode of the network namespace of the device a packet arrived on (for
+/// resets sent with no socket).
+#[inline(always)]
+pub fn skb_netns(skb: u64) -> u32 {
+    let dev: u64 = read(skb, off!(skb_dev));
+    let net: u64 = read(dev, off!(dev_nd_net));
+    read(net, off!(net_inum))
+}
+
+#[inline(always)]
+pub fn sock_state(sk: u64) -> u8 {
+    read(sk, off!(skc_state))
+}
+
+/// True for a full `struct sock` (not a TIME_WAIT or request mini-socket,
+/// where only `sock_common` is valid).
+#[inline(always)]
+pub fn is_full_sock(state: u8) -> bool {
+    state != conf!(tcp_time_wait) && state != conf!(tcp_new_syn_recv)
+}
+
+/// Both ends of a connection, local first.
+pub struct Endpoints<'a> {
+    pub family: &'a mut u16,
+    pub local_addr: &'a mut [u8; 16],
+    pub remote_addr: &'a mut [u8; 16],
+    pub local_port: &'a mut u16,
+    pub remote_port: &'a mut u16,
+}
+
+/// Fills the endpoints from `sock_common` (valid for every socket kind).
+#[inline(always)]
+pub fn sock_endpoints(sk: u64, ep: Endpoints<'_>) {
+    let family: u16 = read(sk, off!(skc_family));
+    *ep.local_port = read(sk, off!(skc_num));
+    *ep.remote_port = u16::from_be(read(sk, off!(skc_dport)));
+    if family == AF_INET6 {
+        read_buf(sk, off!(skc_v6_rcv_saddr), ep.local_addr);
+        read_buf(sk, off!(skc_v6_daddr), ep.remote_addr);
+    } else {
+        read_buf(sk, off!(skc_rcv_saddr), &mut ep.local_addr[..4]);
+        read_buf(sk, off!(skc_daddr), &mut ep.remote_addr[..4]);
+    }
+    *ep.family = family;
+}
+
+/// Fills the event's endpoints and segment fields from the packet that
+/// triggered a reset: its source is the remote end, its destination this
+/// host.  Returns false when the headers cannot be read.
+#[inline(always)]
+pub fn read_segment(skb: u64, ev: &mut ResetEvent) -> bool {
+    let head: u64 = read(skb, off!(skb_head));
+    let nh: u16 = read(skb, off!(skb_network_header));
+    let th: u16 = read(skb, off!(skb_transport_header));
+    if head == 0 || th == HEADER_UNSET || nh == HEADER_UNSET || th <= nh {
+        return false;
+    }
+    let ip = head + nh as u64;
+    let version: u8 = read(ip, 0);
+    let ip_payload: u32;
+    match version >> 4 {
+        4 => {
+            let mut h = [0u8; 20];
+            read_buf(ip, 0, &mut h);
+            ev.family = AF_INET;
+            ev.remote_addr[..4].copy_from_slice(&h[12..16]);
+            ev.local_addr[..4].copy_from_slice(&h[16..20]);
+            let total = u16::from_be_bytes([h[2], h[3]]) as u32;
+            ip_payload = total.saturating_sub((th - nh) as u32);
+        }
+        6 => {
+            let mut h = [0u8; 40];
+            read_buf(ip, 0, &mut h);
+            ev.family = AF_INET6;
+            ev.remote_addr.copy_from_slice(&h[8..24]);
+            ev.local_addr.copy_from_slice(&h[24..40]);
+            // payload_len counts extension headers, which sit before th.
+            let payload = u16::from_be_bytes([h[4], h[5]]) as u32;
+            ip_payload = payload.saturating_sub((th - nh) as u32 - 40);
+        }
+        _ => return false,
+    }
+    let mut t = [0u8; 16];
+    read_buf(head + th as u64, 0, &mut t);
+    ev.remote_port = u16::from_be_bytes([t[0], t[1]]);
+    ev.local_port = u16::from_be_bytes([t[2], t[3]]);
+    ev.seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    ev.ack_seq = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+    let doff = ((t[12] >> 4) as u32) * 4;
+    ev.tcp_flags = t[13];
+    ev.payload_len = ip_payload.saturating_sub(doff);
+    true
+}
+
+/// Inode of the file a socket is attached to (0 when it has none: an
+/// orphaned socket after close(), or a child not accepted yet).
+#[inline(always)]
+pub fn sock_inode(sk: u64) -> u64 {
+    let socket: u64 = read(sk, off!(sk_socket));
+    let file: u64 = read(socket, off!(socket_file));
+    let inode: u64 = read(file, off!(file_inode));
+    read(inode, off!(inode_ino))
+}
+
+/// The current process as a socket owner: thread-group id, the group
+/// leader's comm (the process name rather than a thread's), cgroup.
+#[inline(always)]
+pub fn current_owner() -> Owner {
+    use aya_ebpf::helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task,
+    };
+    let mut owner = Owner {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        ..Owner::default()
+    };
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = read(task, off!(task_group_leader));
+    read_buf(leader, off!(task_comm), &mut owner.comm);
+    if owner.comm[0] == 0 {
+        owner.comm = bpf_get_current_comm().unwrap_or_default();
+    }
+    owner
+}
