@@ -1,0 +1,6 @@
+//! Facts about the running kernel, read at start-up: BTF, tracefs, clocks.
+
+pub mod btf;
+pub mod clock;
+pub mod layout;
+pub mod tracefs;
