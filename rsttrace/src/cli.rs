@@ -1,0 +1,221 @@
+//! Command line.  `rsttrace [OPTIONS]` traces; the subcommands document.
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    capture::TransportChoice,
+    classify::{Cause, Direction},
+    output::{records::Failure, Format},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rsttrace",
+    version,
+    about = "Explain every TCP reset on this host: which connection, which direction, why, and which process owns the socket.",
+    long_about = "Explain every TCP reset on this host: which connection, which direction, why, and which \
+process owns the socket.\n\nrsttrace attaches eBPF programs to the kernel's tcp_send_reset and \
+tcp_receive_reset tracepoints and prints one line (or one JSON object) per reset. It needs root \
+(or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE) and a kernel with BTF (Linux >= 5.5; full reasons \
+from 6.10, all causes from 6.12).",
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every cause id with its explanation and the kernels that report it.
+    Causes {
+        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
+        format: DocFormat,
+    },
+    /// Describe the keys of the JSON output.
+    Schema {
+        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
+        format: DocFormat,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DocFormat {
+    Text,
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StormMode {
+    /// Report every reset.
+    Off,
+    /// Report every reset until a CPU sees more than --storm-threshold per
+    /// second; count the rest per (cause, port, owner) and report the counts
+    /// every --summary-interval.
+    Auto,
+    /// Only report counts.
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    Sent,
+    Received,
+}
+
+impl From<DirectionArg> for Direction {
+    fn from(d: DirectionArg) -> Self {
+        match d {
+            DirectionArg::Sent => Direction::Sent,
+            DirectionArg::Received => Direction::Received,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Output format: one readable line, or one JSON object, per reset.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Only resets in this network namespace: an inode number, or a path
+    /// such as /proc/<pid>/ns/net or /run/netns/<name>.
+    #[arg(long, value_name = "INODE|PATH")]
+    pub netns: Option<String>,
+
+    /// Only these causes (comma-separated ids; see `rsttrace causes`).
+    #[arg(long = "cause", value_name = "ID", value_delimiter = ',')]
+    pub causes: Vec<String>,
+
+    /// Only resets sent or only resets received.
+    #[arg(long, value_enum)]
+    pub direction: Option<DirectionArg>,
+
+    /// Only connections with this local or remote port.
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Only sockets owned by this process.
+    #[arg(long)]
+    pub pid: Option<u32>,
+
+    /// Also report connection failures that involve no reset (ICMP
+    /// unreachable, SYN or retransmission timeout) as "connection_failure".
+    #[arg(long)]
+    pub failures: bool,
+
+    /// Storm handling: `auto` counts resets in the kernel once a CPU sees
+    /// more than --storm-threshold a second, and reports the counts.
+    #[arg(long, value_enum, default_value_t = StormMode::Off)]
+    pub storm: StormMode,
+
+    /// Resets per second and CPU above which `--storm auto` counts instead
+    /// of reporting each one.
+    #[arg(long, default_value_t = 5000, value_name = "PER_SEC")]
+    pub storm_threshold: u32,
+
+    /// Seconds between storm summaries.
+    #[arg(long, default_value_t = 1, value_name = "SECS")]
+    pub summary_interval: u64,
+
+    /// How events reach rsttrace: BPF ring buffer (Linux >= 5.8) or per-CPU
+    /// perf buffers.
+    #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
+    pub transport: TransportChoice,
+
+    /// Event buffer size in MiB (the ring buffer, or each CPU's perf buffer).
+    #[arg(long, default_value_t = 8, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub buffer_size: u32,
+
+    /// Longest a reset may wait in the kernel before rsttrace is woken, in
+    /// milliseconds (batching wake-ups is what keeps storms cheap).
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    pub wakeup_ms: u64,
+
+    /// Exit after reporting this many resets.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Exit after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+
+    /// More diagnostics on stderr (-vv for debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The cause catalogue as shown by `--help` and `rsttrace causes`.
+pub fn causes_text() -> String {
+    let mut out = String::from("CAUSES (JSON \"cause\"; `rsttrace causes` for this list alone):\n");
+    for dir in [Direction::Sent, Direction::Received] {
+        out.push_str(&format!("\n  {}:\n", dir.as_str()));
+        for c in Cause::ALL.iter().filter(|c| c.direction() == dir) {
+            let errno = c.app_errno().map_or("-".to_string(), |e| e.to_string());
+            out.push_str(&format!(
+                "    {:<27} [{}, {}] {}\n",
+                c.id(),
+                errno,
+                c.kernels(),
+                c.explanation()
+            ));
+        }
+    }
+    out.push_str("\n  connection failures without a reset (--failures):\n");
+    for f in Failure::ALL {
+        out.push_str(&format!("    {:<27} {}\n", f.id(), f.explanation()));
+    }
+    out
+}
+
+pub fn causes_markdown() -> String {
+    let mut out = String::from(
+        "| cause | direction | app_errno | kernels | explanation |\n|---|---|---|---|---|\n",
+    );
+    for c in Cause::ALL {
+        let errno = c.app_errno().map_or("-".to_string(), |e| e.to_string());
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            c.id(),
+            c.direction().as_str(),
+            errno,
+            c.kernels(),
+            c.explanation()
+        ));
+    }
+    out.push_str("\nConnection failures without a reset (`--failures`, `\"event\": \"connection_failure\"`):\n\n| failure | explanation |\n|---|---|\n");
+    for f in Failure::ALL {
+        out.push_str(&format!("| `{}` | {} |\n", f.id(), f.explanation()));
+    }
+    out
+}
+
+pub fn command() -> clap::Command {
+    Cli::command().after_long_help(causes_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_every_cause() {
+        let help = command().render_long_help().to_string();
+        for c in Cause::ALL {
+            assert!(help.contains(c.id()), "{} missing from --help", c.id());
+        }
+        assert!(help.contains("6.12+"));
+    }
+}
