@@ -18,7 +18,10 @@ use std::{env, fs, path::PathBuf};
 use anyhow::{Context as _, Result};
 use aya_build::{Package, Toolchain};
 
-const VARIANTS: [(&str, &str); 2] = [("ringbuf", "rsttrace-ringbuf.o"), ("perf", "rsttrace-perf.o")];
+const VARIANTS: [(&str, &str); 2] = [
+    ("ringbuf", "rsttrace-ringbuf.o"),
+    ("perf", "rsttrace-perf.o"),
+];
 
 fn main() -> Result<()> {
     println!("cargo:rerun-if-env-changed=RSTTRACE_EBPF_TOOLCHAIN");

@@ -6,12 +6,12 @@
 # returns in well under a second.
 #
 # Usage: scripts/bootstrap.sh [--with-bench]
-#   --with-bench  also install bpftrace, tcpdump and hping-free tools the benchmark compares against
+#   --with-bench  also install bpftrace and tcpdump, which the benchmark compares against
 set -euo pipefail
 
 BPF_LINKER_VERSION=0.13.0
 LLVM_PREFIX=/usr/lib/llvm-22
-PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev iproute2 nftables)
+PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf rust-web-clippy llvm-22-dev iproute2 nftables)
 if [[ "${1:-}" == "--with-bench" ]]; then
   PKGS+=(bpftrace tcpdump)
 fi

@@ -22,6 +22,9 @@ pub struct Offsets {
     pub skc_v6_daddr: u32,
     pub skc_net: u32,
     pub skc_cookie: u32,
+    /// `inet_sock.inet_sport` (network order): the local port on the wire,
+    /// still set after close() released `skc_num`.
+    pub inet_sport: u32,
     // struct sock
     pub sk_socket: u32,
     pub sk_err: u32,
@@ -87,6 +90,7 @@ pub struct Config {
     pub _pad0: u8,
     /// Only report events from this network namespace (0 = all).
     pub netns_filter: u32,
+    pub _pad1: u32,
     /// Ring buffer wake-up policy: wake the reader at most once per
     /// `wakeup_interval_ns` unless `wakeup_bytes` are waiting.
     pub wakeup_interval_ns: u64,
@@ -94,8 +98,8 @@ pub struct Config {
 }
 
 // The layout is shared with the eBPF object byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<Offsets>() == 44 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 44 * 4 + 4 + 8 + 4 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 45 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 45 * 4 + 4 + 8 + 4 + 4 + 16);
 
 impl Config {
     /// A configuration with every offset absent: the programs then read
@@ -113,6 +117,7 @@ impl Config {
                 skc_v6_daddr: ABSENT,
                 skc_net: ABSENT,
                 skc_cookie: ABSENT,
+                inet_sport: ABSENT,
                 sk_socket: ABSENT,
                 sk_err: ABSENT,
                 sk_shutdown_byte: ABSENT,
@@ -158,6 +163,7 @@ impl Config {
             send_reset_has_reason: 0,
             _pad0: 0,
             netns_filter: 0,
+            _pad1: 0,
             wakeup_interval_ns: 0,
             wakeup_bytes: 0,
         }

@@ -169,7 +169,7 @@ pub fn aggregate(kind: u8, ev: &ResetEvent, now_ns: u64) {
         owner_tgid: ev.owner.tgid,
         _pad: 0,
     };
-    if let Some(v) = AGG.get_ptr_mut(&key) {
+    if let Some(v) = AGG.get_ptr_mut(key) {
         let v = unsafe { &mut *v };
         v.count += 1;
         v.last_ns = now_ns;
@@ -184,7 +184,7 @@ pub fn aggregate(kind: u8, ev: &ResetEvent, now_ns: u64) {
         _pad: [0; 6],
         owner_comm: ev.owner.comm,
     };
-    if AGG.insert(&key, &value, 0).is_err() {
+    if AGG.insert(key, value, 0).is_err() {
         count(COUNTER_AGG_OVERFLOW);
     }
 }

@@ -16,8 +16,8 @@ mod net;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id,
-        bpf_jiffies64, bpf_ktime_get_boot_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_boot_ns,
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
@@ -100,7 +100,14 @@ pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    on_reset(&ctx, KIND_RESET_RECEIVED, SLOT_RECEIVED, sk, 0, REASON_ABSENT);
+    on_reset(
+        &ctx,
+        KIND_RESET_RECEIVED,
+        SLOT_RECEIVED,
+        sk,
+        0,
+        REASON_ABSENT,
+    );
     0
 }
 
@@ -108,7 +115,11 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, reason: u32) {
     count(COUNTER_SEEN);
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let netns = if sk != 0 { sock_netns(sk) } else { skb_netns(skb) };
+    let netns = if sk != 0 {
+        sock_netns(sk)
+    } else {
+        skb_netns(skb)
+    };
     if netns_filtered(netns) {
         count(COUNTER_FILTERED);
         return;
@@ -140,6 +151,7 @@ fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, rea
     } else if sk != 0 {
         sock_endpoints(
             sk,
+            full,
             Endpoints {
                 family: &mut ev.family,
                 local_addr: &mut ev.local_addr,
@@ -150,7 +162,7 @@ fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, rea
         );
     }
     if sk != 0 {
-        if let Some(entry) = unsafe { SOCKS.get(&sk) } {
+        if let Some(entry) = unsafe { SOCKS.get(sk) } {
             if entry.has_owner != 0 {
                 ev.owner = entry.owner;
                 flags |= FLAG_OWNER_KNOWN;
@@ -226,28 +238,30 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
         let owner = current_owner();
         set_owner(sk, owner, now);
         let key = listen_key(sk);
-        let _ = LISTENERS.insert(&key, &owner, 0);
+        let _ = LISTENERS.insert(key, owner, 0);
         send_listen(&ctx, key, 1, owner, now);
     } else if old == conf!(tcp_listen) && new == conf!(tcp_syn_recv) {
         let entry = SockEntry {
-            owner: unsafe { LISTENERS.get(&listen_key(sk)) }.copied().unwrap_or_default(),
+            owner: unsafe { LISTENERS.get(listen_key(sk)) }
+                .copied()
+                .unwrap_or_default(),
             born_ns: now,
             has_owner: 1,
             from_listener: 1,
             _pad: [0; 6],
         };
-        let _ = SOCKS.insert(&sk, &entry, 0);
+        let _ = SOCKS.insert(sk, entry, 0);
     } else if old == conf!(tcp_listen) {
         let key = listen_key(sk);
-        let owner = match unsafe { SOCKS.get(&sk) } {
+        let owner = match unsafe { SOCKS.get(sk) } {
             Some(e) => e.owner,
             None => Owner::default(),
         };
-        if let Some(current) = unsafe { LISTENERS.get(&key) } {
+        if let Some(current) = unsafe { LISTENERS.get(key) } {
             // With SO_REUSEPORT several sockets share the key; only the
             // process that registered it clears it.
             if current.tgid == owner.tgid {
-                let _ = LISTENERS.remove(&key);
+                let _ = LISTENERS.remove(key);
             }
         }
         send_listen(&ctx, key, 0, owner, now);
@@ -273,7 +287,7 @@ fn set_owner(sk: u64, owner: Owner, now: u64) {
         from_listener: 0,
         _pad: [0; 6],
     };
-    let _ = SOCKS.insert(&sk, &entry, 0);
+    let _ = SOCKS.insert(sk, entry, 0);
 }
 
 #[inline(always)]
@@ -332,7 +346,7 @@ fn on_accept(ctx: &TracePointContext) {
     if sk == 0 {
         return;
     }
-    let born = match unsafe { SOCKS.get(&sk) } {
+    let born = match unsafe { SOCKS.get(sk) } {
         Some(e) => e.born_ns,
         None => 0,
     };
@@ -343,7 +357,7 @@ fn on_accept(ctx: &TracePointContext) {
         from_listener: 0,
         _pad: [0; 6],
     };
-    let _ = SOCKS.insert(&sk, &entry, 0);
+    let _ = SOCKS.insert(sk, entry, 0);
 }
 
 /// `tcp:tcp_destroy_sock(sk)`: the socket is gone; so is its entry (a new
@@ -351,7 +365,7 @@ fn on_accept(ctx: &TracePointContext) {
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let _ = SOCKS.remove(&sk);
+    let _ = SOCKS.remove(sk);
     0
 }
 
@@ -380,6 +394,7 @@ pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     };
     sock_endpoints(
         sk,
+        true,
         Endpoints {
             family: &mut ev.family,
             local_addr: &mut ev.local_addr,
@@ -388,7 +403,7 @@ pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
             remote_port: &mut ev.remote_port,
         },
     );
-    if let Some(entry) = unsafe { SOCKS.get(&sk) } {
+    if let Some(entry) = unsafe { SOCKS.get(sk) } {
         if entry.has_owner != 0 {
             ev.owner = entry.owner;
             ev.flags |= FLAG_OWNER_KNOWN;

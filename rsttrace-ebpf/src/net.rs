@@ -48,10 +48,15 @@ pub struct Endpoints<'a> {
 }
 
 /// Fills the endpoints from `sock_common` (valid for every socket kind).
+/// For a full socket the local port comes from `inet_sport`: close()
+/// releases the bound port (`skc_num` = 0) before the reset goes out.
 #[inline(always)]
-pub fn sock_endpoints(sk: u64, ep: Endpoints<'_>) {
+pub fn sock_endpoints(sk: u64, full: bool, ep: Endpoints<'_>) {
     let family: u16 = read(sk, off!(skc_family));
     *ep.local_port = read(sk, off!(skc_num));
+    if full && *ep.local_port == 0 {
+        *ep.local_port = u16::from_be(read(sk, off!(inet_sport)));
+    }
     *ep.remote_port = u16::from_be(read(sk, off!(skc_dport)));
     if family == AF_INET6 {
         read_buf(sk, off!(skc_v6_rcv_saddr), ep.local_addr);

@@ -94,8 +94,10 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain-data value.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-            .to_vec()
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
     }
 
     #[test]
@@ -127,7 +129,14 @@ mod tests {
         let mut ev = ResetEvent::default();
         ev.header.kind = KIND_RESET_RECEIVED;
         let raw = bytes_of(&ev);
-        assert!(matches!(decode(&raw[..100]), Err(DecodeError::Short { kind: 2, len: 100, .. })));
+        assert!(matches!(
+            decode(&raw[..100]),
+            Err(DecodeError::Short {
+                kind: 2,
+                len: 100,
+                ..
+            })
+        ));
         let mut raw = raw;
         raw[0] = 77;
         assert_eq!(decode(&raw), Err(DecodeError::UnknownKind(77)));
@@ -137,7 +146,10 @@ mod tests {
     fn addresses() {
         let mut raw = [0u8; 16];
         raw[..4].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(ip_addr(AF_INET, &raw), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            ip_addr(AF_INET, &raw),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
         let v6: Ipv6Addr = "fd00::1".parse().unwrap();
         assert_eq!(ip_addr(AF_INET6, &v6.octets()), IpAddr::V6(v6));
         let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();

@@ -45,7 +45,9 @@ impl Filter {
     fn before_owner(&self, ev: &ResetEvent, cause: Cause) -> bool {
         self.causes.as_ref().is_none_or(|c| c.contains(&cause))
             && self.direction.is_none_or(|d| d == cause.direction())
-            && self.port.is_none_or(|p| p == ev.local_port || p == ev.remote_port)
+            && self
+                .port
+                .is_none_or(|p| p == ev.local_port || p == ev.remote_port)
     }
 }
 
@@ -201,9 +203,15 @@ impl<W: Write> Pipeline<W> {
             return;
         }
 
-        let reason = names.reason(ev.reason);
-        let abort_on_data = reason == Some("TCP_ABORT_ON_DATA");
-        let keepalive = reason == Some("TCP_KEEPALIVE_TIMEOUT");
+        let abort_on_data = names.reason(ev.reason) == Some("TCP_ABORT_ON_DATA");
+        // The errno for the local socket is reported right after these:
+        // tcp_write_err() after a keepalive reset, tcp_done_with_error()
+        // after tcp_abort()'s.
+        let report_follows = !dead
+            && matches!(
+                classify(&ev, names).cause,
+                Cause::KeepaliveTimeout | Cause::SocketDestroyed
+            );
         if abort_on_data {
             // The received "reset" just before was the kernel resetting this
             // same socket: release it, marked as such, ahead of this one.
@@ -218,8 +226,7 @@ impl<W: Write> Pipeline<W> {
                 }
             }
         }
-        if keepalive && !dead {
-            // tcp_write_err() reports ETIMEDOUT right after the reset.
+        if report_follows {
             self.pending.push_back(Pending {
                 ev,
                 since: now,
@@ -349,7 +356,11 @@ impl<W: Write> Pipeline<W> {
         } else {
             None
         };
-        let owner_pid = if ev.flags & FLAG_OWNER_KNOWN != 0 { Some(ev.owner.tgid) } else { proc_owner_pid };
+        let owner_pid = if ev.flags & FLAG_OWNER_KNOWN != 0 {
+            Some(ev.owner.tgid)
+        } else {
+            proc_owner_pid
+        };
         if let Some(want) = self.settings.filter.pid {
             if owner_pid != Some(want) {
                 self.stats.filtered_out += 1;
@@ -397,7 +408,11 @@ impl<W: Write> Pipeline<W> {
             } else {
                 None
             },
-            state: if ev.flags & FLAG_HAS_SK != 0 { en.names.state(ev.state) } else { None },
+            state: if ev.flags & FLAG_HAS_SK != 0 {
+                en.names.state(ev.state)
+            } else {
+                None
+            },
             owner,
             context: Context::from_event(ev, en.names.hz),
             killer: (class.cause == Cause::SocketDestroyed).then(|| TaskRef {
@@ -442,12 +457,17 @@ impl<W: Write> Pipeline<W> {
         let owner = if er.flags & FLAG_OWNER_KNOWN != 0 {
             Some((er.owner.tgid, comm_str(&er.owner.comm)))
         } else {
-            proc_pid.and_then(|pid| self.en.owners.peek(er.sock_ino).map(|o| (pid, o.comm.as_str())))
+            proc_pid.and_then(|pid| {
+                self.en
+                    .owners
+                    .peek(er.sock_ino)
+                    .map(|o| (pid, o.comm.as_str()))
+            })
         };
         let unix_ns = self.en.clock.unix_ns(er.header.ts_ns);
-        let r = self
-            .out
-            .write_with(|format, buf| records::write_failure(format, buf, unix_ns, er, failure, errno, owner));
+        let r = self.out.write_with(|format, buf| {
+            records::write_failure(format, buf, unix_ns, er, failure, errno, owner)
+        });
         self.track(r);
         self.stats.failures += 1;
     }
@@ -474,12 +494,22 @@ impl<W: Write> Pipeline<W> {
                 key,
                 value,
                 class,
-                kernel_reason: if key.kind == KIND_RESET_SENT { en.names.reason(key.reason) } else { None },
-                state: if key.state != 0 { en.names.state(key.state) } else { None },
+                kernel_reason: if key.kind == KIND_RESET_SENT {
+                    en.names.reason(key.reason)
+                } else {
+                    None
+                },
+                state: if key.state != 0 {
+                    en.names.state(key.state)
+                } else {
+                    None
+                },
                 first_unix_ns: en.clock.unix_ns(value.first_ns),
                 last_unix_ns: en.clock.unix_ns(value.last_ns),
             };
-            let r = self.out.write_with(|format, buf| records::write_suppressed(format, buf, &summary));
+            let r = self
+                .out
+                .write_with(|format, buf| records::write_suppressed(format, buf, &summary));
             self.track(r);
         }
     }
@@ -487,7 +517,9 @@ impl<W: Write> Pipeline<W> {
     /// Tells the reader of the output that events were lost.
     pub fn on_lost(&mut self, count: u64, why: &str) {
         let unix_ns = self.en.clock.unix_ns(crate::kernel::clock::boottime_ns());
-        let r = self.out.write_with(|format, buf| records::write_lost(format, buf, unix_ns, count, why));
+        let r = self
+            .out
+            .write_with(|format, buf| records::write_lost(format, buf, unix_ns, count, why));
         self.track(r);
     }
 }

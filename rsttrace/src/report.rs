@@ -103,7 +103,8 @@ impl Context {
         c.unacked_bytes = Some(t.snd_nxt.wrapping_sub(t.snd_una));
         let now = t.now_jiffies as u32;
         let since = |stamp: u32| -> Option<u64> {
-            (stamp != 0 && hz != 0).then(|| u64::from(now.wrapping_sub(stamp)) * 1000 / u64::from(hz))
+            (stamp != 0 && hz != 0)
+                .then(|| u64::from(now.wrapping_sub(stamp)) * 1000 / u64::from(hz))
         };
         c.idle_ms = match (since(t.rcv_tstamp), since(t.lrcvtime)) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -73,7 +73,9 @@ fn parse_netns(arg: &str) -> Result<u32> {
     if let Ok(n) = arg.parse::<u32>() {
         return Ok(n);
     }
-    let meta = std::fs::metadata(arg).with_context(|| format!("--netns {arg}: not an inode number or a readable namespace file"))?;
+    let meta = std::fs::metadata(arg).with_context(|| {
+        format!("--netns {arg}: not an inode number or a readable namespace file")
+    })?;
     u32::try_from(meta.ino()).with_context(|| format!("--netns {arg}: inode out of range"))
 }
 
@@ -83,7 +85,8 @@ fn parse_causes(ids: &[String]) -> Result<Option<HashSet<Cause>>> {
     }
     ids.iter()
         .map(|id| {
-            Cause::from_id(id).with_context(|| format!("--cause {id}: unknown cause id (see `rsttrace causes`)"))
+            Cause::from_id(id)
+                .with_context(|| format!("--cause {id}: unknown cause id (see `rsttrace causes`)"))
         })
         .collect::<Result<HashSet<_>>>()
         .map(Some)
@@ -214,7 +217,9 @@ async fn run<W: Write>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let summary_every = Duration::from_secs(args.summary_interval.max(1));
     let mut last_summary = Instant::now();
-    let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let deadline = args
+        .duration
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut recheck: Option<Duration> = None;
     let mut reported_lost = 0u64;
     loop {
@@ -276,7 +281,11 @@ fn lost_total(c: &Counters, capture: &Capture) -> u64 {
 }
 
 /// Switches the programs to the other epoch and reports the old one.
-fn drain_aggregates<W: Write>(capture: &mut Capture, pipeline: &mut Pipeline<W>, control: &mut Control) -> Result<()> {
+fn drain_aggregates<W: Write>(
+    capture: &mut Capture,
+    pipeline: &mut Pipeline<W>,
+    control: &mut Control,
+) -> Result<()> {
     let old = control.epoch as u8;
     control.epoch ^= 1;
     capture.set_control(*control)?;
@@ -310,25 +319,38 @@ fn finish<W: Write>(
     if pipeline.flush().is_err() {
         return Ok(());
     }
+    let storm = if s.suppressed_records > 0 || control.mode != MODE_EVENTS {
+        format!(
+            ", {} counted in {} storm summaries",
+            s.suppressed_resets, s.suppressed_records
+        )
+    } else {
+        String::new()
+    };
+    let failures = if s.failures > 0 {
+        format!(", {} connection failures", s.failures)
+    } else {
+        String::new()
+    };
+    let undecodable = if s.decode_errors > 0 {
+        format!(", {} undecodable records", s.decode_errors)
+    } else {
+        String::new()
+    };
+    let keyless = match v[COUNTER_AGG_OVERFLOW as usize] {
+        0 => String::new(),
+        n => format!(" ({n} counted without a key: aggregation table full)"),
+    };
     eprintln!(
-        "rsttrace: {} resets reported ({} sent, {} received), {} lost, {} counted in {} storm summaries{}{}; kernel saw {} (emitted {}, aggregated {}{}, filtered {})",
+        "rsttrace: {} resets reported ({} sent, {} received){storm}{failures}, {lost} lost{undecodable}; \
+         kernel: {} resets seen, {} aggregated{keyless}, {} outside --netns, {} records sent",
         s.resets,
         s.sent,
         s.received,
-        lost,
-        s.suppressed_resets,
-        s.suppressed_records,
-        if s.failures > 0 { format!(", {} connection failures", s.failures) } else { String::new() },
-        if s.decode_errors > 0 { format!(", {} undecodable records", s.decode_errors) } else { String::new() },
         v[COUNTER_SEEN as usize],
-        v[COUNTER_EMITTED as usize],
         v[COUNTER_AGGREGATED as usize],
-        if v[COUNTER_AGG_OVERFLOW as usize] > 0 {
-            format!(" of which {} without a key", v[COUNTER_AGG_OVERFLOW as usize])
-        } else {
-            String::new()
-        },
         v[COUNTER_FILTERED as usize],
+        v[COUNTER_EMITTED as usize],
     );
     Ok(())
 }

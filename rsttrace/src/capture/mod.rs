@@ -6,13 +6,7 @@
 
 mod progstats;
 
-use std::{
-    future::poll_fn,
-    io,
-    os::fd::AsFd,
-    task::Poll,
-    time::Duration,
-};
+use std::{future::poll_fn, io, task::Poll, time::Duration};
 
 use aya::{
     include_bytes_aligned,
@@ -32,7 +26,8 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::kernel::layout::{Hooks, ProgInfoLayout, BTF_TRACEPOINTS};
 
-static RINGBUF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-ringbuf.o"));
+static RINGBUF_OBJECT: &[u8] =
+    include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-ringbuf.o"));
 static PERF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-perf.o"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -96,7 +91,11 @@ fn program_error(action: &'static str, program: &'static str, e: ProgramError) -
             verifier_log,
         } => {
             let log = verifier_log.to_string();
-            let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             if io_error.raw_os_error() == Some(libc::EPERM) && log.trim().is_empty() {
                 format!("{io_error} (rsttrace needs root, or CAP_BPF and CAP_PERFMON)")
             } else {
@@ -144,10 +143,7 @@ pub struct Capture {
     scratch: Vec<u8>,
 }
 
-fn register<T: AsFd>(inner: T) -> Result<AsyncFd<T>, CaptureError>
-where
-    T: std::os::fd::AsRawFd,
-{
+fn register<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, CaptureError> {
     // SAFETY: `inner` owns its fd for as long as the AsyncFd lives.
     unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
         .map_err(|e| CaptureError::Poll(e.into_parts().1))
@@ -183,7 +179,9 @@ impl Capture {
         }
         let page = page_size();
         let mut loader = EbpfLoader::new();
-        loader.btf(Some(btf)).override_global("CONFIG", config, true);
+        loader
+            .btf(Some(btf))
+            .override_global("CONFIG", config, true);
         if transport == Transport::Ringbuf {
             // A power-of-two number of pages.
             let size = opts.buffer_bytes.max(page).next_power_of_two();
@@ -192,7 +190,8 @@ impl Capture {
         let mut ebpf = loader.load(object).map_err(CaptureError::Load)?;
 
         for &(name, _, required) in BTF_TRACEPOINTS {
-            if !required && !(name == "inet_sk_error_report" && hooks.error_report) {
+            let wanted = required || (name == "inet_sk_error_report" && hooks.error_report);
+            if !wanted {
                 continue;
             }
             let prog: &mut BtfTracePoint = ebpf
@@ -200,8 +199,10 @@ impl Capture {
                 .ok_or(CaptureError::MissingMap(name))?
                 .try_into()
                 .map_err(|e| program_error("load", name, e))?;
-            prog.load(name, btf).map_err(|e| program_error("load", name, e))?;
-            prog.attach().map_err(|e| program_error("attach", name, e))?;
+            prog.load(name, btf)
+                .map_err(|e| program_error("load", name, e))?;
+            prog.attach()
+                .map_err(|e| program_error("attach", name, e))?;
         }
         if hooks.accept {
             for name in ["sys_exit_accept4", "sys_exit_accept"] {
@@ -218,13 +219,22 @@ impl Capture {
 
         let reader = match transport {
             Transport::Ringbuf => {
-                let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)
-                    .map_err(|source| CaptureError::Map { name: "EVENTS", source })?;
+                let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|source| {
+                    CaptureError::Map {
+                        name: "EVENTS",
+                        source,
+                    }
+                })?;
                 Reader::Ring(register(ring)?)
             }
             Transport::Perf => {
-                let mut array = PerfEventArray::try_from(take_map(&mut ebpf, "EVENTS")?)
-                    .map_err(|source| CaptureError::Map { name: "EVENTS", source })?;
+                let mut array =
+                    PerfEventArray::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|source| {
+                        CaptureError::Map {
+                            name: "EVENTS",
+                            source,
+                        }
+                    })?;
                 let pages = (opts.buffer_bytes / page).max(1).next_power_of_two();
                 let cpus = aya::util::online_cpus().map_err(|(_, e)| CaptureError::Cpus(e))?;
                 let mut bufs = Vec::with_capacity(cpus.len());
@@ -234,8 +244,13 @@ impl Capture {
                 Reader::Perf(bufs)
             }
         };
-        let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)
-            .map_err(|source| CaptureError::Map { name: "COUNTERS", source })?;
+        let counters =
+            PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(|source| {
+                CaptureError::Map {
+                    name: "COUNTERS",
+                    source,
+                }
+            })?;
         let progstats = progstats::ProgStats::new(prog_info);
         Ok(Capture {
             ebpf,
@@ -348,21 +363,40 @@ impl Capture {
     }
 
     pub fn set_control(&mut self, control: Control) -> Result<(), CaptureError> {
-        let map = self.ebpf.map_mut("CONTROL").ok_or(CaptureError::MissingMap("CONTROL"))?;
+        let map = self
+            .ebpf
+            .map_mut("CONTROL")
+            .ok_or(CaptureError::MissingMap("CONTROL"))?;
         let mut array: Array<&mut MapData, Control> =
-            Array::try_from(map).map_err(|source| CaptureError::Map { name: "CONTROL", source })?;
+            Array::try_from(map).map_err(|source| CaptureError::Map {
+                name: "CONTROL",
+                source,
+            })?;
         array
             .set(0, control, 0)
-            .map_err(|source| CaptureError::Map { name: "CONTROL", source })
+            .map_err(|source| CaptureError::Map {
+                name: "CONTROL",
+                source,
+            })
     }
 
     /// Removes and returns the aggregation entries of `epoch`, summed over
     /// CPUs (the programs count into the other epoch meanwhile).
     pub fn take_aggregates(&mut self, epoch: u8) -> Result<Vec<(AggKey, AggValue)>, CaptureError> {
-        let map = self.ebpf.map_mut("AGG").ok_or(CaptureError::MissingMap("AGG"))?;
+        let map = self
+            .ebpf
+            .map_mut("AGG")
+            .ok_or(CaptureError::MissingMap("AGG"))?;
         let mut agg: PerCpuHashMap<&mut MapData, AggKey, AggValue> =
-            PerCpuHashMap::try_from(map).map_err(|source| CaptureError::Map { name: "AGG", source })?;
-        let keys: Vec<AggKey> = agg.keys().filter_map(Result::ok).filter(|k| k.epoch == epoch).collect();
+            PerCpuHashMap::try_from(map).map_err(|source| CaptureError::Map {
+                name: "AGG",
+                source,
+            })?;
+        let keys: Vec<AggKey> = agg
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.epoch == epoch)
+            .collect();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             if let Ok(values) = agg.get(&key, 0) {

@@ -163,7 +163,13 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for &c in Cause::ALL {
             assert!(seen.insert(c.id()), "duplicate id {}", c.id());
-            assert!(c.id().chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'), "{}", c.id());
+            assert!(
+                c.id()
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
+                "{}",
+                c.id()
+            );
             assert_eq!(Cause::from_id(c.id()), Some(c));
             assert!(c.explanation().ends_with('.'), "{}", c.id());
         }

@@ -334,8 +334,14 @@ pub mod testing {
                 .enumerate()
                 .map(|(i, n)| (i as u8 + 1, n.to_string()))
                 .collect(),
-            sock_flags: HashMap::from([("SOCK_DEAD".to_string(), 0), ("SOCK_LINGER".to_string(), 4)]),
-            sk_shutdown: Some(BitSpec { shift: 0, mask: 0xff }),
+            sock_flags: HashMap::from([
+                ("SOCK_DEAD".to_string(), 0),
+                ("SOCK_LINGER".to_string(), 4),
+            ]),
+            sk_shutdown: Some(BitSpec {
+                shift: 0,
+                mask: 0xff,
+            }),
             hz: 250,
         }
     }
@@ -359,7 +365,11 @@ mod tests {
         *,
     };
 
-    fn sent_event(names: &KernelNames, reason_name: Option<&str>, state_name: Option<&str>) -> ResetEvent {
+    fn sent_event(
+        names: &KernelNames,
+        reason_name: Option<&str>,
+        state_name: Option<&str>,
+    ) -> ResetEvent {
         let mut ev = ResetEvent::default();
         ev.header.kind = KIND_RESET_SENT;
         ev.reason = reason_name.map_or(REASON_ABSENT, |r| reason(names, r));
@@ -472,7 +482,11 @@ mod tests {
             ("TCP_ABORT_ON_LINGER", Cause::Linger2Abort),
             ("MPTCP_RST_EMIDDLEBOX", Cause::MptcpMiddlebox),
         ] {
-            assert_eq!(cause(&sent_event(&n, Some(r), Some("CLOSE")), &n), want, "{r}");
+            assert_eq!(
+                cause(&sent_event(&n, Some(r), Some("CLOSE")), &n),
+                want,
+                "{r}"
+            );
         }
     }
 
@@ -521,7 +535,11 @@ mod tests {
         ev.flags = FLAG_HAS_SK | FLAG_FULL_SOCK;
         ev.reason = REASON_ABSENT;
         for (s, want_cause, want_errno) in [
-            ("SYN_SENT", Cause::ConnectionRefused, Some(Errno::ECONNREFUSED)),
+            (
+                "SYN_SENT",
+                Cause::ConnectionRefused,
+                Some(Errno::ECONNREFUSED),
+            ),
             ("ESTABLISHED", Cause::PeerReset, Some(Errno::ECONNRESET)),
             ("FIN_WAIT1", Cause::PeerReset, Some(Errno::ECONNRESET)),
             ("CLOSE_WAIT", Cause::PeerReset, Some(Errno::EPIPE)),
@@ -538,7 +556,10 @@ mod tests {
         assert_eq!(Errno::from_raw(libc::ECONNRESET), Some(Errno::ECONNRESET));
         assert_eq!(Errno::from_raw(-libc::EPIPE), Some(Errno::EPIPE));
         assert_eq!(Errno::from_raw(0), None);
-        assert_eq!(Errno::from_raw(71).map(|e| e.to_string()), Some("EPROTO".into()));
+        assert_eq!(
+            Errno::from_raw(71).map(|e| e.to_string()),
+            Some("EPROTO".into())
+        );
         assert_eq!(Errno::Other(200).to_string(), "errno 200");
     }
 }

@@ -79,13 +79,19 @@ fn container_segment(segment: &str) -> Option<(Option<&'static str>, &str)> {
 /// `kubepods-burstable-pod<uid_with_underscores>.slice` or `pod<uid>`.
 fn pod_segment(segment: &str) -> Option<String> {
     let base = segment.strip_suffix(".slice").unwrap_or(segment);
-    let uid = base.rsplit_once("-pod").map(|(_, u)| u).or_else(|| base.strip_prefix("pod"))?;
+    let uid = base
+        .rsplit_once("-pod")
+        .map(|(_, u)| u)
+        .or_else(|| base.strip_prefix("pod"))?;
     let uid = uid.replace('_', "-");
     let ok = uid.len() == 36
-        && uid
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
+        && uid.bytes().enumerate().all(|(i, b)| {
+            if [8, 13, 18, 23].contains(&i) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        });
     ok.then_some(uid)
 }
 
@@ -130,7 +136,8 @@ impl CgroupIndex {
                 continue;
             };
             let rel = Path::new("/").join(dir.strip_prefix(&root).unwrap_or(Path::new("")));
-            self.by_id.insert(meta.ino(), rel.to_string_lossy().into_owned());
+            self.by_id
+                .insert(meta.ino(), rel.to_string_lossy().into_owned());
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -145,7 +152,11 @@ impl CgroupIndex {
         if id == 0 {
             return None;
         }
-        if !self.by_id.contains_key(&id) && self.last_scan.is_none_or(|t| t.elapsed() >= self.min_rescan) {
+        if !self.by_id.contains_key(&id)
+            && self
+                .last_scan
+                .is_none_or(|t| t.elapsed() >= self.min_rescan)
+        {
             self.scan();
         }
         self.by_id.get(&id).map(String::as_str)
@@ -176,7 +187,10 @@ mod tests {
         let c = Container::from_cgroup(&path);
         assert_eq!(c.runtime, Some("containerd"));
         assert_eq!(c.id.as_deref(), Some(ID));
-        assert_eq!(c.pod_uid.as_deref(), Some("1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"));
+        assert_eq!(
+            c.pod_uid.as_deref(),
+            Some("1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901")
+        );
         let crio = path.replace("cri-containerd-", "crio-");
         assert_eq!(Container::from_cgroup(&crio).runtime, Some("cri-o"));
     }
@@ -187,7 +201,10 @@ mod tests {
         let c = Container::from_cgroup(&path);
         assert_eq!(c.runtime, Some("kubernetes"));
         assert_eq!(c.id.as_deref(), Some(ID));
-        assert_eq!(c.pod_uid.as_deref(), Some("1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"));
+        assert_eq!(
+            c.pod_uid.as_deref(),
+            Some("1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901")
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ pub struct ProcListener {
 
 impl ListenerHistory {
     pub fn seed(&mut self, listener: &ProcListener, owner: Option<(u32, &str)>) {
-        let st = self.ports.entry((listener.netns, listener.port)).or_default();
+        let st = self
+            .ports
+            .entry((listener.netns, listener.port))
+            .or_default();
         st.listening += 1;
         if let Some((pid, comm)) = owner {
             st.last_pid = Some(pid);
@@ -106,7 +109,11 @@ pub fn proc_listeners() -> Vec<ProcListener> {
         return out;
     };
     for entry in procs.flatten() {
-        if !entry.file_name().to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit())) {
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        {
             continue;
         }
         let Some(netns) = fs::read_link(entry.path().join("ns/net"))
@@ -120,11 +127,11 @@ pub fn proc_listeners() -> Vec<ProcListener> {
         }
         for table in ["net/tcp", "net/tcp6"] {
             if let Ok(text) = fs::read_to_string(entry.path().join(table)) {
-                out.extend(parse_tcp_table(&text).into_iter().map(|(port, inode)| ProcListener {
-                    netns,
-                    port,
-                    inode,
-                }));
+                out.extend(
+                    parse_tcp_table(&text)
+                        .into_iter()
+                        .map(|(port, inode)| ProcListener { netns, port, inode }),
+                );
             }
         }
     }
@@ -213,7 +220,14 @@ mod tests {
     #[test]
     fn reuseport_listeners_count() {
         let mut h = ListenerHistory::default();
-        h.seed(&ProcListener { netns: 7, port: 443, inode: 1 }, Some((10, "a")));
+        h.seed(
+            &ProcListener {
+                netns: 7,
+                port: 443,
+                inode: 1,
+            },
+            Some((10, "a")),
+        );
         h.on_listen(&listen(443, true, 11, 1));
         h.on_listen(&listen(443, false, 11, 2));
         assert!(h.note(7, 443, 3).listening_now, "one of two still listens");

@@ -44,6 +44,10 @@ impl OwnerIndex {
         self.by_inode.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_inode.is_empty()
+    }
+
     /// Rebuilds the index from every process's fd table.
     pub fn scan(&mut self) {
         self.scans += 1;
@@ -54,7 +58,11 @@ impl OwnerIndex {
             return;
         };
         for entry in procs.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {

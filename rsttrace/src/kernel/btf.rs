@@ -110,7 +110,8 @@ pub struct Location {
 impl Location {
     /// Byte offset, when the member is byte-aligned and not a bitfield.
     pub fn byte_offset(&self) -> Option<u32> {
-        (self.bitfield_size == 0 && self.bit_offset % 8 == 0).then_some(self.bit_offset / 8)
+        (self.bitfield_size == 0 && self.bit_offset.is_multiple_of(8))
+            .then_some(self.bit_offset / 8)
     }
 }
 
@@ -458,7 +459,14 @@ impl Btf {
         let ptr = self.resolve(typedef);
         let proto = self.get(ptr).filter(|t| t.kind == Kind::Ptr)?.size_or_type;
         let proto = self.get(proto).filter(|t| t.kind == Kind::FuncProto)?;
-        Some(proto.params.iter().skip(1).map(|&(_, ty)| self.describe(ty)).collect())
+        Some(
+            proto
+                .params
+                .iter()
+                .skip(1)
+                .map(|&(_, ty)| self.describe(ty))
+                .collect(),
+        )
     }
 }
 
@@ -544,7 +552,11 @@ pub mod testing {
                 let off = self.str(m_name);
                 self.word(off);
                 self.word(m_type);
-                self.word(if bitfields { (bits << 24) | bit_off } else { bit_off });
+                self.word(if bitfields {
+                    (bits << 24) | bit_off
+                } else {
+                    bit_off
+                });
             }
             id
         }
@@ -609,15 +621,34 @@ mod tests {
             8,
             &[("skc_daddr", be32, 0, 0), ("skc_rcv_saddr", be32, 32, 0)],
         );
-        let addr_union = b.composite(true, "", 8, &[("skc_addrpair", u32_t, 0, 0), ("", pair, 0, 0)]);
-        let ns_common = b.composite(false, "ns_common", 8, &[("stashed", u32_t, 0, 0), ("inum", u32_t, 32, 0)]);
-        let net = b.composite(false, "net", 64, &[("passive", u32_t, 0, 0), ("ns", ns_common, 128, 0)]);
+        let addr_union = b.composite(
+            true,
+            "",
+            8,
+            &[("skc_addrpair", u32_t, 0, 0), ("", pair, 0, 0)],
+        );
+        let ns_common = b.composite(
+            false,
+            "ns_common",
+            8,
+            &[("stashed", u32_t, 0, 0), ("inum", u32_t, 32, 0)],
+        );
+        let net = b.composite(
+            false,
+            "net",
+            64,
+            &[("passive", u32_t, 0, 0), ("ns", ns_common, 128, 0)],
+        );
         let net_ptr = b.ptr(net);
         let sock_common = b.composite(
             false,
             "sock_common",
             32,
-            &[("", addr_union, 0, 0), ("skc_state", u8_t, 64, 0), ("skc_net", net_ptr, 128, 0)],
+            &[
+                ("", addr_union, 0, 0),
+                ("skc_state", u8_t, 64, 0),
+                ("skc_net", net_ptr, 128, 0),
+            ],
         );
         b.composite(
             false,
@@ -631,14 +662,20 @@ mod tests {
         );
         b.enumeration(
             "sk_rst_reason",
-            &[("SK_RST_REASON_NOT_SPECIFIED", 0), ("SK_RST_REASON_NO_SOCKET", 1)],
+            &[
+                ("SK_RST_REASON_NOT_SPECIFIED", 0),
+                ("SK_RST_REASON_NO_SOCKET", 1),
+            ],
         );
         b.enumeration("", &[("TCP_ESTABLISHED", 1), ("TCP_LISTEN", 10)]);
         let void_ptr = b.ptr(0);
         let fwd = b.struct_placeholder();
         let sock_ptr = b.ptr(fwd);
         let reason = b.enumeration("sk_rst_reason", &[]);
-        let proto = b.func_proto(0, &[("", void_ptr), ("", sock_ptr), ("", void_ptr), ("", reason)]);
+        let proto = b.func_proto(
+            0,
+            &[("", void_ptr), ("", sock_ptr), ("", void_ptr), ("", reason)],
+        );
         let proto_ptr = b.ptr(proto);
         b.typedef("btf_trace_tcp_send_reset", proto_ptr);
         let arr = b.array(u8_t, u32_t, 16);
@@ -660,7 +697,12 @@ mod tests {
         let saddr = btf.member_path("sock_common", "skc_rcv_saddr").unwrap();
         assert_eq!(saddr.byte_offset(), Some(4));
         assert_eq!(btf.size_of(saddr.type_id), Some(4));
-        assert_eq!(btf.member_path("sock_common", "skc_state").unwrap().byte_offset(), Some(8));
+        assert_eq!(
+            btf.member_path("sock_common", "skc_state")
+                .unwrap()
+                .byte_offset(),
+            Some(8)
+        );
         assert!(btf.member_path("sock_common", "nope").is_none());
         assert!(btf.member_path("nosuch", "skc_state").is_none());
     }
@@ -668,8 +710,16 @@ mod tests {
     #[test]
     fn nested_paths_sum_offsets() {
         let btf = Btf::parse(&sample()).unwrap();
-        assert_eq!(btf.member_path("net", "ns.inum").unwrap().byte_offset(), Some(20));
-        assert_eq!(btf.member_path("sock", "__sk_common.skc_state").unwrap().byte_offset(), Some(8));
+        assert_eq!(
+            btf.member_path("net", "ns.inum").unwrap().byte_offset(),
+            Some(20)
+        );
+        assert_eq!(
+            btf.member_path("sock", "__sk_common.skc_state")
+                .unwrap()
+                .byte_offset(),
+            Some(8)
+        );
     }
 
     #[test]
@@ -706,18 +756,24 @@ mod tests {
         let btf = Btf::parse(&sample()).unwrap();
         assert_eq!(
             btf.tracepoint_args("tcp_send_reset").unwrap(),
-            vec!["*fwd_sock".to_string(), "*void".to_string(), "enum sk_rst_reason".to_string()]
+            vec![
+                "*fwd_sock".to_string(),
+                "*void".to_string(),
+                "enum sk_rst_reason".to_string()
+            ]
         );
         assert!(btf.tracepoint_args("tcp_receive_reset").is_none());
     }
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(Btf::parse(b"hello world, not btf at all").err(), Some(BtfError::BadMagic));
+        assert_eq!(
+            Btf::parse(b"hello world, not btf at all").err(),
+            Some(BtfError::BadMagic)
+        );
         assert_eq!(Btf::parse(&[0x9f]).err(), Some(BtfError::Truncated));
         let mut blob = sample();
         blob.truncate(blob.len() - 100);
         assert!(Btf::parse(&blob).is_err());
     }
 }
-

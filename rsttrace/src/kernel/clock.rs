@@ -101,7 +101,11 @@ pub fn kernel_hz() -> (u32, &'static str) {
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let boot_config = format!("/boot/config-{}", release.trim());
-    if let Some(hz) = std::fs::read_to_string(boot_config).ok().as_deref().and_then(config_hz) {
+    if let Some(hz) = std::fs::read_to_string(boot_config)
+        .ok()
+        .as_deref()
+        .and_then(config_hz)
+    {
         return (hz, "/boot/config");
     }
     if let Some(hz) = measure_hz() {
@@ -113,7 +117,9 @@ pub fn kernel_hz() -> (u32, &'static str) {
 fn read_config_gz() -> Option<String> {
     let file = std::fs::File::open("/proc/config.gz").ok()?;
     let mut text = String::new();
-    flate2::read::GzDecoder::new(file).read_to_string(&mut text).ok()?;
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .ok()?;
     Some(text)
 }
 
@@ -163,10 +169,19 @@ mod tests {
     #[test]
     fn formats_rfc3339() {
         assert_eq!(fmt(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(fmt(1_795_968_301_123_456_789), "2026-11-29T16:05:01.123456Z");
+        assert_eq!(
+            fmt(1_795_968_301_123_456_789),
+            "2026-11-29T16:05:01.123456Z"
+        );
         // Leap day and end of year.
-        assert_eq!(fmt(951_782_400 * 1_000_000_000), "2000-02-29T00:00:00.000000Z");
-        assert_eq!(fmt(1_703_980_799 * 1_000_000_000 + 999_999_999), "2023-12-30T23:59:59.999999Z");
+        assert_eq!(
+            fmt(951_782_400 * 1_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+        assert_eq!(
+            fmt(1_703_980_799 * 1_000_000_000 + 999_999_999),
+            "2023-12-30T23:59:59.999999Z"
+        );
         assert_eq!(fmt(-1_000), "1969-12-31T23:59:59.999999Z");
     }
 
@@ -178,7 +193,10 @@ mod tests {
 
     #[test]
     fn parses_config_hz() {
-        assert_eq!(config_hz("# CONFIG_HZ_100 is not set\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"), Some(250));
+        assert_eq!(
+            config_hz("# CONFIG_HZ_100 is not set\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"),
+            Some(250)
+        );
         assert_eq!(config_hz("CONFIG_X=y\n"), None);
     }
 

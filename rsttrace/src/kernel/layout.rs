@@ -64,7 +64,10 @@ impl KernelNames {
     }
 
     pub fn state_value(&self, name: &str) -> Option<u8> {
-        self.states.iter().find(|(_, n)| *n == name).map(|(&v, _)| v)
+        self.states
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(&v, _)| v)
     }
 
     /// Whether `enum sock_flags` bit `name` is set in a raw `sk_flags` word.
@@ -132,13 +135,27 @@ const MEMBERS: &[Member] = members![
     ("sock_common", "skc_dport", skc_dport, 2, true),
     ("sock_common", "skc_rcv_saddr", skc_rcv_saddr, 4, true),
     ("sock_common", "skc_daddr", skc_daddr, 4, true),
-    ("sock_common", "skc_v6_rcv_saddr", skc_v6_rcv_saddr, 16, false),
+    (
+        "sock_common",
+        "skc_v6_rcv_saddr",
+        skc_v6_rcv_saddr,
+        16,
+        false
+    ),
     ("sock_common", "skc_v6_daddr", skc_v6_daddr, 16, false),
     ("sock_common", "skc_net.net", skc_net, 8, true),
     ("sock_common", "skc_cookie", skc_cookie, 8, false),
+    ("inet_sock", "inet_sport", inet_sport, 2, false),
     // `sk_flags` is `__sk_common.skc_flags` since 6.x, a member of struct
     // sock before; sock_common sits at offset 0 of sock.
-    ("sock_common", "skc_flags", sk_flags, 8, true, alt = ("sock", "sk_flags")),
+    (
+        "sock_common",
+        "skc_flags",
+        sk_flags,
+        8,
+        true,
+        alt = ("sock", "sk_flags")
+    ),
     ("sock", "sk_socket", sk_socket, 8, true),
     ("sock", "sk_err", sk_err, 4, true),
     ("sock", "sk_lingertime", sk_lingertime, 8, true),
@@ -163,7 +180,13 @@ const MEMBERS: &[Member] = members![
     ("tcp_sock", "bytes_sent", tcp_bytes_sent, 8, false),
     ("tcp_sock", "lsndtime", tcp_lsndtime, 4, false),
     ("tcp_sock", "rcv_tstamp", tcp_rcv_tstamp, 4, false),
-    ("tcp_sock", "inet_conn.icsk_ack.lrcvtime", icsk_lrcvtime, 4, false),
+    (
+        "tcp_sock",
+        "inet_conn.icsk_ack.lrcvtime",
+        icsk_lrcvtime,
+        4,
+        false
+    ),
     ("task_struct", "files", task_files, 8, false),
     ("task_struct", "group_leader", task_group_leader, 8, false),
     ("task_struct", "comm", task_comm, 16, false),
@@ -186,7 +209,12 @@ fn locate(btf: &Btf, member: &Member) -> Result<u32, String> {
         };
         match btf.size_of(loc.type_id) {
             Some(size) if size == member.size => return Ok(off),
-            size => why = format!("{strukt}.{path} is {size:?} bytes, rsttrace reads {}", member.size),
+            size => {
+                why = format!(
+                    "{strukt}.{path} is {size:?} bytes, rsttrace reads {}",
+                    member.size
+                )
+            }
         }
     }
     Err(why)
@@ -238,11 +266,15 @@ pub fn resolve(
 
     let mut names = KernelNames::default();
     // sk_shutdown: a u8 since 5.x, a 2-bit field before.
-    let shutdown = btf
-        .member_path("sock", "sk_shutdown")
-        .ok_or_else(|| LayoutError::MissingMember("no member `sk_shutdown` in struct sock".into()))?;
+    let shutdown = btf.member_path("sock", "sk_shutdown").ok_or_else(|| {
+        LayoutError::MissingMember("no member `sk_shutdown` in struct sock".into())
+    })?;
     config.offsets.sk_shutdown_byte = shutdown.bit_offset / 8;
-    let bits = if shutdown.bitfield_size == 0 { 8 } else { shutdown.bitfield_size.min(8) };
+    let bits = if shutdown.bitfield_size == 0 {
+        8
+    } else {
+        shutdown.bitfield_size.min(8)
+    };
     names.sk_shutdown = Some(BitSpec {
         shift: (shutdown.bit_offset % 8) as u8,
         mask: ((1u16 << bits) - 1) as u8,
@@ -350,7 +382,10 @@ pub fn resolve(
     let prog_info = btf
         .member_path("bpf_prog_info", "recursion_misses")
         .and_then(|l| l.byte_offset())
-        .zip(btf.struct_id("bpf_prog_info").and_then(|id| btf.size_of(id)))
+        .zip(
+            btf.struct_id("bpf_prog_info")
+                .and_then(|id| btf.size_of(id)),
+        )
         .map(|(recursion_misses, size)| ProgInfoLayout {
             recursion_misses,
             size,
@@ -394,7 +429,11 @@ mod tests {
                 ("skc_flags", u64_t, 256, 0),
             ],
         );
-        let shutdown = if shutdown_bitfield { ("sk_shutdown", u8_t, 1027, 2) } else { ("sk_shutdown", u8_t, 1024, 0) };
+        let shutdown = if shutdown_bitfield {
+            ("sk_shutdown", u8_t, 1027, 2)
+        } else {
+            ("sk_shutdown", u8_t, 1024, 0)
+        };
         let sock = b.composite(
             false,
             "sock",
@@ -408,8 +447,21 @@ mod tests {
                 ("sk_protocol", u16_t, 1040, 0),
             ],
         );
-        b.composite(false, "socket", 32, &[("file", void_ptr, 64, 0), ("sk", void_ptr, 128, 0)]);
-        b.composite(false, "file", 64, &[("f_inode", void_ptr, 64, 0), ("private_data", void_ptr, 128, 0)]);
+        b.composite(
+            false,
+            "socket",
+            32,
+            &[("file", void_ptr, 64, 0), ("sk", void_ptr, 128, 0)],
+        );
+        b.composite(
+            false,
+            "file",
+            64,
+            &[
+                ("f_inode", void_ptr, 64, 0),
+                ("private_data", void_ptr, 128, 0),
+            ],
+        );
         b.composite(false, "inode", 128, &[("i_ino", u64_t, 512, 0)]);
         let ns = b.composite(false, "ns_common", 16, &[("inum", u32_t, 64, 0)]);
         b.composite(false, "net", 256, &[("ns", ns, 1024, 0)]);
@@ -451,7 +503,13 @@ mod tests {
             b.typedef(&format!("btf_trace_{name}"), p);
         };
         if with_reason {
-            let reason = b.enumeration("sk_rst_reason", &[("SK_RST_REASON_NOT_SPECIFIED", 0), ("SK_RST_REASON_NO_SOCKET", 1)]);
+            let reason = b.enumeration(
+                "sk_rst_reason",
+                &[
+                    ("SK_RST_REASON_NOT_SPECIFIED", 0),
+                    ("SK_RST_REASON_NO_SOCKET", 1),
+                ],
+            );
             tp(&mut b, "tcp_send_reset", &[sock_ptr, skb_ptr, reason]);
         } else {
             tp(&mut b, "tcp_send_reset", &[sock_ptr, skb_ptr]);
@@ -475,7 +533,13 @@ mod tests {
         assert_eq!(o.sk_shutdown_byte, 128);
         assert_eq!(o.sk_protocol, 130);
         assert_eq!(o.tcp_snd_una, ABSENT);
-        assert_eq!(facts.names.sk_shutdown, Some(BitSpec { shift: 0, mask: 0xff }));
+        assert_eq!(
+            facts.names.sk_shutdown,
+            Some(BitSpec {
+                shift: 0,
+                mask: 0xff
+            })
+        );
         assert_eq!(facts.config.tcp_listen, 10);
         assert_eq!(facts.config.tcp_new_syn_recv, 12);
         assert_eq!(facts.config.send_reset_has_reason, 1);
@@ -494,7 +558,13 @@ mod tests {
         let facts = resolve(&btf, None, None).unwrap();
         assert_eq!(facts.config.send_reset_has_reason, 0);
         assert!(facts.names.reasons.is_empty());
-        assert_eq!(facts.names.sk_shutdown, Some(BitSpec { shift: 3, mask: 0b11 }));
+        assert_eq!(
+            facts.names.sk_shutdown,
+            Some(BitSpec {
+                shift: 3,
+                mask: 0b11
+            })
+        );
         assert_eq!(facts.names.sk_shutdown.unwrap().extract(0b0001_1000), 0b11);
         assert!(facts.degraded.iter().any(|d| d.contains("no reason")));
     }
@@ -528,7 +598,13 @@ mod tests {
         b.typedef("btf_trace_tcp_receive_reset", p);
         let btf = Btf::parse(&b.build()).unwrap();
         let err = check_tracepoint(&btf, "tcp_receive_reset", &["*sock"]).unwrap_err();
-        assert_eq!(err.to_string(), "BTF tracepoint tcp_receive_reset has arguments (int) where rsttrace expects (*sock)");
-        assert!(matches!(check_tracepoint(&btf, "nope", &[]), Err(LayoutError::MissingTracepoint(_))));
+        assert_eq!(
+            err.to_string(),
+            "BTF tracepoint tcp_receive_reset has arguments (int) where rsttrace expects (*sock)"
+        );
+        assert!(matches!(
+            check_tracepoint(&btf, "nope", &[]),
+            Err(LayoutError::MissingTracepoint(_))
+        ));
     }
 }

@@ -31,8 +31,14 @@ pub struct Tracefs {
 impl Tracefs {
     /// Finds a mounted tracefs, mounting one on /sys/kernel/tracing if none.
     pub fn locate_or_mount() -> Result<Self, TracefsError> {
-        if let Some(root) = CANDIDATES.iter().map(Path::new).find(|p| p.join("events").is_dir()) {
-            return Ok(Tracefs { root: root.to_path_buf() });
+        if let Some(root) = CANDIDATES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.join("events").is_dir())
+        {
+            return Ok(Tracefs {
+                root: root.to_path_buf(),
+            });
         }
         let target = CANDIDATES[0];
         let c_target = CString::new(target).expect("no NUL");
@@ -52,7 +58,9 @@ impl Tracefs {
             return Err(TracefsError::NotMounted(std::io::Error::last_os_error()));
         }
         log::info!("mounted tracefs on {target}");
-        Ok(Tracefs { root: target.into() })
+        Ok(Tracefs {
+            root: target.into(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -191,8 +199,20 @@ print fmt: "skbaddr=%p skaddr=%p src=%pISpc dest=%pISpc state=%s reason=%s", REC
     fn parses_fields() {
         let f = EventFormat::parse(SEND_RESET_618);
         assert_eq!(f.fields["skbaddr"], Field { offset: 8, size: 8 });
-        assert_eq!(f.fields["reason"], Field { offset: 28, size: 4 });
-        assert_eq!(f.fields["saddr"], Field { offset: 32, size: 28 });
+        assert_eq!(
+            f.fields["reason"],
+            Field {
+                offset: 28,
+                size: 4
+            }
+        );
+        assert_eq!(
+            f.fields["saddr"],
+            Field {
+                offset: 32,
+                size: 28
+            }
+        );
         assert_eq!(f.fields["common_pid"], Field { offset: 4, size: 4 });
         assert!(!f.fields.contains_key("sport"));
     }
@@ -213,7 +233,13 @@ print fmt: "skbaddr=%p skaddr=%p src=%pISpc dest=%pISpc state=%s reason=%s", REC
     fn accept_exit_format() {
         let text = "format:\n\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n\nprint fmt: \"0x%lx\", REC->ret\n";
         let f = EventFormat::parse(text);
-        assert_eq!(f.fields["ret"], Field { offset: 16, size: 8 });
+        assert_eq!(
+            f.fields["ret"],
+            Field {
+                offset: 16,
+                size: 8
+            }
+        );
     }
 
     #[test]

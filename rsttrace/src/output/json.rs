@@ -37,7 +37,10 @@ impl<'a> Object<'a> {
         let _ = write!(self.buf, "{value}");
         // Display output of the types used here never needs escaping, but
         // check rather than trust.
-        if self.buf[start..].iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+        if self.buf[start..]
+            .iter()
+            .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        {
             let raw = String::from_utf8_lossy(&self.buf[start..]).into_owned();
             self.buf.truncate(start);
             escape(self.buf, &raw);
@@ -57,13 +60,15 @@ impl<'a> Object<'a> {
 
     pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
-        self.buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
         self
     }
 
     pub fn i64(&mut self, key: &str, value: i64) -> &mut Self {
         self.key(key);
-        self.buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
         self
     }
 
@@ -76,7 +81,8 @@ impl<'a> Object<'a> {
 
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);
-        self.buf.extend_from_slice(if value { b"true" } else { b"false" });
+        self.buf
+            .extend_from_slice(if value { b"true" } else { b"false" });
         self
     }
 
@@ -143,7 +149,10 @@ mod tests {
     fn escapes_hostile_strings() {
         let mut buf = vec![];
         let nasty = "a\"b\\c\nd\u{1}e\u{7f}é";
-        Object::begin(&mut buf).str("comm", nasty).display("d", "q\"uote").end();
+        Object::begin(&mut buf)
+            .str("comm", nasty)
+            .display("d", "q\"uote")
+            .end();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["comm"], nasty);
         assert_eq!(v["d"], "q\"uote");

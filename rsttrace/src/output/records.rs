@@ -66,11 +66,23 @@ impl Failure {
 }
 
 pub const FAILURE_KEYS: &[(&str, &str, &str)] = &[
-    ("time", "string", "When the kernel reported the error, RFC 3339 UTC."),
+    (
+        "time",
+        "string",
+        "When the kernel reported the error, RFC 3339 UTC.",
+    ),
     ("event", "string", "\"connection_failure\"."),
-    ("failure", "string", "syn_timeout, timeout, icmp_port_unreachable, host_unreachable or net_unreachable."),
+    (
+        "failure",
+        "string",
+        "syn_timeout, timeout, icmp_port_unreachable, host_unreachable or net_unreachable.",
+    ),
     ("explanation", "string", "The failure in one sentence."),
-    ("app_errno", "string", "The errno the application gets (ETIMEDOUT, ECONNREFUSED, EHOSTUNREACH, ENETUNREACH)."),
+    (
+        "app_errno",
+        "string",
+        "The errno the application gets (ETIMEDOUT, ECONNREFUSED, EHOSTUNREACH, ENETUNREACH).",
+    ),
     ("family", "string", "\"inet\" or \"inet6\"."),
     ("local_addr", "string", "This host's address."),
     ("local_port", "number", "This host's port."),
@@ -139,7 +151,12 @@ pub fn write_failure(
                 .end();
         }
         Format::Text => {
-            let _ = write!(buf, "{} failure  {:<24} ", rfc3339(unix_ns, &mut time), failure.id());
+            let _ = write!(
+                buf,
+                "{} failure  {:<24} ",
+                rfc3339(unix_ns, &mut time),
+                failure.id()
+            );
             endpoint(buf, local, er.local_port);
             buf.extend_from_slice(b" -> ");
             endpoint(buf, remote, er.remote_port);
@@ -147,7 +164,12 @@ pub fn write_failure(
                 Some((pid, comm)) => write!(buf, " owner={pid}/{comm}"),
                 None => write!(buf, " owner=-"),
             };
-            let _ = writeln!(buf, " app:{errno} netns={} | {}", er.netns, failure.explanation());
+            let _ = writeln!(
+                buf,
+                " app:{errno} netns={} | {}",
+                er.netns,
+                failure.explanation()
+            );
         }
     }
 }
@@ -194,14 +216,13 @@ pub fn write_suppressed(format: Format, buf: &mut Vec<u8>, s: &Suppressed<'_>) {
         Format::Text => {
             let _ = write!(
                 buf,
-                "{} {:<8} {:<24} x{} on port {} from {}..{} e.g. ",
+                "{} {:<8} {:<24} x{} port={} since={} e.g. ",
                 rfc3339(s.last_unix_ns, &mut t1),
                 direction,
                 s.class.cause.id(),
                 s.value.count,
                 s.key.local_port,
                 rfc3339(s.first_unix_ns, &mut t0),
-                "",
             );
             endpoint(buf, remote, s.value.remote_port);
             let _ = match owner {
@@ -231,7 +252,11 @@ pub fn write_lost(format: Format, buf: &mut Vec<u8>, unix_ns: i128, count: u64, 
                 .end();
         }
         Format::Text => {
-            let _ = writeln!(buf, "{} LOST     {count} resets ({why})", rfc3339(unix_ns, &mut time));
+            let _ = writeln!(
+                buf,
+                "{} LOST     {count} resets ({why})",
+                rfc3339(unix_ns, &mut time)
+            );
         }
     }
 }

@@ -48,6 +48,8 @@ pub const RESET_KEYS: &[(&str, &str, &str)] = &[
     ("unacked_bytes", "number|null", "Bytes sent but not yet acknowledged."),
     ("idle_ms", "number|null", "Time since the peer was last heard from (last ACK or data received): an idle timeout shows up here."),
     ("last_send_ms", "number|null", "Time since this host last sent data."),
+    ("task_pid", "number", "The process the CPU happened to be running when the kernel emitted the event. In softirq and timers it is unrelated to the socket (on loopback and veth often the peer), so it is never used as the owner; shown to debug exactly that."),
+    ("task_comm", "string", "Its name."),
     ("killer_pid", "number|null", "For socket_destroyed: the process that destroyed the socket (ss -K, ...)."),
     ("killer_comm", "string|null", "Its name."),
     ("delivered_errno", "string|null", "The errno the kernel reported on the local socket for this reset (sock:inet_sk_error_report), e.g. ETIMEDOUT for a keepalive timeout."),
@@ -94,8 +96,14 @@ pub fn write_reset(r: &Report<'_>, buf: &mut Vec<u8>, scratch: &mut String) {
         )
         .opt_bool("listener", r.class.listener)
         .opt_bool("listener_now", r.listener.map(|l| l.listening_now))
-        .opt_u64("last_listener_pid", r.listener.and_then(|l| l.last).map(|t| u64::from(t.pid)))
-        .opt_str("last_listener_comm", r.listener.and_then(|l| l.last).map(|t| t.comm))
+        .opt_u64(
+            "last_listener_pid",
+            r.listener.and_then(|l| l.last).map(|t| u64::from(t.pid)),
+        )
+        .opt_str(
+            "last_listener_comm",
+            r.listener.and_then(|l| l.last).map(|t| t.comm),
+        )
         .opt_u64("listener_stopped_ms", r.listener.and_then(|l| l.stopped_ms));
     if r.has_segment() {
         o.str("tcp_flags", tcp_flags_str(ev.tcp_flags, scratch))
@@ -103,7 +111,10 @@ pub fn write_reset(r: &Report<'_>, buf: &mut Vec<u8>, scratch: &mut String) {
             .u64("ack_seq", u64::from(ev.ack_seq))
             .u64("payload_len", u64::from(ev.payload_len));
     } else {
-        o.null("tcp_flags").null("seq").null("ack_seq").null("payload_len");
+        o.null("tcp_flags")
+            .null("seq")
+            .null("ack_seq")
+            .null("payload_len");
     }
     let c = &r.context;
     o.opt_u64("conn_age_ms", c.age_ms)
@@ -114,16 +125,27 @@ pub fn write_reset(r: &Report<'_>, buf: &mut Vec<u8>, scratch: &mut String) {
         .opt_u64("unacked_bytes", c.unacked_bytes.map(u64::from))
         .opt_u64("idle_ms", c.idle_ms)
         .opt_u64("last_send_ms", c.last_send_ms)
+        .u64("task_pid", u64::from(ev.task_tgid))
+        .str("task_comm", crate::decode::comm_str(&ev.task_comm))
         .opt_u64("killer_pid", r.killer.map(|k| u64::from(k.pid)))
         .opt_str("killer_comm", r.killer.map(|k| k.comm))
         .opt_str("delivered_errno", r.delivered.map(|d| d.errno.name()))
-        .opt_u64("delivered_pid", r.delivered.and_then(|d| d.to).map(|t| u64::from(t.pid)))
-        .opt_str("delivered_comm", r.delivered.and_then(|d| d.to).map(|t| t.comm))
+        .opt_u64(
+            "delivered_pid",
+            r.delivered.and_then(|d| d.to).map(|t| u64::from(t.pid)),
+        )
+        .opt_str(
+            "delivered_comm",
+            r.delivered.and_then(|d| d.to).map(|t| t.comm),
+        )
         .opt_str("cgroup", r.container.map(|c| c.cgroup.as_str()))
         .opt_str("container_runtime", r.container.and_then(|c| c.runtime))
         .opt_str("container_id", r.container.and_then(|c| c.id.as_deref()))
         .opt_str("pod_uid", r.container.and_then(|c| c.pod_uid.as_deref()))
-        .opt_u64("sock_cookie", (ev.sock_cookie != 0).then_some(ev.sock_cookie))
+        .opt_u64(
+            "sock_cookie",
+            (ev.sock_cookie != 0).then_some(ev.sock_cookie),
+        )
         .opt_u64("sock_inode", (ev.sock_ino != 0).then_some(ev.sock_ino))
         .u64("cpu", u64::from(ev.header.cpu))
         .end();

@@ -78,7 +78,11 @@ pub fn write_reset(r: &Report<'_>, buf: &mut Vec<u8>, scratch: &mut String) {
         let _ = write!(buf, " rx={rx}B tx={tx}B");
     }
     if let Some(l) = r.listener {
-        let _ = write!(buf, " listening_now={}", if l.listening_now { "yes" } else { "no" });
+        let _ = write!(
+            buf,
+            " listening_now={}",
+            if l.listening_now { "yes" } else { "no" }
+        );
         if let Some(last) = l.last {
             let _ = write!(buf, " last_listener={}/{}", last.pid, last.comm);
         }

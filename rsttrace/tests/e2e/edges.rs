@@ -1,0 +1,154 @@
+//! Hostile conditions: one clear line and a non-zero exit, never a panic.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpStream,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::harness::{port, require_root, wait_timeout, Netns};
+
+const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
+
+/// Runs rsttrace, returns (exit code, stderr lines).
+fn run(cmd: &mut Command) -> (Option<i32>, Vec<String>) {
+    let out = cmd.output().expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (out.status.code(), stderr)
+}
+
+fn assert_one_error_line(stderr: &[String], contains: &str) {
+    assert_eq!(stderr.len(), 1, "expected one line, got {stderr:#?}");
+    assert!(stderr[0].starts_with("rsttrace: error: "), "{stderr:?}");
+    assert!(
+        stderr[0].contains(contains),
+        "{stderr:?} lacks {contains:?}"
+    );
+    assert!(!stderr[0].contains("panicked"));
+}
+
+#[test]
+fn unknown_flag() {
+    let (code, stderr) = run(Command::new(TRACER).arg("--no-such-flag"));
+    assert_eq!(code, Some(2));
+    assert_one_error_line(&stderr, "--no-such-flag");
+}
+
+#[test]
+fn bad_values() {
+    let (code, stderr) = run(Command::new(TRACER).args(["--format", "xml"]));
+    assert_eq!(code, Some(2));
+    assert_one_error_line(&stderr, "xml");
+    let (code, stderr) = run(Command::new(TRACER).args(["--cause", "nonsense"]));
+    assert_eq!(code, Some(1));
+    assert_one_error_line(&stderr, "nonsense");
+    let (code, stderr) = run(Command::new(TRACER).args(["--netns", "/no/such/netns"]));
+    assert_eq!(code, Some(1));
+    assert_one_error_line(&stderr, "--netns");
+}
+
+#[test]
+fn not_root() {
+    require_root();
+    // An unprivileged user with no capabilities at all.
+    let (code, stderr) = run(Command::new("setpriv").args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+        TRACER,
+    ]));
+    assert_eq!(code, Some(1));
+    assert_one_error_line(&stderr, "needs root");
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    let ns = Netns::new();
+    let inode = ns.inode().to_string();
+    let mut child = Command::new(TRACER)
+        .args(["--format", "json", "--netns", &inode])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("tracing TCP resets"), "{line}");
+    // Like `rsttrace | head -n 1`: read one record, then go away.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let p = port(10);
+    ns.run(move || TcpStream::connect(("127.0.0.1", p)).unwrap_err());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    drop(stdout);
+    for i in 0..3 {
+        ns.run(move || TcpStream::connect(("127.0.0.1", p + 1 + i)).unwrap_err());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = wait_timeout(&mut child, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing more on stderr, got {rest:?}");
+}
+
+#[test]
+fn mounts_tracefs_when_it_is_missing() {
+    require_root();
+    // A private mount namespace where tracefs is not mounted anywhere.
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+         umount /sys/kernel/debug 2>/dev/null; exec {TRACER} -v --duration 1"
+    );
+    let (code, stderr) = run(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert_eq!(code, Some(0), "{stderr:#?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("mounted tracefs on /sys/kernel/tracing")),
+        "{stderr:#?}"
+    );
+    assert!(
+        stderr.iter().any(|l| l.contains("resets reported")),
+        "{stderr:#?}"
+    );
+}
+
+#[test]
+fn documentation_commands() {
+    let out = Command::new(TRACER).args(["causes"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("no_listener") && text.contains("6.10+"));
+    let out = Command::new(TRACER).args(["schema"]).output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("app_errno"));
+    let out = Command::new(TRACER).args(["--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("abort_linger") && help.contains("CAUSES"));
+    // `rsttrace causes | head -n 1`.
+    let mut child = Command::new(TRACER)
+        .arg("causes")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = wait_timeout(&mut child, Duration::from_secs(5));
+    assert!(status.success());
+}

@@ -1,0 +1,409 @@
+//! Test harness: network namespaces and veth pairs the test creates and
+//! always removes, the real rsttrace binary filtered to one namespace, and
+//! peer processes for attribution tests.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::fd::AsRawFd,
+    os::unix::fs::MetadataExt,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const PREFIX: &str = "rsttrace-t-";
+const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the integration tests load eBPF programs and create network namespaces: run them as root"
+    );
+}
+
+fn run(cmd: &[&str]) {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes namespaces left by test runs whose process is gone.
+fn sweep_stale() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir("/run/netns") else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let pid: u32 = rest
+                .split('-')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
+        }
+    });
+}
+
+/// A network namespace with `lo` up, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        require_root();
+        sweep_stale();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// The namespace inode, as rsttrace reports it in `netns`.
+    pub fn inode(&self) -> u64 {
+        std::fs::metadata(self.path()).expect("netns file").ino()
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) {
+        let mut cmd = vec!["ip", "-n", &self.name];
+        cmd.extend_from_slice(args);
+        run(&cmd);
+    }
+
+    /// Runs `f` on a thread that entered this namespace: sockets it creates
+    /// live here.  The owner of those sockets is this test process.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// Starts a peer process (this test binary in a peer role) inside the
+    /// namespace.
+    pub fn peer(&self, role: &str, args: &[&str]) -> Peer {
+        Peer::spawn(Some(&self.name), role, args)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// setns(2) for the calling thread.
+pub fn enter(path: &str) {
+    let f = std::fs::File::open(path).expect("open netns");
+    // SAFETY: valid fd; CLONE_NEWNET affects only the calling thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Two namespaces joined by a veth pair: `a` has 10.<n>.0.1 and fd<n>::1,
+/// `b` has 10.<n>.0.2 and fd<n>::2.
+pub struct Link {
+    pub a: Netns,
+    pub b: Netns,
+    pub addr_a: String,
+    pub addr_b: String,
+}
+
+impl Link {
+    pub fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(1);
+        let n = (std::process::id() % 200) + N.fetch_add(1, Ordering::Relaxed);
+        let (a, b) = (Netns::new(), Netns::new());
+        let (va, vb) = (
+            format!("rtv{n}a{}", std::process::id() % 1000),
+            format!("rtv{n}b{}", std::process::id() % 1000),
+        );
+        run(&[
+            "ip", "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb,
+            "netns", &b.name,
+        ]);
+        let (addr_a, addr_b) = (format!("10.{}.0.1", n % 250), format!("10.{}.0.2", n % 250));
+        a.ip(&["addr", "add", &format!("{addr_a}/24"), "dev", &va]);
+        b.ip(&["addr", "add", &format!("{addr_b}/24"), "dev", &vb]);
+        a.ip(&["link", "set", &va, "up"]);
+        b.ip(&["link", "set", &vb, "up"]);
+        // The veth pair goes with its namespaces.
+        Link {
+            a,
+            b,
+            addr_a,
+            addr_b,
+        }
+    }
+}
+
+/// A running rsttrace, its JSON records collected as they come.
+pub struct Tracer {
+    child: Child,
+    records: mpsc::Receiver<Value>,
+    stderr: std::sync::Arc<Mutex<String>>,
+    pub seen: Vec<Value>,
+}
+
+impl Tracer {
+    /// `rsttrace --format json --netns <ns>` plus `extra`; returns once the
+    /// programs are attached.
+    pub fn start(ns: &Netns, extra: &[&str]) -> Self {
+        let inode = ns.inode().to_string();
+        let mut args = vec!["--format", "json", "--netns", &inode];
+        args.extend_from_slice(extra);
+        Self::start_args(&args)
+    }
+
+    pub fn start_args(args: &[&str]) -> Self {
+        require_root();
+        let mut child = Command::new(TRACER)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rsttrace");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("rsttrace printed a non-JSON line on stdout: {line:?}: {e}")
+                });
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr_text = std::sync::Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = stderr_text.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("tracing TCP resets") {
+                    let _ = ready_tx.send(true);
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+            let _ = ready_tx.send(false);
+        });
+        let ready = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or(false);
+        let mut t = Tracer {
+            child,
+            records: rx,
+            stderr: stderr_text,
+            seen: vec![],
+        };
+        if !ready {
+            let _ = t.child.kill();
+            let _ = t.child.wait();
+            thread::sleep(Duration::from_millis(100));
+            panic!("rsttrace did not start: {}", t.stderr());
+        }
+        t
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for a record matching `pred`; panics with everything seen.
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.records.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no record for {what}; seen:\n{}\nstderr:\n{}",
+            self.seen
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            self.stderr()
+        );
+    }
+
+    /// Collects records for `d` more.
+    pub fn settle(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.records.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// SIGINT, then the exit status and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10));
+        thread::sleep(Duration::from_millis(50));
+        (status, self.stderr())
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, d: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + d;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit in {d:?}", child.id());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A peer process: this test binary re-executed in a role (see
+/// `peer::main`), talking one line at a time over stdin/stdout.
+pub struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Peer {
+    fn spawn(netns: Option<&str>, role: &str, args: &[&str]) -> Peer {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        cmd.args(["peer_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env("RSTTRACE_PEER", format!("{role} {}", args.join(" ")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn peer");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // libtest may print `test peer_entry ... ` on the same line.
+                if let Some((_, msg)) = line.split_once("PEER ") {
+                    if tx.send(msg.to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Peer {
+            child,
+            stdin,
+            lines: rx,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Next line from the peer.
+    pub fn recv(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("peer answered")
+    }
+
+    /// Sends a command and returns the peer's answer.
+    pub fn ask(&mut self, cmd: &str) -> String {
+        writeln!(self.stdin, "{cmd}").expect("peer stdin");
+        self.stdin.flush().expect("flush");
+        self.recv()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "exit");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port no one uses in a fresh namespace.
+pub fn port(n: u16) -> u16 {
+    20000 + n
+}
+
+pub fn pid() -> u64 {
+    u64::from(std::process::id())
+}

@@ -1,0 +1,54 @@
+//! Socket options std does not offer.
+
+use std::os::fd::AsRawFd;
+
+fn setsockopt<T>(fd: &impl AsRawFd, level: i32, name: i32, value: T) {
+    // SAFETY: value is a plain C struct/int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt({level}, {name}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// SO_LINGER {on, secs}.
+pub fn set_linger(fd: &impl AsRawFd, on: bool, secs: i32) {
+    setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        libc::linger {
+            l_onoff: on.into(),
+            l_linger: secs,
+        },
+    );
+}
+
+/// TCP_REPAIR: the next close() sends nothing, as if the socket vanished
+/// (a server restarted, a NAT entry expired).
+pub fn set_repair(fd: &impl AsRawFd) {
+    setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1i32);
+}
+
+/// The errno name of an io::Error, as rsttrace prints it.
+pub fn errno_name(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ECONNRESET) => "ECONNRESET".into(),
+        Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
+        Some(libc::EPIPE) => "EPIPE".into(),
+        Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
+        Some(libc::ECONNABORTED) => "ECONNABORTED".into(),
+        Some(n) => format!("errno {n}"),
+        None => e.to_string(),
+    }
+}
