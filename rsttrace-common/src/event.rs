@@ -63,7 +63,14 @@ pub struct SockEntry {
     /// 1 when the owner was inherited from the listener.
     pub from_listener: u8,
     pub _pad: [u8; 6],
+    /// CLOCK_BOOTTIME ns when the socket was destroyed (0 = alive).  The
+    /// entry outlives the socket briefly: an orphan is destroyed *before*
+    /// some of its resets are sent.
+    pub destroyed_ns: u64,
 }
+
+/// How long an entry answers for a destroyed socket.
+pub const DESTROYED_GRACE_NS: u64 = 1_000_000_000;
 
 /// Key of the listener table: who listens on (netns, port).
 #[repr(C)]
@@ -192,7 +199,9 @@ pub struct AggKey {
     pub local_port: u16,
     pub family: u16,
     pub owner_tgid: u32,
-    pub _pad: u32,
+    /// 1 when the triggering segment carried data (splits TCP_ABORT_ON_DATA).
+    pub has_payload: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Value of the storm aggregation table (per CPU).
@@ -242,6 +251,6 @@ mod user {
 const _: () = assert!(core::mem::size_of::<ResetEvent>() == 256);
 const _: () = assert!(core::mem::size_of::<ErrorReportEvent>() == 120);
 const _: () = assert!(core::mem::size_of::<ListenEvent>() == 56);
-const _: () = assert!(core::mem::size_of::<SockEntry>() == 48);
+const _: () = assert!(core::mem::size_of::<SockEntry>() == 56);
 const _: () = assert!(core::mem::size_of::<AggKey>() == 24);
 const _: () = assert!(core::mem::size_of::<AggValue>() == 64);

@@ -167,7 +167,8 @@ pub fn aggregate(kind: u8, ev: &ResetEvent, now_ns: u64) {
         local_port: ev.local_port,
         family: ev.family,
         owner_tgid: ev.owner.tgid,
-        _pad: 0,
+        has_payload: u8::from(ev.payload_len > 0),
+        _pad: [0; 3],
     };
     if let Some(v) = AGG.get_ptr_mut(key) {
         let v = unsafe { &mut *v };

@@ -28,9 +28,10 @@ use rsttrace_common::{
     config::ABSENT,
     event::{
         ErrorReportEvent, EventHeader, ListenEvent, ListenKey, Owner, ResetEvent, SockEntry,
-        TcpInfo, COUNTER_FILTERED, COUNTER_SEEN, FLAG_BORN_KNOWN, FLAG_FULL_SOCK, FLAG_HAS_SK,
-        FLAG_HAS_SKB, FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN, FLAG_TCP_INFO, KIND_ERROR_REPORT,
-        KIND_LISTEN, KIND_RESET_RECEIVED, KIND_RESET_SENT, REASON_ABSENT,
+        TcpInfo, COUNTER_FILTERED, COUNTER_SEEN, DESTROYED_GRACE_NS, FLAG_BORN_KNOWN,
+        FLAG_FULL_SOCK, FLAG_HAS_SK, FLAG_HAS_SKB, FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN,
+        FLAG_TCP_INFO, KIND_ERROR_REPORT, KIND_LISTEN, KIND_RESET_RECEIVED, KIND_RESET_SENT,
+        REASON_ABSENT,
     },
 };
 
@@ -162,7 +163,10 @@ fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, rea
         );
     }
     if sk != 0 {
-        if let Some(entry) = unsafe { SOCKS.get(sk) } {
+        let entry = unsafe { SOCKS.get(sk) }.filter(|e| {
+            e.destroyed_ns == 0 || now.wrapping_sub(e.destroyed_ns) < DESTROYED_GRACE_NS
+        });
+        if let Some(entry) = entry {
             if entry.has_owner != 0 {
                 ev.owner = entry.owner;
                 flags |= FLAG_OWNER_KNOWN;
@@ -249,6 +253,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
             has_owner: 1,
             from_listener: 1,
             _pad: [0; 6],
+            destroyed_ns: 0,
         };
         let _ = SOCKS.insert(sk, entry, 0);
     } else if old == conf!(tcp_listen) {
@@ -286,6 +291,7 @@ fn set_owner(sk: u64, owner: Owner, now: u64) {
         has_owner: 1,
         from_listener: 0,
         _pad: [0; 6],
+        destroyed_ns: 0,
     };
     let _ = SOCKS.insert(sk, entry, 0);
 }
@@ -356,16 +362,22 @@ fn on_accept(ctx: &TracePointContext) {
         has_owner: 1,
         from_listener: 0,
         _pad: [0; 6],
+        destroyed_ns: 0,
     };
     let _ = SOCKS.insert(sk, entry, 0);
 }
 
-/// `tcp:tcp_destroy_sock(sk)`: the socket is gone; so is its entry (a new
-/// socket at the same address must not inherit it).
+/// `tcp:tcp_destroy_sock(sk)`: the socket is gone.  Its entry stays valid
+/// for `DESTROYED_GRACE_NS`, because an orphan is destroyed before the
+/// reset that follows (`tcp_done()` then the caller's send_reset); after
+/// that, a new socket at the same address does not inherit it (and every
+/// socket that can be reset is registered again anyway).
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let _ = SOCKS.remove(sk);
+    if let Some(entry) = SOCKS.get_ptr_mut(sk) {
+        unsafe { (*entry).destroyed_ns = bpf_ktime_get_boot_ns() };
+    }
     0
 }
 

@@ -22,7 +22,7 @@ use crate::{
     classify::{classify, Cause, Classification, Direction, Errno},
     decode::{comm_str, decode, DecodeError, Record},
     enrich::{
-        container::{proc_cgroup, CgroupIndex, Container},
+        container::{proc_container, CgroupIndex, Container},
         listeners::ListenerHistory,
         owner::OwnerIndex,
     },
@@ -485,6 +485,7 @@ impl<W: Write> Pipeline<W> {
             }
             if key.tcp_flags != 0 {
                 ev.flags |= FLAG_HAS_SKB;
+                ev.payload_len = u32::from(key.has_payload);
             }
             let class = classify(&ev, &self.en.names);
             self.stats.suppressed_records += 1;
@@ -529,17 +530,17 @@ impl Enricher {
         if ev.flags & FLAG_OWNER_KNOWN != 0 && ev.owner.cgroup_id != 0 {
             let id = ev.owner.cgroup_id;
             if !self.by_cgroup_id.contains_key(&id) {
-                let c = self
-                    .cgroups
-                    .path(id)
-                    .map(Container::from_cgroup)
-                    .or_else(|| proc_cgroup(ev.owner.tgid).map(|p| Container::from_cgroup(&p)));
+                // The live process knows its v1 hierarchies too; the cgroup
+                // id outlives it.
+                let c = proc_container(ev.owner.tgid)
+                    .filter(|c| c.id.is_some() || c.cgroup != "/")
+                    .or_else(|| self.cgroups.path(id).map(Container::from_cgroup));
                 self.by_cgroup_id.insert(id, c);
             }
         } else if let Some(pid) = proc_pid {
             self.by_pid
                 .entry(pid)
-                .or_insert_with(|| proc_cgroup(pid).map(|p| Container::from_cgroup(&p)));
+                .or_insert_with(|| proc_container(pid));
         }
     }
 

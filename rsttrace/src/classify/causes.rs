@@ -100,8 +100,8 @@ causes! {
         "The application closed the socket with SO_LINGER {on, 0 s}: an abortive close that discards unsent data and resets the peer.";
     AbortUnreadData => "abort_unread_data", Sent, Some(ECONNRESET), "6.12+; inferred on older kernels",
         "The application closed the socket while received data was still unread, so the kernel reset the connection (RFC 2525).";
-    Linger2Abort => "linger2_abort", Sent, Some(EPIPE), "6.12+",
-        "The socket reached FIN_WAIT2 during close() with TCP_LINGER2 < 0, so the kernel reset instead of waiting.";
+    Linger2Abort => "linger2_abort", Sent, Some(EPIPE), "6.10+ (kernel reason TCP_ABORT_ON_DATA with no payload, or TCP_ABORT_ON_LINGER from 6.12)",
+        "The closed socket reached FIN_WAIT2 with TCP_LINGER2 < 0, so the kernel reset instead of waiting for the peer's FIN.";
     MemoryPressureAbort => "memory_pressure_abort", Sent, Some(EPIPE), "6.12+",
         "The kernel aborted an orphaned connection: too many orphans (net.ipv4.tcp_max_orphans) or TCP memory pressure.";
     SocketDestroyed => "socket_destroyed", Sent, Some(ECONNRESET), "6.12+ (kernel reason TCP_STATE); inferred on older kernels",

@@ -102,6 +102,7 @@ struct Facts<'a> {
     closing: bool,
     attached: bool,
     unread: u32,
+    payload: u32,
 }
 
 impl<'a> Facts<'a> {
@@ -125,6 +126,7 @@ impl<'a> Facts<'a> {
             } else {
                 0
             },
+            payload: ev.payload_len,
         }
     }
 
@@ -180,6 +182,10 @@ fn sent(f: &Facts) -> Cause {
         Some("TCP_TOO_OLD_ACK") => Cause::SynRecvTooOldAck,
         Some("TCP_ACK_UNSENT_DATA") => Cause::SynRecvAckUnsentData,
         Some("TCP_OLD_ACK") => Cause::SynRecvOldAck,
+        // tcp_rcv_state_process() says ABORT_ON_DATA both for data after
+        // shutdown and for an orphan reaching FIN_WAIT2 with TCP_LINGER2 < 0
+        // (the segment is then the bare ACK of our FIN).
+        Some("TCP_ABORT_ON_DATA") if f.has_skb && f.payload == 0 => Cause::Linger2Abort,
         Some("TCP_ABORT_ON_DATA") => Cause::DataAfterClose,
         Some("TCP_TIMEWAIT_SOCKET") => Cause::TimeWaitData,
         // tcp_check_req(): a SYN in the window of a half-open connection,
@@ -471,9 +477,16 @@ mod tests {
     #[test]
     fn one_to_one_reasons() {
         let n = names_618();
+        let mut ev = sent_event(&n, Some("TCP_ABORT_ON_DATA"), Some("CLOSE"));
+        ev.flags |= FLAG_HAS_SKB;
+        ev.payload_len = 100;
+        assert_eq!(cause(&ev, &n), Cause::DataAfterClose);
+        // The bare ACK of our FIN with TCP_LINGER2 < 0.
+        ev.payload_len = 0;
+        ev.tcp_flags = ACK;
+        assert_eq!(cause(&ev, &n), Cause::Linger2Abort);
         for (r, want) in [
             ("TCP_ABORT_ON_CLOSE", Cause::AbortUnreadData),
-            ("TCP_ABORT_ON_DATA", Cause::DataAfterClose),
             ("TCP_TIMEWAIT_SOCKET", Cause::TimeWaitData),
             ("TCP_KEEPALIVE_TIMEOUT", Cause::KeepaliveTimeout),
             ("TCP_INVALID_ACK_SEQUENCE", Cause::SynSentInvalidAck),

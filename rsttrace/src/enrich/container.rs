@@ -95,18 +95,65 @@ fn pod_segment(segment: &str) -> Option<String> {
     ok.then_some(uid)
 }
 
-/// The cgroup v2 path of a live process.
-pub fn proc_cgroup(pid: u32) -> Option<String> {
+impl Container {
+    /// From the lines of `/proc/<pid>/cgroup`.  On cgroup v2 hosts the
+    /// `0::` line says everything; on hybrid and v1 hosts containers live
+    /// in the v1 hierarchies, so every line is searched for an id.
+    pub fn from_proc_cgroup(text: &str) -> Option<Container> {
+        let mut v2 = None;
+        let mut v1 = vec![];
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(id), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if id == "0" && controllers.is_empty() {
+                v2 = Some(path.trim());
+            } else {
+                v1.push((controllers, path.trim()));
+            }
+        }
+        let v2_says = v2.filter(|p| *p != "/").map(Container::from_cgroup);
+        if let Some(c) = v2_says.filter(|c| c.id.is_some() || v1.is_empty()) {
+            return Some(c);
+        }
+        v1.iter()
+            .map(|(_, p)| Container::from_cgroup(p))
+            .find(|c| c.id.is_some())
+            .or_else(|| {
+                v1.iter()
+                    .find(|(c, _)| *c == "name=systemd")
+                    .map(|(_, p)| Container::from_cgroup(p))
+            })
+            .or_else(|| v2.map(Container::from_cgroup))
+    }
+}
+
+/// The container a live process runs in (None when it is gone).
+pub fn proc_container(pid: u32) -> Option<Container> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| p.trim().to_string())
+    Container::from_proc_cgroup(&text)
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid hosts).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        if post.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        pre.split_whitespace().nth(4).map(PathBuf::from)
+    })
 }
 
 /// cgroup id (the directory's inode in cgroupfs v2) -> path, built by
 /// walking the hierarchy; rebuilt on a miss at most once per `min_rescan`.
 pub struct CgroupIndex {
-    root: PathBuf,
+    root: Option<PathBuf>,
     by_id: HashMap<u64, String>,
     last_scan: Option<Instant>,
     min_rescan: Duration,
@@ -115,7 +162,7 @@ pub struct CgroupIndex {
 impl CgroupIndex {
     pub fn new(min_rescan: Duration) -> Self {
         CgroupIndex {
-            root: "/sys/fs/cgroup".into(),
+            root: cgroup2_root(),
             by_id: HashMap::new(),
             last_scan: None,
             min_rescan,
@@ -125,11 +172,10 @@ impl CgroupIndex {
     fn scan(&mut self) {
         self.last_scan = Some(Instant::now());
         self.by_id.clear();
-        // Only a cgroup v2 hierarchy has ids that match bpf_get_current_cgroup_id().
-        if !self.root.join("cgroup.controllers").exists() {
+        // bpf_get_current_cgroup_id() names a cgroup of the v2 hierarchy.
+        let Some(root) = self.root.clone() else {
             return;
-        }
-        let root = self.root.clone();
+        };
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(meta) = std::fs::metadata(&dir) else {
@@ -220,11 +266,33 @@ mod tests {
     }
 
     #[test]
-    fn our_own_cgroup() {
-        // Every process has a cgroup v2 line on a unified hierarchy; on a
-        // hybrid host there may be none, which is fine.
-        if let Some(p) = proc_cgroup(std::process::id()) {
-            assert!(p.starts_with('/'));
-        }
+    fn hybrid_hosts_keep_containers_in_v1() {
+        let text = format!(
+            "12:pids:/docker/{ID}\n4:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n0::/\n"
+        );
+        let c = Container::from_proc_cgroup(&text).unwrap();
+        assert_eq!(c.id.as_deref(), Some(ID));
+        assert_eq!(c.cgroup, format!("/docker/{ID}"));
+        // A plain service on a hybrid host: the systemd path.
+        let c = Container::from_proc_cgroup(
+            "4:memory:/\n1:name=systemd:/system.slice/sshd.service\n0::/\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.cgroup.as_str(), c.id),
+            ("/system.slice/sshd.service", None)
+        );
+        // cgroup v2 only.
+        let c =
+            Container::from_proc_cgroup(&format!("0::/system.slice/docker-{ID}.scope\n")).unwrap();
+        assert_eq!(c.runtime, Some("docker"));
+        assert!(Container::from_proc_cgroup("garbage").is_none());
+    }
+
+    #[test]
+    fn our_own_process() {
+        let c = proc_container(std::process::id()).expect("a live process has a cgroup");
+        assert!(c.cgroup.starts_with('/'));
+        assert!(cgroup2_root().is_some_and(|p| p.is_dir()));
     }
 }

@@ -66,9 +66,55 @@ fn sweep_stale() {
     });
 }
 
+/// Tests share the host; a test that changes a *global* setting takes
+/// this lock exclusively ([`exclusive`]) while every namespace holds it
+/// shared, so nothing else runs meanwhile.
+static HOST: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+thread_local! {
+    static EXCLUSIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Holds the host for a test that changes global state.
+pub struct Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>);
+
+pub fn exclusive() -> Exclusive {
+    let guard = HOST.write().unwrap_or_else(|e| e.into_inner());
+    EXCLUSIVE.with(|e| e.set(true));
+    Exclusive(guard)
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        EXCLUSIVE.with(|e| e.set(false));
+    }
+}
+
+/// Sets a global sysctl and restores it on drop.
+pub struct GlobalSysctl {
+    path: String,
+    old: String,
+}
+
+impl GlobalSysctl {
+    pub fn set(_host: &Exclusive, key: &str, value: &str) -> Self {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let old = std::fs::read_to_string(&path).expect("read sysctl");
+        std::fs::write(&path, value).expect("write sysctl");
+        GlobalSysctl { path, old }
+    }
+}
+
+impl Drop for GlobalSysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, self.old.trim());
+    }
+}
+
 /// A network namespace with `lo` up, deleted on drop.
 pub struct Netns {
     pub name: String,
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
 }
 
 impl Netns {
@@ -76,13 +122,21 @@ impl Netns {
         require_root();
         sweep_stale();
         static N: AtomicU32 = AtomicU32::new(0);
+        let shared = if EXCLUSIVE.with(|e| e.get()) {
+            None
+        } else {
+            Some(HOST.read().unwrap_or_else(|e| e.into_inner()))
+        };
         let name = format!(
             "{PREFIX}{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
         run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
+        let ns = Netns {
+            name,
+            _shared: shared,
+        };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
     }
@@ -115,10 +169,41 @@ impl Netns {
         .expect("namespace thread panicked")
     }
 
-    /// Starts a peer process (this test binary in a peer role) inside the
-    /// namespace.
-    pub fn peer(&self, role: &str, args: &[&str]) -> Peer {
-        Peer::spawn(Some(&self.name), role, args)
+    /// Starts a peer process (this test binary in its peer role) inside
+    /// the namespace.
+    pub fn peer(&self) -> Peer {
+        Peer::spawn(&self.name)
+    }
+
+    /// Waits until a TCP socket in the namespace is in `state` (as `ss`
+    /// names it, e.g. `fin-wait-2`).
+    pub fn wait_for_state(&self, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.name, "ss", "-Htan", "state", state])
+                .output()
+                .expect("ss");
+            if !out.stdout.is_empty() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no socket reached {state} in {}", self.name);
+    }
+
+    /// `sysctl -w` inside the namespace (per-namespace settings only).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.name,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ]);
     }
 }
 
@@ -145,6 +230,8 @@ pub struct Link {
     pub b: Netns,
     pub addr_a: String,
     pub addr_b: String,
+    pub dev_a: String,
+    pub dev_b: String,
 }
 
 impl Link {
@@ -171,6 +258,8 @@ impl Link {
             b,
             addr_a,
             addr_b,
+            dev_a: va,
+            dev_b: vb,
         }
     }
 }
@@ -329,18 +418,13 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn spawn(netns: Option<&str>, role: &str, args: &[&str]) -> Peer {
+    fn spawn(netns: &str) -> Peer {
         let exe = std::env::current_exe().expect("test binary");
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        cmd.args(["peer_entry", "--exact", "--nocapture", "--test-threads=1"])
-            .env("RSTTRACE_PEER", format!("{role} {}", args.join(" ")))
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns])
+            .arg(&exe)
+            .args(["peer_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env("RSTTRACE_PEER", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -358,11 +442,13 @@ impl Peer {
                 }
             }
         });
-        Peer {
+        let peer = Peer {
             child,
             stdin,
             lines: rx,
-        }
+        };
+        assert_eq!(peer.recv(), "ready");
+        peer
     }
 
     pub fn pid(&self) -> u32 {
@@ -372,7 +458,7 @@ impl Peer {
     /// Next line from the peer.
     pub fn recv(&self) -> String {
         self.lines
-            .recv_timeout(Duration::from_secs(10))
+            .recv_timeout(Duration::from_secs(15))
             .expect("peer answered")
     }
 
@@ -381,6 +467,22 @@ impl Peer {
         writeln!(self.stdin, "{cmd}").expect("peer stdin");
         self.stdin.flush().expect("flush");
         self.recv()
+    }
+
+    /// Sends a command that must answer `ok ...`; returns what follows.
+    pub fn ok(&mut self, cmd: &str) -> String {
+        let answer = self.ask(cmd);
+        match answer.strip_prefix("ok") {
+            Some(rest) => rest.trim().to_string(),
+            None => panic!("peer: `{cmd}` answered `{answer}`"),
+        }
+    }
+
+    /// Starts a command and returns without waiting for its answer (for
+    /// commands that block, like a lingering close).
+    pub fn start(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").expect("peer stdin");
+        self.stdin.flush().expect("flush");
     }
 }
 

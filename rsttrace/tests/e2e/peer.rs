@@ -1,80 +1,216 @@
-//! Peer roles: this test binary re-executed (see `harness::Peer`) so that
-//! the two ends of a connection belong to different processes.  Protocol:
-//! one command per stdin line, one `PEER <answer>` per stdout line.
+//! Peers: this test binary re-executed (see `harness::Peer`) so that the
+//! two ends of a connection belong to different processes, in different
+//! network namespaces.  A peer runs a tiny command language over named
+//! sockets, one command per stdin line, one `PEER <answer>` per stdout line:
+//!
+//! ```text
+//! listen NAME ADDR PORT [BACKLOG]   accept LISTENER NAME    connect NAME ADDR PORT [LOCALPORT]
+//! send NAME BYTES   fill NAME   recv NAME   shutdown NAME rd|wr|rdwr   close NAME
+//! linger NAME ON SECS   keepalive NAME IDLE INTVL CNT   repair NAME   unspec NAME
+//! tcpopt NAME linger2|defer_accept|syncnt VALUE   pid   exit
+//! ```
 
 use std::{
+    collections::HashMap,
     io::{BufRead, Read, Write},
-    net::{TcpListener, TcpStream},
+    mem::MaybeUninit,
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    time::Duration,
 };
 
-use crate::sockets::{errno_name, set_linger, set_repair};
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+
+use crate::sockets::errno_name;
 
 fn say(msg: &str) {
+    // libtest may have printed `test peer_entry ... ` on this line.
     println!("PEER {msg}");
     std::io::stdout().flush().unwrap();
 }
 
-pub fn main(spec: &str) -> ! {
-    let args: Vec<&str> = spec.split_whitespace().collect();
-    let addr = format!("{}:{}", args[1], args[2]);
-    let addr = if args[1].contains(':') {
-        format!("[{}]:{}", args[1], args[2])
-    } else {
-        addr
+fn addr(ip: &str, port: &str) -> SocketAddr {
+    SocketAddr::new(ip.parse().expect("address"), port.parse().expect("port"))
+}
+
+fn new_socket(a: &SocketAddr) -> Socket {
+    Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP)).expect("socket")
+}
+
+fn setsockopt(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: an int option of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
     };
-    match args[0] {
-        "server" => {
-            let listener = TcpListener::bind(&addr).expect("bind");
-            say("listening");
-            let (conn, _) = listener.accept().expect("accept");
-            say("accepted");
-            let mut listener = Some(listener);
-            let mut conn = Some(conn);
-            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                match line.as_str() {
-                    "vanish" => {
-                        let c = conn.take().expect("connection");
-                        set_repair(&c);
-                        drop(c);
-                        say("done");
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn result(r: std::io::Result<String>) -> String {
+    match r {
+        Ok(s) => s,
+        Err(e) => format!("err {}", errno_name(&e)),
+    }
+}
+
+pub fn main() -> ! {
+    let mut socks: HashMap<String, Socket> = HashMap::new();
+    say("ready");
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let Some(&cmd) = w.first() else { continue };
+        let answer = match cmd {
+            "pid" => std::process::id().to_string(),
+            "exit" => break,
+            "listen" => {
+                let a = addr(w[2], w[3]);
+                let s = new_socket(&a);
+                s.set_reuse_address(true).unwrap();
+                s.bind(&a.into()).expect("bind");
+                s.listen(w.get(4).map_or(16, |b| b.parse().unwrap()))
+                    .expect("listen");
+                socks.insert(w[1].into(), s);
+                "ok".into()
+            }
+            "accept" => {
+                let (s, peer) = socks[w[1]].accept().expect("accept");
+                let port = peer.as_socket().map_or(0, |p| p.port());
+                socks.insert(w[2].into(), s);
+                format!("ok {port}")
+            }
+            "connect" => {
+                let a = addr(w[2], w[3]);
+                let s = new_socket(&a);
+                if let Some(local) = w.get(4) {
+                    s.set_reuse_address(true).unwrap();
+                    let any = if a.is_ipv4() { "0.0.0.0" } else { "::" };
+                    s.bind(&addr(any, local).into()).expect("bind local port");
+                }
+                let r = s
+                    .connect_timeout(&a.into(), Duration::from_secs(10))
+                    .map(|()| {
+                        let port = s.local_addr().unwrap().as_socket().unwrap().port();
+                        format!("ok {port}")
+                    });
+                socks.insert(w[1].into(), s);
+                result(r)
+            }
+            "send" => {
+                let data = vec![b'x'; w[2].parse().unwrap()];
+                result((&socks[w[1]]).write(&data).map(|n| format!("ok {n}")))
+            }
+            "fill" => {
+                // Write until the peer's window and our buffer are full.
+                let s = &socks[w[1]];
+                s.set_nonblocking(true).unwrap();
+                let chunk = vec![b'y'; 65536];
+                let mut total = 0usize;
+                loop {
+                    match (&*s).write(&chunk) {
+                        Ok(n) => total += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("fill: {e}"),
                     }
-                    "linger-close" => {
-                        let c = conn.take().expect("connection");
-                        set_linger(&c, true, 0);
-                        drop(c);
-                        say("done");
+                }
+                s.set_nonblocking(false).unwrap();
+                format!("ok {total}")
+            }
+            "recv" => {
+                let s = &socks[w[1]];
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+                result(s.recv(&mut buf).map(|n| format!("read {n}")))
+            }
+            "drain" => {
+                let mut s = &socks[w[1]];
+                let mut buf = vec![0u8; 1 << 20];
+                s.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let mut total = 0;
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
                     }
-                    "close-listener" => {
-                        listener.take();
-                        say("done");
-                    }
-                    "exit" => break,
-                    other => say(&format!("unknown {other}")),
+                    total += n;
+                }
+                format!("ok {total}")
+            }
+            "shutdown" => {
+                let how = match w[2] {
+                    "rd" => std::net::Shutdown::Read,
+                    "wr" => std::net::Shutdown::Write,
+                    _ => std::net::Shutdown::Both,
+                };
+                result(socks[w[1]].shutdown(how).map(|()| "ok".into()))
+            }
+            "close" => {
+                socks.remove(w[1]);
+                "ok".into()
+            }
+            "linger" => {
+                let on = w[2] == "1";
+                let secs = w[3].parse().unwrap();
+                socks[w[1]]
+                    .set_linger(on.then(|| Duration::from_secs(secs)))
+                    .unwrap();
+                "ok".into()
+            }
+            "keepalive" => {
+                let s = &socks[w[1]];
+                let secs = |i: usize| Duration::from_secs(w[i].parse().unwrap());
+                let ka = TcpKeepalive::new()
+                    .with_time(secs(2))
+                    .with_interval(secs(3))
+                    .with_retries(w[4].parse().unwrap());
+                s.set_tcp_keepalive(&ka).unwrap();
+                "ok".into()
+            }
+            "repair" => result(
+                setsockopt(&socks[w[1]], libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)
+                    .map(|()| "ok".into()),
+            ),
+            "tcpopt" => {
+                let opt = match w[2] {
+                    "linger2" => libc::TCP_LINGER2,
+                    "defer_accept" => libc::TCP_DEFER_ACCEPT,
+                    "syncnt" => libc::TCP_SYNCNT,
+                    other => panic!("unknown option {other}"),
+                };
+                result(
+                    setsockopt(&socks[w[1]], libc::IPPROTO_TCP, opt, w[3].parse().unwrap())
+                        .map(|()| "ok".into()),
+                )
+            }
+            "unspec" => {
+                // connect(AF_UNSPEC): disconnect without closing.
+                // SAFETY: a zeroed sockaddr with family AF_UNSPEC.
+                let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+                sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+                let rc = unsafe {
+                    libc::connect(
+                        socks[w[1]].as_raw_fd(),
+                        &sa,
+                        std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+                    )
+                };
+                if rc == 0 {
+                    "ok".into()
+                } else {
+                    result(Err(std::io::Error::last_os_error()))
                 }
             }
-        }
-        "client" => {
-            let mut conn = TcpStream::connect(&addr).expect("connect");
-            say(&format!("connected {}", conn.local_addr().unwrap().port()));
-            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                match line.as_str() {
-                    "send" => match conn.write(b"x") {
-                        Ok(_) => say("sent"),
-                        Err(e) => say(&format!("err {}", errno_name(&e))),
-                    },
-                    "recv" => {
-                        let mut buf = [0u8; 16];
-                        match conn.read(&mut buf) {
-                            Ok(n) => say(&format!("read {n}")),
-                            Err(e) => say(&format!("err {}", errno_name(&e))),
-                        }
-                    }
-                    "exit" => break,
-                    other => say(&format!("unknown {other}")),
-                }
-            }
-        }
-        other => panic!("unknown peer role {other}"),
+            other => format!("unknown {other}"),
+        };
+        say(&answer);
     }
     std::process::exit(0)
 }

@@ -199,22 +199,17 @@ fn server_socket_vanished_then_receives_data() {
 fn owner_is_the_socket_owner_not_the_running_task() {
     let link = Link::new();
     let mut t = Tracer::start(&link.a, &[]);
-    let mut server = link.a.peer("server", &[&link.addr_a, "8080"]);
-    assert_eq!(server.recv(), "listening");
-    let mut client = link.b.peer("client", &[&link.addr_a, "8080"]);
-    let connected = client.recv();
-    let client_port: u16 = connected
-        .strip_prefix("connected ")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(server.recv(), "accepted");
-    assert_eq!(server.ask("vanish"), "done");
-    assert_eq!(client.ask("send"), "sent");
-    assert_eq!(client.ask("recv"), "err ECONNRESET");
+    let (mut server, mut client) = (link.a.peer(), link.b.peer());
+    server.ok(&format!("listen l {} 8080", link.addr_a));
+    let client_port = client.ok(&format!("connect c {} 8080", link.addr_a));
+    server.ok("accept l s");
+    server.ok("repair s");
+    server.ok("close s");
+    client.ok("send c 1");
+    assert_eq!(client.ask("recv c"), "err ECONNRESET");
 
     let sent = t.expect("the server host's reset", |v| {
-        is(v, "sent", "stale_connection") && v["remote_port"] == client_port
+        is(v, "sent", "stale_connection") && v["remote_port"].to_string() == client_port
     });
     assert_eq!(sent["local_addr"], link.addr_a.as_str());
     assert_eq!(sent["remote_addr"], link.addr_b.as_str());
@@ -239,13 +234,13 @@ fn cross_namespace_abort_and_received_reset() {
     let link = Link::new();
     let mut ta = Tracer::start(&link.a, &[]);
     let mut tb = Tracer::start(&link.b, &[]);
-    let mut server = link.a.peer("server", &[&link.addr_a, "8081"]);
-    assert_eq!(server.recv(), "listening");
-    let mut client = link.b.peer("client", &[&link.addr_a, "8081"]);
-    assert!(client.recv().starts_with("connected"));
-    assert_eq!(server.recv(), "accepted");
-    assert_eq!(server.ask("linger-close"), "done");
-    assert_eq!(client.ask("recv"), "err ECONNRESET");
+    let (mut server, mut client) = (link.a.peer(), link.b.peer());
+    server.ok(&format!("listen l {} 8081", link.addr_a));
+    client.ok(&format!("connect c {} 8081", link.addr_a));
+    server.ok("accept l s");
+    server.ok("linger s 1 0");
+    server.ok("close s");
+    assert_eq!(client.ask("recv c"), "err ECONNRESET");
 
     let sent = ta.expect("abort_linger in namespace a", |v| {
         is(v, "sent", "abort_linger")

@@ -1,0 +1,363 @@
+//! Every cause the kernel can produce on this host, reproduced for real:
+//! two namespaces joined by veth, a different process on each side.  The
+//! tracer watches the namespace whose kernel sends the reset; asserts
+//! cover cause, direction, owner and the errno applications get.
+
+use std::{thread, time::Duration};
+
+use serde_json::Value;
+
+use crate::harness::{exclusive, GlobalSysctl, Link, Peer, Tracer};
+
+fn is(v: &Value, direction: &str, cause: &str) -> bool {
+    v["direction"] == direction && v["cause"] == cause
+}
+
+/// A connected pair: server `s` (accepted from `l`) in namespace a, client
+/// `c` in namespace b.  Returns (server, client, client port).
+fn connected(link: &Link, port: u16) -> (Peer, Peer, u16) {
+    let (mut server, mut client) = (link.a.peer(), link.b.peer());
+    server.ok(&format!("listen l {} {port}", link.addr_a));
+    let cport = client
+        .ok(&format!("connect c {} {port}", link.addr_a))
+        .parse()
+        .unwrap();
+    server.ok("accept l s");
+    (server, client, cport)
+}
+
+fn pid(p: &Peer) -> u64 {
+    u64::from(p.pid())
+}
+
+/// Client closes; the server writes to it: the client host answers from
+/// TIME_WAIT (FIN_WAIT2 substate).  Softirq, the server process running.
+#[test]
+fn time_wait_data() {
+    let link = Link::new();
+    let mut t = Tracer::start(&link.b, &[]);
+    let (mut server, mut client, cport) = connected(&link, 9001);
+    // Reach FIN_WAIT2 first (the server's ACK of our FIN may be delayed),
+    // so that close() turns the socket into a TIME_WAIT mini-socket at once.
+    client.ok("shutdown c wr");
+    assert_eq!(server.ask("recv s"), "read 0");
+    link.b.wait_for_state("fin-wait-2");
+    // close() in FIN_WAIT2 replaces the socket with the mini-socket before
+    // it returns (ss shows it as FIN-WAIT-2, its substate).
+    client.ok("close c");
+    server.ok("send s 10");
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.ask("send s 10"), "err EPIPE");
+
+    let ev = t.expect("time_wait_data", |v| is(v, "sent", "time_wait_data"));
+    assert_eq!(ev["kernel_reason"], "TCP_TIMEWAIT_SOCKET");
+    assert_eq!(ev["state"], "TIME_WAIT");
+    assert_eq!(ev["local_port"], cport);
+    assert_eq!(ev["remote_port"], 9001);
+    assert_eq!(ev["pid"], Value::Null, "a TIME_WAIT socket has no owner");
+    assert_eq!(ev["app_errno"], "EPIPE");
+    assert_eq!(ev["payload_len"], 10);
+}
+
+/// Client shuts down both directions; data arrives: the client host resets
+/// its own socket and the server.
+#[test]
+fn data_after_shutdown() {
+    let link = Link::new();
+    let mut t = Tracer::start(&link.b, &[]);
+    let (mut server, mut client, _) = connected(&link, 9002);
+    client.ok("shutdown c rdwr");
+    thread::sleep(Duration::from_millis(50));
+    server.ok("send s 10");
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.ask("send s 10"), "err EPIPE");
+    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+
+    let sent = t.expect("data_after_close", |v| is(v, "sent", "data_after_close"));
+    assert_eq!(sent["kernel_reason"], "TCP_ABORT_ON_DATA");
+    assert_eq!(sent["pid"], pid(&client));
+    assert_eq!(sent["app_errno"], "EPIPE");
+    assert_eq!(sent["payload_len"], 10);
+    let local = t.expect("the client's own socket reset", |v| {
+        is(v, "received", "local_abort_on_data")
+    });
+    assert_eq!(local["pid"], pid(&client));
+    assert_eq!(local["app_errno"], "ECONNRESET");
+    assert_eq!(local["delivered_errno"], "ECONNRESET");
+}
+
+/// TCP_LINGER2 = -1: close() gives up on FIN_WAIT2.  With SO_LINGER {1, 5}
+/// the reset comes from close() itself (TCP_ABORT_ON_LINGER); without it,
+/// from the ACK of our FIN in softirq (TCP_ABORT_ON_DATA, no payload).
+#[test]
+fn linger2_abort() {
+    let link = Link::new();
+    let mut t = Tracer::start(&link.b, &[]);
+    let (_server, mut client, cport) = connected(&link, 9003);
+    client.ok("tcpopt c linger2 -1");
+    client.ok("linger c 1 5");
+    client.ok("close c");
+    let ev = t.expect("linger2_abort in close()", |v| {
+        is(v, "sent", "linger2_abort") && v["local_port"] == cport
+    });
+    assert_eq!(ev["kernel_reason"], "TCP_ABORT_ON_LINGER");
+    assert_eq!(ev["pid"], pid(&client));
+    assert_eq!(ev["app_errno"], "EPIPE");
+
+    let (_server2, mut client2, cport2) = connected(&link, 9013);
+    client2.ok("tcpopt c linger2 -1");
+    client2.ok("close c");
+    let ev = t.expect("linger2_abort in softirq", |v| {
+        is(v, "sent", "linger2_abort") && v["local_port"] == cport2
+    });
+    assert_eq!(ev["kernel_reason"], "TCP_ABORT_ON_DATA");
+    assert_eq!(ev["tcp_flags"], "ACK");
+    assert_eq!(ev["payload_len"], 0);
+    assert_eq!(ev["pid"], pid(&client2), "the orphan's last owner");
+}
+
+/// `ss -K` destroys the server's socket: the owner is the server, the
+/// killer `ss`, and the server gets ECONNABORTED.
+#[test]
+fn socket_destroyed_by_ss() {
+    let link = Link::new();
+    let mut t = Tracer::start(&link.a, &[]);
+    let (mut server, mut client, cport) = connected(&link, 9004);
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &link.a.name,
+            "ss",
+            "-K",
+            "dport",
+            "=",
+            &cport.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.ask("recv s"), "err ECONNABORTED");
+    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+
+    let ev = t.expect("socket_destroyed", |v| is(v, "sent", "socket_destroyed"));
+    assert_eq!(ev["kernel_reason"], "TCP_STATE");
+    assert_eq!(ev["state"], "ESTABLISHED");
+    assert_eq!(ev["pid"], pid(&server));
+    assert_eq!(ev["killer_comm"], "ss");
+    assert_ne!(ev["killer_pid"], pid(&server));
+    assert_eq!(ev["delivered_errno"], "ECONNABORTED");
+    assert_eq!(ev["delivered_pid"], pid(&server));
+    assert_eq!(ev["app_errno"], "ECONNRESET");
+}
+
+/// connect(AF_UNSPEC) on a connected socket.
+#[test]
+fn app_disconnect() {
+    let link = Link::new();
+    let mut t = Tracer::start(&link.b, &[]);
+    let (mut server, mut client, _) = connected(&link, 9005);
+    client.ok("unspec c");
+    assert_eq!(server.ask("recv s"), "err ECONNRESET");
+    let ev = t.expect("app_disconnect", |v| is(v, "sent", "app_disconnect"));
+    assert_eq!(ev["kernel_reason"], "TCP_STATE");
+    assert_eq!(ev["pid"], pid(&client));
+    assert_eq!(ev["app_errno"], "ECONNRESET");
+}
+
+/// A listener closed with a connection still in its accept queue.
+#[test]
+fn listener_closed_with_unaccepted_connection() {
+    let link = Link::new();
+    let mut t = Tracer::start(&link.a, &[]);
+    let (mut server, mut client) = (link.a.peer(), link.b.peer());
+    server.ok(&format!("listen l {} 9006", link.addr_a));
+    client.ok(&format!("connect c {} 9006", link.addr_a));
+    thread::sleep(Duration::from_millis(50));
+    server.ok("close l");
+    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    let ev = t.expect("listener_closed_unaccepted", |v| {
+        is(v, "sent", "listener_closed_unaccepted")
+    });
+    assert_eq!(ev["pid"], pid(&server));
+    assert_eq!(ev["owner_source"], "listener");
+    assert_eq!(ev["app_errno"], "ECONNRESET");
+}
+
+/// The FIN_WAIT2 timer of an orphan: a timer, no process running it.
+#[test]
+fn fin_wait2_timeout() {
+    let link = Link::new();
+    // Arm the FIN_WAIT2 keepalive timer (fin timeout > 60 s arms it for
+    // timeout - 60 s), then shorten the timeout so that it resets.
+    link.b.sysctl("net.ipv4.tcp_fin_timeout", "61");
+    let mut t = Tracer::start(&link.b, &[]);
+    let (mut server, mut client, cport) = connected(&link, 9007);
+    client.ok("close c");
+    assert_eq!(server.ask("recv s"), "read 0");
+    // The ACK of our FIN may be delayed: shorten the timeout only once the
+    // orphan is in FIN_WAIT2 with its timer armed, or the kernel goes
+    // straight to TIME_WAIT.
+    link.b.wait_for_state("fin-wait-2");
+    link.b.sysctl("net.ipv4.tcp_fin_timeout", "1");
+    let ev = t.expect("fin_wait2_timeout", |v| is(v, "sent", "fin_wait2_timeout"));
+    assert_eq!(ev["kernel_reason"], "TCP_STATE");
+    assert_eq!(ev["state"], "FIN_WAIT2");
+    assert_eq!(ev["local_port"], cport);
+    assert_eq!(ev["pid"], pid(&client), "the orphan's last owner");
+    assert_eq!(ev["app_errno"], "EPIPE");
+    assert_ne!(ev["task_pid"], pid(&client));
+}
+
+/// Keepalive probes go unanswered (the server's link goes down silently):
+/// a timer resets the connection; the owner gets ETIMEDOUT.
+#[test]
+fn keepalive_timeout() {
+    let link = Link::new();
+    let mut t = Tracer::start(&link.b, &[]);
+    let (_server, mut client, cport) = connected(&link, 9008);
+    client.ok("keepalive c 1 1 2");
+    link.a.ip(&["link", "set", &link.dev_a, "down"]);
+    let ev = t.expect("keepalive_timeout", |v| is(v, "sent", "keepalive_timeout"));
+    assert_eq!(ev["kernel_reason"], "TCP_KEEPALIVE_TIMEOUT");
+    assert_eq!(ev["local_port"], cport);
+    assert_eq!(ev["pid"], pid(&client));
+    assert_eq!(ev["app_errno"], "ECONNRESET");
+    assert_eq!(ev["delivered_errno"], "ETIMEDOUT");
+    assert_eq!(ev["delivered_pid"], pid(&client));
+    assert!(ev["idle_ms"].as_u64().unwrap() >= 1000, "{ev}");
+    assert_ne!(ev["task_pid"], pid(&client));
+    assert_eq!(client.ask("recv c"), "err ETIMEDOUT");
+}
+
+/// Abortive close of a connection in LAST_ACK that still has data unsent.
+#[test]
+fn disconnect_with_unsent_data() {
+    let link = Link::new();
+    let mut t = Tracer::start(&link.b, &[]);
+    let (mut server, mut client, _) = connected(&link, 9009);
+    server.ok("shutdown s wr");
+    assert_eq!(client.ask("recv c"), "read 0");
+    client.ok("fill c");
+    client.ok("shutdown c wr");
+    client.ok("linger c 1 0");
+    client.ok("close c");
+    let ev = t.expect("disconnect_unsent_data", |v| {
+        is(v, "sent", "disconnect_unsent_data")
+    });
+    assert_eq!(ev["kernel_reason"], "TCP_DISCONNECT_WITH_DATA");
+    assert_eq!(ev["pid"], pid(&client));
+    assert_eq!(ev["app_errno"], "ECONNRESET");
+    assert!(ev["unacked_bytes"].as_u64().unwrap() > 0, "{ev}");
+}
+
+/// A new connection from the same port while the server still holds the
+/// old one: the new socket gets an ACK it cannot accept (SYN_SENT).
+#[test]
+fn stale_peer_reusing_a_port() {
+    let link = Link::new();
+    let mut tb = Tracer::start(&link.b, &[]);
+    let mut ta = Tracer::start(&link.a, &[]);
+    let (mut server, mut client) = (link.a.peer(), link.b.peer());
+    server.ok(&format!("listen l {} 9010", link.addr_a));
+    client.ok(&format!("connect c {} 9010 41000", link.addr_a));
+    server.ok("accept l s");
+    client.ok("repair c");
+    client.ok("close c");
+    // A new socket on the same port: its SYN meets the old connection.
+    client.ok(&format!("connect c2 {} 9010 41000", link.addr_a));
+    let ev = tb.expect("syn_sent_invalid_ack", |v| {
+        is(v, "sent", "syn_sent_invalid_ack")
+    });
+    assert_eq!(ev["kernel_reason"], "TCP_INVALID_ACK_SEQUENCE");
+    assert_eq!(ev["state"], "SYN_SENT");
+    assert_eq!(ev["local_port"], 41000);
+    assert_eq!(ev["pid"], pid(&client));
+    assert_eq!(ev["app_errno"], "ECONNRESET");
+    // The old server connection died of it.
+    let old = ta.expect("the old connection reset", |v| {
+        is(v, "received", "peer_reset")
+    });
+    assert_eq!(old["pid"], pid(&server));
+    assert_eq!(old["remote_port"], 41000);
+    assert_eq!(server.ask("recv s"), "err ECONNRESET");
+}
+
+/// A full accept queue with net.ipv4.tcp_abort_on_overflow = 1.
+#[test]
+fn accept_queue_overflow() {
+    let link = Link::new();
+    link.a.sysctl("net.ipv4.tcp_abort_on_overflow", "1");
+    let mut t = Tracer::start(&link.a, &[]);
+    let (mut server, mut c1, mut c2) = (link.a.peer(), link.b.peer(), link.b.peer());
+    server.ok(&format!("listen l {} 9011 0", link.addr_a));
+    server.ok("tcpopt l defer_accept 5");
+    // c1's handshake is deferred (no child until data); the SYN queue is
+    // then full, so c2 completes with a SYN cookie and takes the one
+    // accept queue slot.  c1's data finds the queue full.
+    c1.ok(&format!("connect c {} 9011", link.addr_a));
+    c2.ok(&format!("connect c {} 9011", link.addr_a));
+    thread::sleep(Duration::from_millis(100));
+    c1.ok("send c 10");
+    assert_eq!(c1.ask("recv c"), "err ECONNRESET");
+    let ev = t.expect("accept_queue_overflow", |v| {
+        is(v, "sent", "accept_queue_overflow")
+    });
+    assert_eq!(ev["kernel_reason"], "INVALID_SYN");
+    assert_eq!(ev["state"], "LISTEN");
+    assert_eq!(ev["pid"], pid(&server), "the listener's owner");
+    assert_eq!(ev["app_errno"], "ECONNRESET");
+}
+
+/// Too many orphans: net.ipv4.tcp_max_orphans is global, so this test
+/// holds the host alone and restores the setting.
+#[test]
+fn memory_pressure_abort() {
+    let host = exclusive();
+    let link = Link::new();
+    let mut t = Tracer::start(&link.b, &[]);
+    // An orphan that cannot finish: the server never reads, the client's
+    // data and FIN stay queued (FIN_WAIT1).
+    let (_server, mut client, _) = connected(&link, 9012);
+    client.ok("fill c");
+    client.ok("close c");
+    let (_server2, mut client2, cport2) = connected(&link, 9022);
+    // The kernel refreshes its orphan count every 100 ms.
+    thread::sleep(Duration::from_millis(300));
+    let _orphans = GlobalSysctl::set(&host, "net.ipv4.tcp_max_orphans", "0");
+    client2.ok("close c");
+    let ev = t.expect("memory_pressure_abort", |v| {
+        is(v, "sent", "memory_pressure_abort") && v["local_port"] == cport2
+    });
+    assert_eq!(ev["kernel_reason"], "TCP_ABORT_ON_MEMORY");
+    assert_eq!(ev["pid"], pid(&client2));
+    assert_eq!(ev["app_errno"], "EPIPE");
+}
+
+/// The context of a connection that sat idle before its reset.
+#[test]
+fn idle_time_and_age() {
+    let link = Link::new();
+    let mut tb = Tracer::start(&link.b, &[]);
+    let mut ta = Tracer::start(&link.a, &[]);
+    let (mut server, mut client, _) = connected(&link, 9014);
+    client.ok("send c 100");
+    assert_eq!(server.ask("recv s"), "read 100");
+    thread::sleep(Duration::from_millis(1500));
+    server.ok("linger s 1 0");
+    server.ok("close s");
+    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    let sent = ta.expect("abort_linger", |v| is(v, "sent", "abort_linger"));
+    assert!(sent["conn_age_ms"].as_u64().unwrap() >= 1500, "{sent}");
+    assert_eq!(sent["bytes_received"], 100);
+    let recv = tb.expect("peer_reset", |v| is(v, "received", "peer_reset"));
+    assert!(recv["idle_ms"].as_u64().unwrap() >= 1400, "{recv}");
+    assert_eq!(recv["bytes_sent"], 100);
+    // As tcp_info counts it: the SYN too.
+    assert_eq!(recv["bytes_acked"], 101);
+    assert_eq!(recv["unacked_bytes"], 0);
+}
