@@ -231,7 +231,6 @@ pub struct Link {
     pub addr_a: String,
     pub addr_b: String,
     pub dev_a: String,
-    pub dev_b: String,
 }
 
 impl Link {
@@ -259,7 +258,6 @@ impl Link {
             addr_a,
             addr_b,
             dev_a: va,
-            dev_b: vb,
         }
     }
 }
@@ -476,13 +474,6 @@ impl Peer {
             Some(rest) => rest.trim().to_string(),
             None => panic!("peer: `{cmd}` answered `{answer}`"),
         }
-    }
-
-    /// Starts a command and returns without waiting for its answer (for
-    /// commands that block, like a lingering close).
-    pub fn start(&mut self, cmd: &str) {
-        writeln!(self.stdin, "{cmd}").expect("peer stdin");
-        self.stdin.flush().expect("flush");
     }
 }
 

@@ -201,7 +201,10 @@ fn owner_is_the_socket_owner_not_the_running_task() {
     let mut t = Tracer::start(&link.a, &[]);
     let (mut server, mut client) = (link.a.peer(), link.b.peer());
     server.ok(&format!("listen l {} 8080", link.addr_a));
-    let client_port = client.ok(&format!("connect c {} 8080", link.addr_a));
+    let client_port: u16 = client
+        .ok(&format!("connect c {} 8080", link.addr_a))
+        .parse()
+        .unwrap();
     server.ok("accept l s");
     server.ok("repair s");
     server.ok("close s");
@@ -209,7 +212,7 @@ fn owner_is_the_socket_owner_not_the_running_task() {
     assert_eq!(client.ask("recv c"), "err ECONNRESET");
 
     let sent = t.expect("the server host's reset", |v| {
-        is(v, "sent", "stale_connection") && v["remote_port"].to_string() == client_port
+        is(v, "sent", "stale_connection") && v["remote_port"] == client_port
     });
     assert_eq!(sent["local_addr"], link.addr_a.as_str());
     assert_eq!(sent["remote_addr"], link.addr_b.as_str());
