@@ -69,6 +69,11 @@ pub struct Offsets {
     pub files_fdt: u32,
     pub fdtable_max_fds: u32,
     pub fdtable_fd: u32,
+    // struct flowi4 / flowi6 (route lookups: a netfilter reset's route)
+    pub flowi4_proto: u32,
+    pub flowi4_daddr: u32,
+    pub flowi6_proto: u32,
+    pub flowi6_daddr: u32,
 }
 
 /// Everything the eBPF programs need to know about the running kernel.
@@ -87,10 +92,12 @@ pub struct Config {
     pub tcp_close: u8,
     /// 1 when `tcp_send_reset` carries `enum sk_rst_reason` (Linux >= 6.10).
     pub send_reset_has_reason: u8,
-    pub _pad0: u8,
+    /// 1 when `kfree_skb` carries `enum skb_drop_reason` (Linux >= 5.17).
+    pub kfree_skb_has_reason: u8,
     /// Only report events from this network namespace (0 = all).
     pub netns_filter: u32,
-    pub _pad1: u32,
+    /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel.
+    pub drop_reason_netfilter: u32,
     /// Ring buffer wake-up policy: wake the reader at most once per
     /// `wakeup_interval_ns` unless `wakeup_bytes` are waiting.
     pub wakeup_interval_ns: u64,
@@ -98,8 +105,8 @@ pub struct Config {
 }
 
 // The layout is shared with the eBPF object byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<Offsets>() == 45 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 45 * 4 + 4 + 8 + 4 + 4 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 49 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 49 * 4 + 4 + 8 + 4 + 4 + 16);
 
 impl Config {
     /// A configuration with every offset absent: the programs then read
@@ -152,6 +159,10 @@ impl Config {
                 files_fdt: ABSENT,
                 fdtable_max_fds: ABSENT,
                 fdtable_fd: ABSENT,
+                flowi4_proto: ABSENT,
+                flowi4_daddr: ABSENT,
+                flowi6_proto: ABSENT,
+                flowi6_daddr: ABSENT,
             },
             accept_ret_offset: ABSENT,
             tcp_listen: 0,
@@ -161,9 +172,9 @@ impl Config {
             tcp_new_syn_recv: 0,
             tcp_close: 0,
             send_reset_has_reason: 0,
-            _pad0: 0,
+            kfree_skb_has_reason: 0,
             netns_filter: 0,
-            _pad1: 0,
+            drop_reason_netfilter: ABSENT,
             wakeup_interval_ns: 0,
             wakeup_bytes: 0,
         }

@@ -10,6 +10,16 @@ pub const KIND_RESET_RECEIVED: u8 = 2;
 pub const KIND_ERROR_REPORT: u8 = 3;
 /// A socket entered or left TCP_LISTEN (restart diagnosis).
 pub const KIND_LISTEN: u8 = 4;
+/// Netfilter dropped a TCP segment (`skb:kfree_skb` NETFILTER_DROP); a
+/// [`ResetEvent`] whose `reason` holds one of the `VERDICT_*` values.
+pub const KIND_FIREWALL: u8 = 5;
+
+/// The firewall answered the segment with a TCP reset (REJECT tcp-reset).
+pub const VERDICT_RESET: u32 = 1;
+/// The firewall answered with an ICMP error (REJECT, the default).
+pub const VERDICT_ICMP: u32 = 2;
+/// The firewall dropped the segment silently.
+pub const VERDICT_DROP: u32 = 3;
 
 /// `reason` value when the kernel gives none (Linux < 6.10).
 pub const REASON_ABSENT: u32 = u32::MAX;
@@ -30,6 +40,8 @@ pub const FLAG_BORN_KNOWN: u16 = 1 << 4;
 pub const FLAG_TCP_INFO: u16 = 1 << 5;
 /// The owner was inherited from the listener (child not accepted yet).
 pub const FLAG_OWNER_FROM_LISTENER: u16 = 1 << 6;
+/// A reset made by netfilter (REJECT tcp-reset), not by the TCP stack.
+pub const FLAG_FIREWALL: u16 = 1 << 7;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -230,6 +242,8 @@ pub const COUNTER_AGG_OVERFLOW: u32 = 3;
 pub const COUNTER_SEEN: u32 = 4;
 /// Resets skipped by the netns filter.
 pub const COUNTER_FILTERED: u32 = 5;
+/// TCP segments netfilter dropped (any verdict).
+pub const COUNTER_FIREWALL: u32 = 6;
 pub const COUNTERS_LEN: u32 = 8;
 
 #[cfg(feature = "user")]

@@ -11,6 +11,7 @@
 #![no_main]
 
 mod emit;
+mod firewall;
 mod kmem;
 mod net;
 
@@ -57,15 +58,16 @@ static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entries(16
 
 /// Per-CPU space to build reset records in (too big for the 512-byte
 /// stack).  One slot per program: a program never nests with itself on a
-/// CPU, but the send and receive programs can interrupt each other.
+/// CPU, but the send, receive and firewall programs can interrupt each
+/// other.
 #[map]
-static SCRATCH: PerCpuArray<ResetEvent> = PerCpuArray::with_max_entries(2, 0);
+pub(crate) static SCRATCH: PerCpuArray<ResetEvent> = PerCpuArray::with_max_entries(3, 0);
 
 const SLOT_SENT: u32 = 0;
 const SLOT_RECEIVED: u32 = 1;
 
 #[inline(always)]
-fn header(kind: u8, now_ns: u64) -> EventHeader {
+pub(crate) fn header(kind: u8, now_ns: u64) -> EventHeader {
     EventHeader {
         kind,
         _pad: [0; 3],
@@ -75,7 +77,7 @@ fn header(kind: u8, now_ns: u64) -> EventHeader {
 }
 
 #[inline(always)]
-fn netns_filtered(netns: u32) -> bool {
+pub(crate) fn netns_filtered(netns: u32) -> bool {
     let want = conf!(netns_filter);
     want != 0 && want != netns
 }

@@ -68,9 +68,13 @@ pub fn sock_endpoints(sk: u64, full: bool, ep: Endpoints<'_>) {
     *ep.family = family;
 }
 
+/// IPPROTO_TCP.
+const TCP: u8 = 6;
+
 /// Fills the event's endpoints and segment fields from the packet that
 /// triggered a reset: its source is the remote end, its destination this
-/// host.  Returns false when the headers cannot be read.
+/// host.  Returns false when the headers cannot be read or the packet is
+/// not TCP (checked for packets that do not come from TCP hooks).
 #[inline(always)]
 pub fn read_segment(skb: u64, ev: &mut ResetEvent) -> bool {
     let head: u64 = read(skb, off!(skb_head));
@@ -86,6 +90,9 @@ pub fn read_segment(skb: u64, ev: &mut ResetEvent) -> bool {
         4 => {
             let mut h = [0u8; 20];
             read_buf(ip, 0, &mut h);
+            if h[9] != TCP {
+                return false;
+            }
             ev.family = AF_INET;
             ev.remote_addr[..4].copy_from_slice(&h[12..16]);
             ev.local_addr[..4].copy_from_slice(&h[16..20]);
@@ -95,6 +102,10 @@ pub fn read_segment(skb: u64, ev: &mut ResetEvent) -> bool {
         6 => {
             let mut h = [0u8; 40];
             read_buf(ip, 0, &mut h);
+            // Extension headers sit between nh and th: only plain TCP here.
+            if h[6] != TCP && th - nh == 40 {
+                return false;
+            }
             ev.family = AF_INET6;
             ev.remote_addr.copy_from_slice(&h[8..24]);
             ev.local_addr.copy_from_slice(&h[24..40]);

@@ -111,6 +111,11 @@ pub struct TraceArgs {
     #[arg(long)]
     pub failures: bool,
 
+    /// Do not attach the hooks that recognise resets made by the firewall
+    /// (netfilter REJECT); they run on every dropped packet and route lookup.
+    #[arg(long)]
+    pub no_firewall: bool,
+
     /// Storm handling: `auto` counts resets in the kernel once a CPU sees
     /// more than --storm-threshold a second, and reports the counts.
     #[arg(long, value_enum, default_value_t = StormMode::Off)]

@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rsttrace_common::event::{
-    ErrorReportEvent, EventHeader, ListenEvent, ResetEvent, KIND_ERROR_REPORT, KIND_LISTEN,
-    KIND_RESET_RECEIVED, KIND_RESET_SENT,
+    ErrorReportEvent, EventHeader, ListenEvent, ResetEvent, KIND_ERROR_REPORT, KIND_FIREWALL,
+    KIND_LISTEN, KIND_RESET_RECEIVED, KIND_RESET_SENT,
 };
 use thiserror::Error;
 
@@ -23,6 +23,8 @@ pub enum Record {
     Reset(ResetEvent),
     ErrorReport(ErrorReportEvent),
     Listen(ListenEvent),
+    /// Netfilter dropped a TCP segment; `reason` holds the verdict.
+    Firewall(ResetEvent),
 }
 
 /// Reads a `T` from the front of `bytes`.
@@ -50,6 +52,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         KIND_RESET_SENT | KIND_RESET_RECEIVED => read(bytes, kind).map(Record::Reset),
         KIND_ERROR_REPORT => read(bytes, kind).map(Record::ErrorReport),
         KIND_LISTEN => read(bytes, kind).map(Record::Listen),
+        KIND_FIREWALL => read(bytes, kind).map(Record::Firewall),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

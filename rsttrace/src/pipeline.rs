@@ -16,6 +16,7 @@ use std::{
 use rsttrace_common::event::{
     AggKey, AggValue, ErrorReportEvent, Owner, ResetEvent, FLAG_HAS_SK, FLAG_HAS_SKB,
     FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN, KIND_RESET_RECEIVED, KIND_RESET_SENT,
+    REASON_ABSENT, VERDICT_DROP, VERDICT_ICMP, VERDICT_RESET,
 };
 
 use crate::{
@@ -162,6 +163,7 @@ impl<W: Write> Pipeline<W> {
             Ok(Record::Reset(ev)) => self.on_reset(ev),
             Ok(Record::ErrorReport(er)) => self.on_error_report(er),
             Ok(Record::Listen(le)) => self.en.listeners.on_listen(&le),
+            Ok(Record::Firewall(ev)) => self.on_firewall(ev),
             Err(e) => {
                 self.stats.decode_errors += 1;
                 if self.first_decode_error.is_none() {
@@ -445,6 +447,47 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
+    /// Netfilter dropped a TCP segment: a reset when it answered with one,
+    /// otherwise (with --failures) a connection failure of the peer's.
+    fn on_firewall(&mut self, mut ev: ResetEvent) {
+        let verdict = ev.reason;
+        ev.reason = REASON_ABSENT;
+        if verdict == VERDICT_RESET {
+            ev.header.kind = KIND_RESET_SENT;
+            self.emit(&ev, None, false);
+            return;
+        }
+        if !self.settings.failures {
+            return;
+        }
+        let (failure, errno) = match verdict {
+            VERDICT_ICMP => (
+                records::Failure::FirewallIcmp,
+                records::icmp_errno(ev.sk_err),
+            ),
+            VERDICT_DROP => (records::Failure::FirewallDrop, None),
+            _ => return,
+        };
+        let record = records::FailureRecord {
+            unix_ns: self.en.clock.unix_ns(ev.header.ts_ns),
+            failure,
+            errno,
+            errno_for_peer: true,
+            family: ev.family,
+            local_addr: &ev.local_addr,
+            local_port: ev.local_port,
+            remote_addr: &ev.remote_addr,
+            remote_port: ev.remote_port,
+            netns: ev.netns,
+            owner: None,
+        };
+        let r = self
+            .out
+            .write_with(|format, buf| records::write_failure(format, buf, &record));
+        self.track(r);
+        self.stats.failures += 1;
+    }
+
     fn emit_failure(&mut self, er: &ErrorReportEvent, errno: Errno) {
         let Some(failure) = records::Failure::classify(errno, er.synced != 0) else {
             return;
@@ -464,10 +507,22 @@ impl<W: Write> Pipeline<W> {
                     .map(|o| (pid, o.comm.as_str()))
             })
         };
-        let unix_ns = self.en.clock.unix_ns(er.header.ts_ns);
-        let r = self.out.write_with(|format, buf| {
-            records::write_failure(format, buf, unix_ns, er, failure, errno, owner)
-        });
+        let record = records::FailureRecord {
+            unix_ns: self.en.clock.unix_ns(er.header.ts_ns),
+            failure,
+            errno: Some(errno),
+            errno_for_peer: false,
+            family: er.family,
+            local_addr: &er.local_addr,
+            local_port: er.local_port,
+            remote_addr: &er.remote_addr,
+            remote_port: er.remote_port,
+            netns: er.netns,
+            owner,
+        };
+        let r = self
+            .out
+            .write_with(|format, buf| records::write_failure(format, buf, &record));
         self.track(r);
         self.stats.failures += 1;
     }

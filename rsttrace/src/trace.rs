@@ -148,6 +148,7 @@ pub fn execute(args: TraceArgs) -> Result<()> {
             &Options {
                 transport: args.transport,
                 buffer_bytes,
+                firewall: !args.no_firewall,
             },
             &aya_btf,
         )?;

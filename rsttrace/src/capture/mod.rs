@@ -24,7 +24,7 @@ use rsttrace_common::{
 use thiserror::Error;
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::kernel::layout::{Hooks, ProgInfoLayout, BTF_TRACEPOINTS};
+use crate::kernel::layout::{Hooks, ProgInfoLayout, BTF_TRACEPOINTS, FIREWALL_TRACEPOINTS};
 
 static RINGBUF_OBJECT: &[u8] =
     include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-ringbuf.o"));
@@ -116,6 +116,8 @@ pub struct Options {
     pub transport: TransportChoice,
     /// Ring buffer bytes, or per-CPU perf buffer bytes.
     pub buffer_bytes: usize,
+    /// Attach the netfilter-reset hooks.
+    pub firewall: bool,
 }
 
 /// Per-CPU counters summed (see `rsttrace_common::event::COUNTER_*`).
@@ -203,6 +205,19 @@ impl Capture {
                 .map_err(|e| program_error("load", name, e))?;
             prog.attach()
                 .map_err(|e| program_error("attach", name, e))?;
+        }
+        if hooks.firewall && opts.firewall {
+            for &(name, _) in FIREWALL_TRACEPOINTS {
+                let prog: &mut BtfTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(CaptureError::MissingMap(name))?
+                    .try_into()
+                    .map_err(|e| program_error("load", name, e))?;
+                prog.load(name, btf)
+                    .map_err(|e| program_error("load", name, e))?;
+                prog.attach()
+                    .map_err(|e| program_error("attach", name, e))?;
+            }
         }
         if hooks.accept {
             for name in ["sys_exit_accept4", "sys_exit_accept"] {

@@ -130,6 +130,8 @@ causes! {
         "MPTCP reset a subflow for unacceptable performance.";
     MptcpMiddlebox => "mptcp_middlebox", Sent, Some(ECONNRESET), "6.10+",
         "MPTCP reset a subflow because a middlebox interfered.";
+    FirewallReject => "firewall_reject", Sent, Some(ECONNREFUSED), "5.17+ (netfilter drops traced with a reason)",
+        "This host's firewall rejected the segment with a TCP reset (iptables REJECT --reject-with tcp-reset, nft `reject with tcp reset`); the peer gets ECONNREFUSED, or ECONNRESET mid-connection.";
     KernelError => "kernel_error", Sent, Some(ECONNRESET), "6.10+",
         "The kernel reset the connection after an internal error.";
     Unspecified => "unspecified", Sent, Some(ECONNRESET), "all",

@@ -8,7 +8,8 @@ use std::fmt;
 
 pub use causes::{Affected, Cause, Direction};
 use rsttrace_common::event::{
-    ResetEvent, FLAG_HAS_SK, FLAG_HAS_SKB, FLAG_TCP_INFO, KIND_RESET_RECEIVED, REASON_ABSENT,
+    ResetEvent, FLAG_FIREWALL, FLAG_HAS_SK, FLAG_HAS_SKB, FLAG_TCP_INFO, KIND_RESET_RECEIVED,
+    REASON_ABSENT,
 };
 
 use crate::kernel::layout::KernelNames;
@@ -143,6 +144,19 @@ pub fn classify(ev: &ResetEvent, names: &KernelNames) -> Classification {
     let f = Facts::new(ev, names);
     if ev.header.kind == KIND_RESET_RECEIVED {
         return received(&f);
+    }
+    if ev.flags & FLAG_FIREWALL != 0 {
+        // A connection attempt is refused; anything else resets it.
+        let errno = if f.bare_syn() {
+            Errno::ECONNREFUSED
+        } else {
+            Errno::ECONNRESET
+        };
+        return Classification {
+            cause: Cause::FirewallReject,
+            app_errno: Some(errno),
+            listener: None,
+        };
     }
     let cause = sent(&f);
     let listener = match cause {
@@ -562,6 +576,21 @@ mod tests {
             let c = classify(&ev, &n);
             assert_eq!((c.cause, c.app_errno), (want_cause, want_errno), "{s}");
         }
+    }
+
+    #[test]
+    fn firewall_resets() {
+        let n = names_618();
+        let mut ev = sent_event(&n, None, None);
+        ev.flags |= FLAG_FIREWALL | FLAG_HAS_SKB;
+        ev.tcp_flags = SYN;
+        let c = classify(&ev, &n);
+        assert_eq!(
+            (c.cause, c.app_errno),
+            (Cause::FirewallReject, Some(Errno::ECONNREFUSED))
+        );
+        ev.tcp_flags = ACK | PSH;
+        assert_eq!(classify(&ev, &n).app_errno, Some(Errno::ECONNRESET));
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct Hooks {
     pub accept: bool,
     /// `sock:inet_sk_error_report` (Linux >= 5.14).
     pub error_report: bool,
+    /// Netfilter resets via kfree_skb/fib/icmp tracepoints (Linux >= 5.17).
+    pub firewall: bool,
 }
 
 /// Where `recursion_misses` sits in uapi `struct bpf_prog_info`.
@@ -193,6 +195,10 @@ const MEMBERS: &[Member] = members![
     ("files_struct", "fdt", files_fdt, 8, false),
     ("fdtable", "max_fds", fdtable_max_fds, 4, false),
     ("fdtable", "fd", fdtable_fd, 8, false),
+    ("flowi4", "__fl_common.flowic_proto", flowi4_proto, 1, false),
+    ("flowi4", "daddr", flowi4_daddr, 4, false),
+    ("flowi6", "__fl_common.flowic_proto", flowi6_proto, 1, false),
+    ("flowi6", "daddr", flowi6_daddr, 16, false),
 ];
 
 /// Finds a member's byte offset, checking its size.
@@ -229,6 +235,18 @@ pub const BTF_TRACEPOINTS: &[(&str, &[&str], bool)] = &[
     ("inet_sock_set_state", &["*sock", "int", "int"], true),
     ("tcp_destroy_sock", &["*sock"], true),
     ("inet_sk_error_report", &["*sock"], false),
+];
+
+/// The hooks that recognise resets made by netfilter (see
+/// `rsttrace-ebpf/src/firewall.rs`).  All or none.
+pub const FIREWALL_TRACEPOINTS: &[(&str, &[&str])] = &[
+    ("kfree_skb", &["*sk_buff", "*void", "enum skb_drop_reason"]),
+    ("fib_table_lookup", &["unsigned int", "*flowi4"]),
+    (
+        "fib6_table_lookup",
+        &["*net", "*fib6_result", "*fib6_table", "*flowi6"],
+    ),
+    ("icmp_send", &["*sk_buff", "int", "int"]),
 ];
 
 /// Checks a BTF tracepoint's signature; returns its argument types.
@@ -350,6 +368,40 @@ pub fn resolve(
         for (value, name) in fmt.symbols("reason") {
             names.reasons.insert(value as u32, name);
         }
+    }
+
+    // Netfilter resets: every hook, the drop reason and the flow members.
+    let firewall = FIREWALL_TRACEPOINTS
+        .iter()
+        .map(|&(name, want)| check_tracepoint(btf, name, want).map(|_| ()))
+        .collect::<Result<Vec<()>, _>>();
+    let netfilter_drop = btf
+        .enum_values("skb_drop_reason")
+        .and_then(|v| {
+            v.iter()
+                .find(|(n, _)| n == "SKB_DROP_REASON_NETFILTER_DROP")
+        })
+        .map(|&(_, v)| v as u32);
+    let flows = [
+        config.offsets.flowi4_proto,
+        config.offsets.flowi4_daddr,
+        config.offsets.flowi6_proto,
+        config.offsets.flowi6_daddr,
+    ]
+    .iter()
+    .all(|&o| o != ABSENT);
+    match (firewall, netfilter_drop) {
+        (Ok(_), Some(reason)) if flows => {
+            hooks.firewall = true;
+            config.kfree_skb_has_reason = 1;
+            config.drop_reason_netfilter = reason;
+        }
+        (Err(e), _) => degraded.push(format!("firewall (netfilter) resets not reported: {e}")),
+        _ => degraded.push(
+            "firewall (netfilter) resets not reported: this kernel's BTF lacks \
+             SKB_DROP_REASON_NETFILTER_DROP or the route lookup flows"
+                .into(),
+        ),
     }
 
     // Owners of accepted sockets need the fd-table walk and the syscall record.

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use rsttrace_common::event::{AggKey, AggValue, ErrorReportEvent};
+use rsttrace_common::event::{AggKey, AggValue};
 
 use super::{json::Object, text::endpoint, Format};
 use crate::{
@@ -21,6 +21,10 @@ pub enum Failure {
     IcmpPortUnreachable,
     HostUnreachable,
     NetUnreachable,
+    /// This host's firewall answered a segment with an ICMP error.
+    FirewallIcmp,
+    /// This host's firewall dropped a segment silently.
+    FirewallDrop,
 }
 
 impl Failure {
@@ -30,6 +34,8 @@ impl Failure {
         Failure::IcmpPortUnreachable,
         Failure::HostUnreachable,
         Failure::NetUnreachable,
+        Failure::FirewallIcmp,
+        Failure::FirewallDrop,
     ];
 
     /// From the errno the socket reported, when no reset was seen on it.
@@ -51,6 +57,8 @@ impl Failure {
             Failure::IcmpPortUnreachable => "icmp_port_unreachable",
             Failure::HostUnreachable => "host_unreachable",
             Failure::NetUnreachable => "net_unreachable",
+            Failure::FirewallIcmp => "firewall_icmp_reject",
+            Failure::FirewallDrop => "firewall_drop",
         }
     }
 
@@ -61,6 +69,8 @@ impl Failure {
             Failure::IcmpPortUnreachable => "An ICMP port-unreachable refused the connection (for example a firewall's plain reject), not a TCP reset.",
             Failure::HostUnreachable => "An ICMP host-unreachable or admin-prohibited message ended the connection attempt; no reset was involved.",
             Failure::NetUnreachable => "An ICMP network-unreachable message ended the connection attempt; no reset was involved.",
+            Failure::FirewallIcmp => "This host's firewall rejected a segment from the peer with an ICMP error (REJECT without tcp-reset): the peer gets app_errno, not a reset.",
+            Failure::FirewallDrop => "This host's firewall silently dropped a segment from the peer: its connect() or send times out; no reset was involved.",
         }
     }
 }
@@ -120,58 +130,84 @@ pub const LOST_KEYS: &[(&str, &str, &str)] = &[
     ("why", "string", "\"buffer_full\" (the reader fell behind; raise --buffer-size or use --storm auto) or \"nested\" (the kernel skipped a program that was already running on that CPU)."),
 ];
 
-pub fn write_failure(
-    format: Format,
-    buf: &mut Vec<u8>,
-    unix_ns: i128,
-    er: &ErrorReportEvent,
-    failure: Failure,
-    errno: Errno,
-    owner: Option<(u32, &str)>,
-) {
+/// A connection failure without a reset, ready to print.
+pub struct FailureRecord<'a> {
+    pub unix_ns: i128,
+    pub failure: Failure,
+    pub errno: Option<Errno>,
+    /// Whose application gets `errno`.
+    pub errno_for_peer: bool,
+    pub family: u16,
+    pub local_addr: &'a [u8; 16],
+    pub local_port: u16,
+    pub remote_addr: &'a [u8; 16],
+    pub remote_port: u16,
+    pub netns: u32,
+    pub owner: Option<(u32, &'a str)>,
+}
+
+pub fn write_failure(format: Format, buf: &mut Vec<u8>, f: &FailureRecord<'_>) {
     let mut time = [0u8; 27];
-    let local = ip_addr(er.family, &er.local_addr);
-    let remote = ip_addr(er.family, &er.remote_addr);
+    let local = ip_addr(f.family, f.local_addr);
+    let remote = ip_addr(f.family, f.remote_addr);
+    let errno_for = if f.errno_for_peer { "peer" } else { "local" };
     match format {
         Format::Json => {
             Object::begin(buf)
-                .str("time", rfc3339(unix_ns, &mut time))
+                .str("time", rfc3339(f.unix_ns, &mut time))
                 .str("event", "connection_failure")
-                .str("failure", failure.id())
-                .str("explanation", failure.explanation())
-                .str("app_errno", errno.name())
+                .str("failure", f.failure.id())
+                .str("explanation", f.failure.explanation())
+                .opt_str("app_errno", f.errno.map(|e| e.name()))
+                .str("app_errno_for", errno_for)
                 .str("family", family_name(&local))
                 .display("local_addr", local)
-                .u64("local_port", u64::from(er.local_port))
+                .u64("local_port", u64::from(f.local_port))
                 .display("remote_addr", remote)
-                .u64("remote_port", u64::from(er.remote_port))
-                .opt_u64("pid", owner.map(|o| u64::from(o.0)))
-                .opt_str("comm", owner.map(|o| o.1))
-                .u64("netns", u64::from(er.netns))
+                .u64("remote_port", u64::from(f.remote_port))
+                .opt_u64("pid", f.owner.map(|o| u64::from(o.0)))
+                .opt_str("comm", f.owner.map(|o| o.1))
+                .u64("netns", u64::from(f.netns))
                 .end();
         }
         Format::Text => {
             let _ = write!(
                 buf,
                 "{} failure  {:<24} ",
-                rfc3339(unix_ns, &mut time),
-                failure.id()
+                rfc3339(f.unix_ns, &mut time),
+                f.failure.id()
             );
-            endpoint(buf, local, er.local_port);
-            buf.extend_from_slice(b" -> ");
-            endpoint(buf, remote, er.remote_port);
-            let _ = match owner {
+            endpoint(buf, local, f.local_port);
+            buf.extend_from_slice(if f.errno_for_peer { b" <- " } else { b" -> " });
+            endpoint(buf, remote, f.remote_port);
+            let _ = match f.owner {
                 Some((pid, comm)) => write!(buf, " owner={pid}/{comm}"),
                 None => write!(buf, " owner=-"),
             };
-            let _ = writeln!(
-                buf,
-                " app:{errno} netns={} | {}",
-                er.netns,
-                failure.explanation()
-            );
+            if let Some(e) = f.errno {
+                let _ = write!(
+                    buf,
+                    " {}:{e}",
+                    if f.errno_for_peer { "peer" } else { "app" }
+                );
+            }
+            let _ = writeln!(buf, " netns={} | {}", f.netns, f.failure.explanation());
         }
     }
+}
+
+/// The errno an ICMP destination-unreachable (`type << 8 | code`) gives
+/// the application that receives it (icmp_err_convert).
+pub fn icmp_errno(type_code: i32) -> Option<Errno> {
+    const DEST_UNREACH: i32 = 3;
+    if type_code >> 8 != DEST_UNREACH {
+        return None;
+    }
+    Some(match type_code & 0xff {
+        0 | 6 | 11 => Errno::ENETUNREACH,
+        2 | 3 => Errno::ECONNREFUSED,
+        _ => Errno::EHOSTUNREACH,
+    })
 }
 
 pub struct Suppressed<'a> {

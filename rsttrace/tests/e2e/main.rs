@@ -7,7 +7,9 @@ mod peer;
 mod sockets;
 
 mod causes;
+mod containers;
 mod edges;
+mod firewall;
 mod resets;
 
 /// Entry point of peer processes (see `harness::Peer`); a no-op when run

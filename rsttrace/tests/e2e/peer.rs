@@ -7,7 +7,7 @@
 //! listen NAME ADDR PORT [BACKLOG]   accept LISTENER NAME    connect NAME ADDR PORT [LOCALPORT]
 //! send NAME BYTES   fill NAME   recv NAME   shutdown NAME rd|wr|rdwr   close NAME
 //! linger NAME ON SECS   keepalive NAME IDLE INTVL CNT   repair NAME   unspec NAME
-//! tcpopt NAME linger2|defer_accept|syncnt VALUE   pid   exit
+//! tcpopt NAME linger2|defer_accept|syncnt VALUE   syncnt N (for later connects)   pid   exit
 //! ```
 
 use std::{
@@ -64,12 +64,17 @@ fn result(r: std::io::Result<String>) -> String {
 
 pub fn main() -> ! {
     let mut socks: HashMap<String, Socket> = HashMap::new();
+    let mut syncnt: Option<i32> = None;
     say("ready");
     for line in std::io::stdin().lock().lines().map_while(Result::ok) {
         let w: Vec<&str> = line.split_whitespace().collect();
         let Some(&cmd) = w.first() else { continue };
         let answer = match cmd {
             "pid" => std::process::id().to_string(),
+            "syncnt" => {
+                syncnt = Some(w[1].parse().unwrap());
+                "ok".into()
+            }
             "exit" => break,
             "listen" => {
                 let a = addr(w[2], w[3]);
@@ -90,6 +95,9 @@ pub fn main() -> ! {
             "connect" => {
                 let a = addr(w[2], w[3]);
                 let s = new_socket(&a);
+                if let Some(n) = syncnt {
+                    setsockopt(&s, libc::IPPROTO_TCP, libc::TCP_SYNCNT, n).unwrap();
+                }
                 if let Some(local) = w.get(4) {
                     s.set_reuse_address(true).unwrap();
                     let any = if a.is_ipv4() { "0.0.0.0" } else { "::" };

@@ -48,6 +48,8 @@ pub fn errno_name(e: &std::io::Error) -> String {
         Some(libc::EPIPE) => "EPIPE".into(),
         Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
         Some(libc::ECONNABORTED) => "ECONNABORTED".into(),
+        Some(libc::EHOSTUNREACH) => "EHOSTUNREACH".into(),
+        Some(libc::ENETUNREACH) => "ENETUNREACH".into(),
         Some(n) => format!("errno {n}"),
         None => e.to_string(),
     }

@@ -1,0 +1,133 @@
+//! Resets the firewall sends, and the failures that are not resets at all.
+
+use serde_json::Value;
+
+use crate::harness::{Link, Tracer};
+
+fn nft(ns: &crate::harness::Netns, ruleset: &str) {
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f failed");
+}
+
+fn is_failure(v: &Value, failure: &str, port: u16) -> bool {
+    v["event"] == "connection_failure"
+        && v["failure"] == failure
+        && (v["local_port"] == port || v["remote_port"] == port)
+}
+
+#[test]
+fn firewall_verdicts_and_failures_without_resets() {
+    let link = Link::new();
+    nft(
+        &link.a,
+        "table inet rsttrace_test {
+           chain input {
+             type filter hook input priority 0;
+             tcp dport 9501 reject with tcp reset
+             tcp dport 9502 reject
+             tcp dport 9503 reject with icmpx host-unreachable
+             tcp dport 9504 drop
+           }
+         }",
+    );
+    let mut ta = Tracer::start(&link.a, &["--failures"]);
+    let mut tb = Tracer::start(&link.b, &["--failures"]);
+    let mut client = link.b.peer();
+    client.ok("syncnt 1");
+    let server = &link.addr_a;
+    assert_eq!(
+        client.ask(&format!("connect c1 {server} 9501")),
+        "err ECONNREFUSED"
+    );
+    assert_eq!(
+        client.ask(&format!("connect c2 {server} 9502")),
+        "err ECONNREFUSED"
+    );
+    assert_eq!(
+        client.ask(&format!("connect c3 {server} 9503")),
+        "err EHOSTUNREACH"
+    );
+    assert_eq!(
+        client.ask(&format!("connect c4 {server} 9504")),
+        "err ETIMEDOUT"
+    );
+    let client_pid = u64::from(client.pid());
+
+    // The server host: a reset that tcp_send_reset never saw.
+    let rst = ta.expect("firewall_reject", |v| v["cause"] == "firewall_reject");
+    assert_eq!(rst["direction"], "sent");
+    assert_eq!(rst["local_port"], 9501);
+    assert_eq!(rst["remote_addr"], link.addr_b.as_str());
+    assert_eq!(rst["tcp_flags"], "SYN");
+    assert_eq!(rst["kernel_reason"], Value::Null);
+    assert_eq!(rst["pid"], Value::Null);
+    assert_eq!(rst["app_errno"], "ECONNREFUSED");
+    let icmp = ta.expect("ICMP reject", |v| {
+        is_failure(v, "firewall_icmp_reject", 9502)
+    });
+    assert_eq!(icmp["app_errno"], "ECONNREFUSED");
+    assert_eq!(icmp["app_errno_for"], "peer");
+    let host = ta.expect("ICMP host-unreachable", |v| {
+        is_failure(v, "firewall_icmp_reject", 9503)
+    });
+    assert_eq!(host["app_errno"], "EHOSTUNREACH");
+    let drop = ta.expect("drop", |v| is_failure(v, "firewall_drop", 9504));
+    assert_eq!(drop["app_errno"], Value::Null);
+
+    // The client host: one real reset, and three failures that are not.
+    let refused = tb.expect("connection_refused", |v| v["cause"] == "connection_refused");
+    assert_eq!(refused["remote_port"], 9501);
+    assert_eq!(refused["pid"], client_pid);
+    let f = tb.expect("icmp_port_unreachable", |v| {
+        is_failure(v, "icmp_port_unreachable", 9502)
+    });
+    assert_eq!(
+        (f["app_errno"].clone(), f["pid"].clone()),
+        (Value::from("ECONNREFUSED"), Value::from(client_pid))
+    );
+    let f = tb.expect("host_unreachable", |v| {
+        is_failure(v, "host_unreachable", 9503)
+    });
+    assert_eq!(f["app_errno"], "EHOSTUNREACH");
+    let f = tb.expect("syn_timeout", |v| is_failure(v, "syn_timeout", 9504));
+    assert_eq!(
+        (f["app_errno"].clone(), f["pid"].clone()),
+        (Value::from("ETIMEDOUT"), Value::from(client_pid))
+    );
+    tb.settle(std::time::Duration::from_millis(200));
+    let resets: Vec<_> = tb.seen.iter().filter(|v| v["event"] == "reset").collect();
+    assert_eq!(resets.len(), 1, "only 9501 was a reset: {resets:#?}");
+}
+
+#[test]
+fn firewall_hooks_can_be_left_out() {
+    let link = Link::new();
+    nft(
+        &link.a,
+        "table inet rsttrace_test {
+           chain input {
+             type filter hook input priority 0;
+             tcp dport 9511 reject with tcp reset
+           }
+         }",
+    );
+    let mut ta = Tracer::start(&link.a, &["--no-firewall"]);
+    let mut client = link.b.peer();
+    assert_eq!(
+        client.ask(&format!("connect c {} 9511", link.addr_a)),
+        "err ECONNREFUSED"
+    );
+    ta.settle(std::time::Duration::from_millis(500));
+    assert!(ta.seen.is_empty(), "{:#?}", ta.seen);
+}
