@@ -188,10 +188,12 @@ impl Config {
 pub struct Control {
     /// One of the `MODE_*` constants.
     pub mode: u32,
-    /// Per-CPU events per `storm_window_ns` above which `MODE_AUTO` stops
-    /// emitting per-event records and only counts.
+    /// Per-CPU events per `storm_window_jiffies` above which `MODE_AUTO`
+    /// stops emitting per-event records and only counts.  Jiffies, not ns:
+    /// the counting path reads no clock (an inlined jiffies load instead of
+    /// a helper call).
     pub storm_threshold: u32,
-    pub storm_window_ns: u64,
+    pub storm_window_jiffies: u64,
     /// Aggregation epoch (0 or 1): counts go to keys of this epoch, so the
     /// daemon can drain the other one without racing the programs.
     pub epoch: u32,

@@ -47,7 +47,10 @@ pub const FLAG_FIREWALL: u16 = 1 << 7;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventHeader {
     pub kind: u8,
-    pub _pad: [u8; 3],
+    // Padding is made of integers, not byte arrays: on the eBPF side a
+    // zeroed byte array becomes a call to a byte-wise memset.
+    pub _pad0: u8,
+    pub _pad1: u16,
     pub cpu: u32,
     /// CLOCK_BOOTTIME nanoseconds (`bpf_ktime_get_boot_ns`).
     pub ts_ns: u64,
@@ -74,7 +77,8 @@ pub struct SockEntry {
     pub has_owner: u8,
     /// 1 when the owner was inherited from the listener.
     pub from_listener: u8,
-    pub _pad: [u8; 6],
+    pub _pad0: u16,
+    pub _pad1: u32,
     /// CLOCK_BOOTTIME ns when the socket was destroyed (0 = alive).  The
     /// entry outlives the socket briefly: an orphan is destroyed *before*
     /// some of its resets are sent.
@@ -178,7 +182,8 @@ pub struct ErrorReportEvent {
     /// 1 when the connection got as far as the peer's SYN (rcv_nxt set):
     /// tells a connect() timeout from a timeout on an established one.
     pub synced: u8,
-    pub _pad: [u8; 6],
+    pub _pad0: u16,
+    pub _pad1: u32,
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
     pub owner: Owner,
@@ -213,7 +218,8 @@ pub struct AggKey {
     pub owner_tgid: u32,
     /// 1 when the triggering segment carried data (splits TCP_ABORT_ON_DATA).
     pub has_payload: u8,
-    pub _pad: [u8; 3],
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 
 /// Value of the storm aggregation table (per CPU).
@@ -221,12 +227,14 @@ pub struct AggKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AggValue {
     pub count: u64,
-    pub first_ns: u64,
-    pub last_ns: u64,
+    /// jiffies (see `Control::storm_window_jiffies`).
+    pub first_jiffies: u64,
+    pub last_jiffies: u64,
     /// One example peer of the aggregated resets.
     pub remote_addr: [u8; 16],
     pub remote_port: u16,
-    pub _pad: [u8; 6],
+    pub _pad0: u16,
+    pub _pad1: u32,
     pub owner_comm: [u8; COMM_LEN],
 }
 

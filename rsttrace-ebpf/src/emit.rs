@@ -46,7 +46,7 @@ static WAKE: Array<u64> = Array::with_max_entries(1, 0);
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct StormWindow {
-    start_ns: u64,
+    start_jiffies: u64,
     count: u64,
 }
 
@@ -125,7 +125,7 @@ fn wakeup_flags(now_ns: u64) -> u64 {
 /// Decides whether this reset is emitted (true) or counted in the
 /// aggregation table (false), per the daemon's mode.
 #[inline(always)]
-pub fn should_emit(now_ns: u64) -> bool {
+pub fn should_emit(jiffies: u64) -> bool {
     let Some(control) = CONTROL.get(0) else {
         return true;
     };
@@ -136,8 +136,8 @@ pub fn should_emit(now_ns: u64) -> bool {
                 return true;
             };
             let w = unsafe { &mut *w };
-            if now_ns.wrapping_sub(w.start_ns) >= control.storm_window_ns {
-                w.start_ns = now_ns;
+            if jiffies.wrapping_sub(w.start_jiffies) >= control.storm_window_jiffies {
+                w.start_jiffies = jiffies;
                 w.count = 0;
             }
             w.count += 1;
@@ -150,7 +150,7 @@ pub fn should_emit(now_ns: u64) -> bool {
 /// Counts a reset under its aggregation key.  A full table still counts
 /// the reset (`COUNTER_AGG_OVERFLOW`) so that totals add up.
 #[inline(always)]
-pub fn aggregate(kind: u8, ev: &ResetEvent, now_ns: u64) {
+pub fn aggregate(kind: u8, ev: &ResetEvent, jiffies: u64) {
     count(COUNTER_AGGREGATED);
     let epoch = match CONTROL.get(0) {
         Some(c) => c.epoch as u8,
@@ -168,21 +168,23 @@ pub fn aggregate(kind: u8, ev: &ResetEvent, now_ns: u64) {
         family: ev.family,
         owner_tgid: ev.owner.tgid,
         has_payload: u8::from(ev.payload_len > 0),
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     };
     if let Some(v) = AGG.get_ptr_mut(key) {
         let v = unsafe { &mut *v };
         v.count += 1;
-        v.last_ns = now_ns;
+        v.last_jiffies = jiffies;
         return;
     }
     let value = AggValue {
         count: 1,
-        first_ns: now_ns,
-        last_ns: now_ns,
+        first_jiffies: jiffies,
+        last_jiffies: jiffies,
         remote_addr: ev.remote_addr,
         remote_port: ev.remote_port,
-        _pad: [0; 6],
+        _pad0: 0,
+        _pad1: 0,
         owner_comm: ev.owner.comm,
     };
     if AGG.insert(key, value, 0).is_err() {

@@ -18,14 +18,14 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use rsttrace_common::event::{
-    ResetEvent, COUNTER_FIREWALL, FLAG_FIREWALL, FLAG_HAS_SKB, KIND_FIREWALL, VERDICT_DROP,
-    VERDICT_ICMP, VERDICT_RESET,
+    COUNTER_FIREWALL, FLAG_FIREWALL, FLAG_HAS_SKB, KIND_FIREWALL, VERDICT_DROP, VERDICT_ICMP,
+    VERDICT_RESET,
 };
 
 use crate::{
     emit::{count, emit},
     header,
-    kmem::{conf, off, read, read_buf},
+    kmem::{conf, load, off, zero},
     net::{read_segment, skb_netns, AF_INET6},
     netns_filtered, SCRATCH,
 };
@@ -63,15 +63,17 @@ fn hint() -> Option<&'static mut RejectHint> {
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let flp: u64 = ctx.arg(1);
-    if read::<u8>(flp, off!(flowi4_proto)) != 0 {
+    // `flp` is a BTF-typed argument: direct loads (see kmem::load).  This
+    // runs on every route lookup, so it stops at the first comparison.
+    if load::<u8>(flp, off!(flowi4_proto)) != 0 {
         return 0;
     }
     if let Some(h) = hint() {
         h.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
         h.kind = VERDICT_RESET;
         h.skb = 0;
-        h.addr = [0; 16];
-        read_buf(flp, off!(flowi4_daddr), &mut h.addr[..4]);
+        zero(&mut h.addr);
+        h.addr[..4].copy_from_slice(&load::<[u8; 4]>(flp, off!(flowi4_daddr)));
     }
     0
 }
@@ -84,7 +86,7 @@ const ICMPV6: u8 = 58;
 #[btf_tracepoint(function = "fib6_table_lookup")]
 pub fn fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let flp: u64 = ctx.arg(3);
-    let kind = match read::<u8>(flp, off!(flowi6_proto)) {
+    let kind = match load::<u8>(flp, off!(flowi6_proto)) {
         0 => VERDICT_RESET,
         ICMPV6 => VERDICT_ICMP,
         _ => return 0,
@@ -94,7 +96,7 @@ pub fn fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
         h.kind = kind;
         h.skb = 0;
         h.icmp = 0;
-        read_buf(flp, off!(flowi6_daddr), &mut h.addr);
+        h.addr = load(flp, off!(flowi6_daddr));
     }
     0
 }
@@ -135,7 +137,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let ev = unsafe { &mut *ev };
-    *ev = ResetEvent::default();
+    zero(ev);
     if !read_segment(skb, ev) || ev.tcp_flags & TCP_RST != 0 {
         return 0;
     }

@@ -17,8 +17,8 @@ mod net;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_boot_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id, bpf_jiffies64,
+        bpf_ktime_get_boot_ns,
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
@@ -38,10 +38,10 @@ use rsttrace_common::{
 
 use crate::{
     emit::{aggregate, count, emit, should_emit},
-    kmem::{conf, off, read},
+    kmem::{conf, load, off, read, zero},
     net::{
-        current_owner, is_full_sock, read_segment, skb_netns, sock_endpoints, sock_inode,
-        sock_netns, sock_state, Endpoints, AF_INET, AF_INET6,
+        current_comm, current_owner, is_full_sock, read_segment, skb_netns, sock_endpoints,
+        sock_inode, sock_netns, sock_state, Endpoints, AF_INET, AF_INET6,
     },
 };
 
@@ -70,7 +70,8 @@ const SLOT_RECEIVED: u32 = 1;
 pub(crate) fn header(kind: u8, now_ns: u64) -> EventHeader {
     EventHeader {
         kind,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
         cpu: unsafe { bpf_get_smp_processor_id() },
         ts_ns: now_ns,
     }
@@ -117,7 +118,6 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, reason: u32) {
     count(COUNTER_SEEN);
-    let now = unsafe { bpf_ktime_get_boot_ns() };
     let netns = if sk != 0 {
         sock_netns(sk)
     } else {
@@ -131,8 +131,8 @@ fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, rea
         return;
     };
     let ev = unsafe { &mut *ev };
-    *ev = ResetEvent::default();
-    ev.header = header(kind, now);
+    zero(ev);
+    ev.header.kind = kind;
     ev.sk = sk;
     ev.reason = reason;
     ev.netns = netns;
@@ -165,18 +165,18 @@ fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, rea
         );
     }
     if sk != 0 {
-        let entry = unsafe { SOCKS.get(sk) }.filter(|e| {
-            e.destroyed_ns == 0 || now.wrapping_sub(e.destroyed_ns) < DESTROYED_GRACE_NS
-        });
-        if let Some(entry) = entry {
-            if entry.has_owner != 0 {
+        if let Some(entry) = unsafe { SOCKS.get(sk) } {
+            let alive = entry.destroyed_ns == 0
+                || unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(entry.destroyed_ns)
+                    < DESTROYED_GRACE_NS;
+            if alive && entry.has_owner != 0 {
                 ev.owner = entry.owner;
                 flags |= FLAG_OWNER_KNOWN;
                 if entry.from_listener != 0 {
                     flags |= FLAG_OWNER_FROM_LISTENER;
                 }
             }
-            if entry.born_ns != 0 {
+            if alive && entry.born_ns != 0 {
                 ev.born_ns = entry.born_ns;
                 flags |= FLAG_BORN_KNOWN;
             }
@@ -184,28 +184,35 @@ fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, rea
     }
     ev.flags = flags;
 
-    if !should_emit(now) {
-        aggregate(kind, ev, now);
+    // Counting needs no precise time: jiffies are an inlined load, the
+    // clock a helper call that shows under storms.
+    let jiffies = unsafe { bpf_jiffies64() };
+    if !should_emit(jiffies) {
+        aggregate(kind, ev, jiffies);
         return;
     }
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    ev.header = header(kind, now);
 
-    ev.sock_cookie = read(sk, off!(skc_cookie));
+    ev.sock_cookie = load(sk, off!(skc_cookie));
     if full {
         ev.sock_ino = sock_inode(sk);
-        ev.sk_err = read(sk, off!(sk_err));
-        ev.sk_flags = read(sk, off!(sk_flags));
-        ev.sk_lingertime = read(sk, off!(sk_lingertime));
-        ev.sk_shutdown_byte = read(sk, off!(sk_shutdown_byte));
+        ev.sk_err = load(sk, off!(sk_err));
+        ev.sk_flags = load(sk, off!(sk_flags));
+        ev.sk_lingertime = load(sk, off!(sk_lingertime));
+        ev.sk_shutdown_byte = load(sk, off!(sk_shutdown_byte));
         if ev.state != conf!(tcp_listen) {
             read_tcp_info(sk, &mut ev.tcp);
             ev.flags |= FLAG_TCP_INFO;
         }
     }
     ev.task_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    ev.task_comm = bpf_get_current_comm().unwrap_or_default();
+    ev.task_comm = current_comm();
     emit(ctx, ev, now);
 }
 
+/// TCP counters live in `struct tcp_sock`, beyond the `struct sock` the
+/// argument's BTF type names: helper reads.
 #[inline(always)]
 fn read_tcp_info(sk: u64, t: &mut TcpInfo) {
     t.bytes_received = read(sk, off!(tcp_bytes_received));
@@ -233,7 +240,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let old = ctx.arg::<u64>(1) as u8;
     let new = ctx.arg::<u64>(2) as u8;
-    let family: u16 = read(sk, off!(skc_family));
+    let family: u16 = load(sk, off!(skc_family));
     if sk == 0 || (family != AF_INET && family != AF_INET6) {
         return 0;
     }
@@ -254,7 +261,8 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
             born_ns: now,
             has_owner: 1,
             from_listener: 1,
-            _pad: [0; 6],
+            _pad0: 0,
+            _pad1: 0,
             destroyed_ns: 0,
         };
         let _ = SOCKS.insert(sk, entry, 0);
@@ -280,7 +288,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 fn listen_key(sk: u64) -> ListenKey {
     ListenKey {
         netns: sock_netns(sk),
-        port: read(sk, off!(skc_num)),
+        port: load(sk, off!(skc_num)),
         _pad: 0,
     }
 }
@@ -292,7 +300,8 @@ fn set_owner(sk: u64, owner: Owner, now: u64) {
         born_ns: now,
         has_owner: 1,
         from_listener: 0,
-        _pad: [0; 6],
+        _pad0: 0,
+        _pad1: 0,
         destroyed_ns: 0,
     };
     let _ = SOCKS.insert(sk, entry, 0);
@@ -363,7 +372,8 @@ fn on_accept(ctx: &TracePointContext) {
         born_ns: born,
         has_owner: 1,
         from_listener: 0,
-        _pad: [0; 6],
+        _pad0: 0,
+        _pad1: 0,
         destroyed_ns: 0,
     };
     let _ = SOCKS.insert(sk, entry, 0);
@@ -388,7 +398,7 @@ pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "inet_sk_error_report")]
 pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    if off!(sk_protocol) == ABSENT || read::<u16>(sk, off!(sk_protocol)) != 6 {
+    if off!(sk_protocol) == ABSENT || load::<u16>(sk, off!(sk_protocol)) != 6 {
         return 0;
     }
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -400,7 +410,7 @@ pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
         header: header(KIND_ERROR_REPORT, now),
         sk,
         sock_ino: sock_inode(sk),
-        error: read(sk, off!(sk_err)),
+        error: load(sk, off!(sk_err)),
         netns,
         state: sock_state(sk),
         synced: u8::from(read::<u32>(sk, off!(tcp_rcv_nxt)) != 0),

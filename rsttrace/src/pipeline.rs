@@ -27,7 +27,10 @@ use crate::{
         listeners::ListenerHistory,
         owner::OwnerIndex,
     },
-    kernel::{clock::WallClock, layout::KernelNames},
+    kernel::{
+        clock::{boottime_ns, JiffiesAnchor, WallClock},
+        layout::KernelNames,
+    },
     output::{records, Output, OutputError},
     report::{Context, Delivered, ListenerNote, OwnerRef, OwnerSource, Report, TaskRef},
 };
@@ -117,6 +120,7 @@ pub struct Pipeline<W: Write> {
     /// The reader of our output went away.
     pub closed: bool,
     first_decode_error: Option<DecodeError>,
+    jiffies: Option<JiffiesAnchor>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -145,7 +149,13 @@ impl<W: Write> Pipeline<W> {
             stats: Stats::default(),
             closed: false,
             first_decode_error: None,
+            jiffies: None,
         }
+    }
+
+    /// For the times of storm summaries (counted in jiffies).
+    pub fn set_jiffies_anchor(&mut self, anchor: Option<JiffiesAnchor>) {
+        self.jiffies = anchor;
     }
 
     pub fn names(&self) -> &KernelNames {
@@ -545,6 +555,14 @@ impl<W: Write> Pipeline<W> {
             let class = classify(&ev, &self.en.names);
             self.stats.suppressed_records += 1;
             self.stats.suppressed_resets += value.count;
+            // Without an anchor, the drain time stands for both ends.
+            let (first_boot, last_boot) = match self.jiffies {
+                Some(a) => (
+                    a.boot_ns(value.first_jiffies),
+                    a.boot_ns(value.last_jiffies),
+                ),
+                None => (boottime_ns(), boottime_ns()),
+            };
             let en = &self.en;
             let summary = records::Suppressed {
                 key,
@@ -560,8 +578,8 @@ impl<W: Write> Pipeline<W> {
                 } else {
                     None
                 },
-                first_unix_ns: en.clock.unix_ns(value.first_ns),
-                last_unix_ns: en.clock.unix_ns(value.last_ns),
+                first_unix_ns: en.clock.unix_ns(first_boot),
+                last_unix_ns: en.clock.unix_ns(last_boot),
             };
             let r = self
                 .out
@@ -572,7 +590,7 @@ impl<W: Write> Pipeline<W> {
 
     /// Tells the reader of the output that events were lost.
     pub fn on_lost(&mut self, count: u64, why: &str) {
-        let unix_ns = self.en.clock.unix_ns(crate::kernel::clock::boottime_ns());
+        let unix_ns = self.en.clock.unix_ns(boottime_ns());
         let r = self
             .out
             .write_with(|format, buf| records::write_lost(format, buf, unix_ns, count, why));

@@ -153,7 +153,12 @@ pub fn execute(args: TraceArgs) -> Result<()> {
             &aya_btf,
         )?;
         drop(aya_btf);
+        // The loader's copy of the kernel BTF is the biggest allocation
+        // rsttrace makes; hand it back rather than keep it resident.
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
         let threshold = (u64::from(args.storm_threshold) * STORM_WINDOW.as_millis() as u64 / 1000).max(1);
+        let window_jiffies = (u64::from(facts.names.hz) * STORM_WINDOW.as_millis() as u64 / 1000).max(1);
         let mut control = Control {
             mode: match args.storm {
                 StormMode::Off => MODE_EVENTS,
@@ -161,7 +166,7 @@ pub fn execute(args: TraceArgs) -> Result<()> {
                 StormMode::Always => MODE_AGGREGATE,
             },
             storm_threshold: threshold as u32,
-            storm_window_ns: STORM_WINDOW.as_nanos() as u64,
+            storm_window_jiffies: window_jiffies,
             epoch: 0,
             _pad: 0,
         };
@@ -188,6 +193,13 @@ pub fn execute(args: TraceArgs) -> Result<()> {
                 hold: Duration::from_millis(20),
             },
         );
+        if control.mode != MODE_EVENTS {
+            let anchor = clock::JiffiesAnchor::now(facts.names.hz);
+            if anchor.is_none() {
+                log::warn!("cannot read /proc/timer_list: storm summaries carry the time they are printed");
+            }
+            pipeline.set_jiffies_anchor(anchor);
+        }
         eprintln!(
             "rsttrace: tracing TCP resets (transport {}, {} sockets indexed, storm mode {:?}{}); Ctrl-C to stop",
             capture.transport().as_str(),
@@ -223,6 +235,11 @@ async fn run<W: Write>(
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut recheck: Option<Duration> = None;
     let mut reported_lost = 0u64;
+    // Storm modes take the firewall hooks off while a storm lasts.
+    let mut storm_check = tokio::time::interval(STORM_CHECK);
+    storm_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watch_storms = control.mode != MODE_EVENTS && capture.has_firewall();
+    let mut storm = StormWatch::new(args.storm_threshold);
     loop {
         tokio::select! {
             r = capture.ready(recheck) => {
@@ -247,6 +264,20 @@ async fn run<W: Write>(
                     None => std::future::pending().await,
                 }
             } => return Ok(Stop::Done),
+            _ = storm_check.tick(), if watch_storms => {
+                let seen = capture.counters().values[COUNTER_SEEN as usize];
+                match storm.update(seen) {
+                    Some(true) => {
+                        capture.set_firewall(false)?;
+                        log::warn!("reset storm: firewall-reset detection paused until it ends (its hooks run on every dropped packet)");
+                    }
+                    Some(false) => {
+                        capture.set_firewall(true)?;
+                        log::warn!("reset storm over: firewall-reset detection resumed");
+                    }
+                    None => {}
+                }
+            }
             _ = tick.tick() => {
                 pipeline.tick();
                 let counters = capture.counters();
@@ -272,6 +303,49 @@ async fn run<W: Write>(
         if args.count.is_some_and(|c| pipeline.stats.resets >= c) {
             return Ok(Stop::Done);
         }
+    }
+}
+
+/// How often storm modes look at the reset rate.
+const STORM_CHECK: Duration = Duration::from_millis(200);
+/// Calm checks before a storm counts as over.
+const CALM_CHECKS: u32 = 10;
+
+/// Tells when a storm starts (`Some(true)`) and ends (`Some(false)`),
+/// from the kernel's count of resets seen.
+struct StormWatch {
+    per_check: u64,
+    last_seen: Option<u64>,
+    storming: bool,
+    calm: u32,
+}
+
+impl StormWatch {
+    fn new(per_sec: u32) -> Self {
+        StormWatch {
+            per_check: (u64::from(per_sec) * STORM_CHECK.as_millis() as u64 / 1000).max(1),
+            last_seen: None,
+            storming: false,
+            calm: 0,
+        }
+    }
+
+    fn update(&mut self, seen: u64) -> Option<bool> {
+        let delta = seen.saturating_sub(self.last_seen.replace(seen)?);
+        if delta >= self.per_check {
+            self.calm = 0;
+            if !self.storming {
+                self.storming = true;
+                return Some(true);
+            }
+        } else if self.storming {
+            self.calm += 1;
+            if self.calm >= CALM_CHECKS {
+                self.storming = false;
+                return Some(false);
+            }
+        }
+        None
     }
 }
 
@@ -354,4 +428,24 @@ fn finish<W: Write>(
         v[COUNTER_EMITTED as usize],
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storm_watch_pauses_and_resumes() {
+        // 5000/s = 1000 per 200 ms check.
+        let mut w = StormWatch::new(5000);
+        assert_eq!(w.update(0), None, "the first reading is a baseline");
+        assert_eq!(w.update(500), None);
+        assert_eq!(w.update(5000), Some(true));
+        assert_eq!(w.update(9000), None, "still storming");
+        for i in 0..CALM_CHECKS - 1 {
+            assert_eq!(w.update(9000 + u64::from(i)), None);
+        }
+        assert_eq!(w.update(9100), Some(false));
+        assert_eq!(w.update(9200), None);
+    }
 }

@@ -6,6 +6,10 @@
 //! - `lint`: rustfmt, clippy on the userspace crates, clippy on the eBPF
 //!   crate for the bpf target (both transports)
 //! - `docs`: regenerate docs/causes.md and docs/json.md from the binary
+//! - `bench`: the storm benchmark (docs/benchmark.md); `storm` is its load
+
+mod bench;
+mod storm;
 
 use std::{
     path::{Path, PathBuf},
@@ -51,6 +55,16 @@ enum Task {
     Docs {
         #[arg(long)]
         check: bool,
+    },
+    /// Storm benchmark: rsttrace side by side with no tracer, bpftrace and tcpdump.
+    Bench(bench::Args),
+    /// The benchmark's load: SYNs to a closed loopback port (run in a namespace).
+    #[command(hide = true)]
+    Storm {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long)]
+        cpu: Option<usize>,
     },
 }
 
@@ -222,6 +236,12 @@ fn main() -> ExitCode {
         Task::Test { no_lint, args } => test(no_lint, &args).map(|()| ExitCode::SUCCESS),
         Task::Lint => lint().map(|()| ExitCode::SUCCESS),
         Task::Docs { check } => docs(check).map(|()| ExitCode::SUCCESS),
+        Task::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Task::Storm { seconds, cpu } => storm::run(std::time::Duration::from_secs(seconds), cpu)
+            .map(|sent| {
+                println!("{sent}");
+                ExitCode::SUCCESS
+            }),
     };
     match result {
         Ok(code) => code,

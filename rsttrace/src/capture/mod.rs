@@ -14,7 +14,7 @@ use aya::{
         perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer},
         Array, MapData, MapType, PerCpuArray, PerCpuHashMap, RingBuf,
     },
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint, ProgramError, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use rsttrace_common::{
@@ -143,6 +143,8 @@ pub struct Capture {
     /// Perf buffer PERF_RECORD_LOST counts (also counted in-kernel).
     pub perf_lost: u64,
     scratch: Vec<u8>,
+    /// Links of the attached firewall hooks; None when not loaded.
+    firewall_links: Option<Vec<(&'static str, BtfTracePointLinkId)>>,
 }
 
 fn register<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, CaptureError> {
@@ -206,6 +208,7 @@ impl Capture {
             prog.attach()
                 .map_err(|e| program_error("attach", name, e))?;
         }
+        let mut firewall_links = None;
         if hooks.firewall && opts.firewall {
             for &(name, _) in FIREWALL_TRACEPOINTS {
                 let prog: &mut BtfTracePoint = ebpf
@@ -215,9 +218,8 @@ impl Capture {
                     .map_err(|e| program_error("load", name, e))?;
                 prog.load(name, btf)
                     .map_err(|e| program_error("load", name, e))?;
-                prog.attach()
-                    .map_err(|e| program_error("attach", name, e))?;
             }
+            firewall_links = Some(vec![]);
         }
         if hooks.accept {
             for name in ["sys_exit_accept4", "sys_exit_accept"] {
@@ -267,7 +269,7 @@ impl Capture {
                 }
             })?;
         let progstats = progstats::ProgStats::new(prog_info);
-        Ok(Capture {
+        let mut capture = Capture {
             ebpf,
             reader,
             transport,
@@ -275,7 +277,60 @@ impl Capture {
             progstats,
             perf_lost: 0,
             scratch: vec![0; 1024],
-        })
+            firewall_links,
+        };
+        capture.set_firewall(true)?;
+        Ok(capture)
+    }
+
+    /// Whether the firewall hooks are loaded (so that they can be
+    /// attached).
+    pub fn has_firewall(&self) -> bool {
+        self.firewall_links.is_some()
+    }
+
+    pub fn firewall_attached(&self) -> bool {
+        self.firewall_links.as_ref().is_some_and(|l| !l.is_empty())
+    }
+
+    /// Attaches or detaches the firewall hooks.  They run on every dropped
+    /// packet and route lookup, so storm mode takes them off while a storm
+    /// lasts.
+    pub fn set_firewall(&mut self, on: bool) -> Result<(), CaptureError> {
+        let Some(links) = self.firewall_links.as_mut() else {
+            return Ok(());
+        };
+        let attached = !links.is_empty();
+        if on == attached {
+            return Ok(());
+        }
+        if on {
+            for &(name, _) in FIREWALL_TRACEPOINTS {
+                let prog: &mut BtfTracePoint = self
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or(CaptureError::MissingMap(name))?
+                    .try_into()
+                    .map_err(|e| program_error("attach", name, e))?;
+                links.push((
+                    name,
+                    prog.attach()
+                        .map_err(|e| program_error("attach", name, e))?,
+                ));
+            }
+        } else {
+            for (name, link) in links.drain(..) {
+                let prog: &mut BtfTracePoint = self
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or(CaptureError::MissingMap(name))?
+                    .try_into()
+                    .map_err(|e| program_error("detach", name, e))?;
+                prog.detach(link)
+                    .map_err(|e| program_error("detach", name, e))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn transport(&self) -> Transport {
@@ -421,8 +476,8 @@ impl Capture {
                         total = *v;
                     } else {
                         total.count += v.count;
-                        total.first_ns = total.first_ns.min(v.first_ns);
-                        total.last_ns = total.last_ns.max(v.last_ns);
+                        total.first_jiffies = total.first_jiffies.min(v.first_jiffies);
+                        total.last_jiffies = total.last_jiffies.max(v.last_jiffies);
                     }
                 }
                 if total.count > 0 {

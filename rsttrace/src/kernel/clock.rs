@@ -130,6 +130,42 @@ fn config_hz(config: &str) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Maps kernel jiffies to CLOCK_BOOTTIME (storm summaries count in
+/// jiffies: the eBPF counting path reads no clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JiffiesAnchor {
+    jiffies: u64,
+    boot_ns: u64,
+    hz: u32,
+}
+
+impl JiffiesAnchor {
+    /// From /proc/timer_list (root only); None when unreadable.
+    pub fn now(hz: u32) -> Option<Self> {
+        let jiffies = timer_list_jiffies()?;
+        Some(JiffiesAnchor {
+            jiffies,
+            boot_ns: boottime_ns(),
+            hz,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn at(jiffies: u64, boot_ns: u64, hz: u32) -> Self {
+        JiffiesAnchor {
+            jiffies,
+            boot_ns,
+            hz,
+        }
+    }
+
+    pub fn boot_ns(&self, jiffies: u64) -> u64 {
+        let delta = jiffies as i128 - self.jiffies as i128;
+        let ns = delta * 1_000_000_000 / i128::from(self.hz.max(1));
+        (i128::from(self.boot_ns) + ns).max(0) as u64
+    }
+}
+
 fn timer_list_jiffies() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/timer_list").ok()?;
     text.lines()
@@ -189,6 +225,14 @@ mod tests {
     fn converts_boottime() {
         let c = WallClock::with_offset(1_000);
         assert_eq!(c.unix_ns(5), 1_005);
+    }
+
+    #[test]
+    fn jiffies_to_boottime() {
+        let a = JiffiesAnchor::at(1_000, 50_000_000_000, 250);
+        assert_eq!(a.boot_ns(1_250), 51_000_000_000);
+        assert_eq!(a.boot_ns(750), 49_000_000_000);
+        assert_eq!(a.boot_ns(0), 46_000_000_000);
     }
 
     #[test]

@@ -309,7 +309,7 @@ pub fn resolve(
         .enum_containing("TCP_ESTABLISHED")
         .ok_or_else(|| LayoutError::MissingEnumerator("TCP_ESTABLISHED".into()))?;
     for (name, value) in states {
-        if let (Some(short), Ok(v)) = (name.strip_prefix("TCP_"), u8::try_from(*value)) {
+        if let (Some(short), Ok(v)) = (name.strip_prefix("TCP_"), u8::try_from(value)) {
             if short != "MAX_STATES" {
                 names.states.insert(v, short.to_string());
             }
@@ -329,7 +329,7 @@ pub fn resolve(
 
     if let Some(flags) = btf.enum_values("sock_flags") {
         for (name, value) in flags {
-            names.sock_flags.insert(name.clone(), *value as u32);
+            names.sock_flags.insert(name.to_string(), value as u32);
         }
     }
 
@@ -362,7 +362,7 @@ pub fn resolve(
     if let Some(values) = btf.enum_values("sk_rst_reason") {
         for (name, value) in values {
             let short = name.strip_prefix("SK_RST_REASON_").unwrap_or(name);
-            names.reasons.insert(*value as u32, short.to_string());
+            names.reasons.insert(value as u32, short.to_string());
         }
     } else if let Some(fmt) = send_reset {
         for (value, name) in fmt.symbols("reason") {
@@ -378,10 +378,10 @@ pub fn resolve(
     let netfilter_drop = btf
         .enum_values("skb_drop_reason")
         .and_then(|v| {
-            v.iter()
-                .find(|(n, _)| n == "SKB_DROP_REASON_NETFILTER_DROP")
+            v.into_iter()
+                .find(|(n, _)| *n == "SKB_DROP_REASON_NETFILTER_DROP")
         })
-        .map(|&(_, v)| v as u32);
+        .map(|(_, v)| v as u32);
     let flows = [
         config.offsets.flowi4_proto,
         config.offsets.flowi4_daddr,
@@ -574,7 +574,8 @@ mod tests {
 
     #[test]
     fn resolves_a_complete_kernel() {
-        let btf = Btf::parse(&mini_kernel(true, false)).unwrap();
+        let data = mini_kernel(true, false);
+        let btf = Btf::parse(&data).unwrap();
         let facts = resolve(&btf, None, None).unwrap();
         let o = facts.config.offsets;
         assert_eq!(o.skc_family, 16);
@@ -606,7 +607,8 @@ mod tests {
 
     #[test]
     fn old_kernel_without_reason_uses_print_format_and_bitfields() {
-        let btf = Btf::parse(&mini_kernel(false, true)).unwrap();
+        let data = mini_kernel(false, true);
+        let btf = Btf::parse(&data).unwrap();
         let facts = resolve(&btf, None, None).unwrap();
         assert_eq!(facts.config.send_reset_has_reason, 0);
         assert!(facts.names.reasons.is_empty());
@@ -623,7 +625,8 @@ mod tests {
 
     #[test]
     fn accept_hook_needs_the_ret_field() {
-        let btf = Btf::parse(&mini_kernel(true, false)).unwrap();
+        let data = mini_kernel(true, false);
+        let btf = Btf::parse(&data).unwrap();
         let fmt = EventFormat::parse("\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n");
         // The mini kernel has no fd table in BTF: still off.
         let facts = resolve(&btf, Some(&fmt), None).unwrap();
@@ -634,7 +637,8 @@ mod tests {
     fn missing_required_member_is_an_error() {
         let mut b = Builder::new();
         b.int("u8", 1);
-        let btf = Btf::parse(&b.build()).unwrap();
+        let data = b.build();
+        let btf = Btf::parse(&data).unwrap();
         let err = resolve(&btf, None, None).err().unwrap();
         assert!(matches!(err, LayoutError::MissingMember(_)), "{err}");
         assert!(err.to_string().contains("skc_family"), "{err}");
@@ -648,7 +652,8 @@ mod tests {
         let proto = b.func_proto(0, &[("", void_ptr), ("", int_t)]);
         let p = b.ptr(proto);
         b.typedef("btf_trace_tcp_receive_reset", p);
-        let btf = Btf::parse(&b.build()).unwrap();
+        let data = b.build();
+        let btf = Btf::parse(&data).unwrap();
         let err = check_tracepoint(&btf, "tcp_receive_reset", &["*sock"]).unwrap_err();
         assert_eq!(
             err.to_string(),
