@@ -202,7 +202,7 @@ pub struct ListenEvent {
 }
 
 /// Key of the storm aggregation table: one counter per
-/// (epoch, direction, reason, local port, netns, owner).
+/// (epoch, direction, reason, service port, netns, owner).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AggKey {
@@ -213,7 +213,9 @@ pub struct AggKey {
     pub tcp_flags: u8,
     pub reason: u32,
     pub netns: u32,
-    pub local_port: u16,
+    /// The service's port: local for sent resets, remote for received ones
+    /// (the other end's port is ephemeral and would make every key unique).
+    pub port: u16,
     pub family: u16,
     pub owner_tgid: u32,
     /// 1 when the triggering segment carried data (splits TCP_ABORT_ON_DATA).
@@ -230,7 +232,7 @@ pub struct AggValue {
     /// jiffies (see `Control::storm_window_jiffies`).
     pub first_jiffies: u64,
     pub last_jiffies: u64,
-    /// One example peer of the aggregated resets.
+    /// One example of the other end of the aggregated resets.
     pub remote_addr: [u8; 16],
     pub remote_port: u16,
     pub _pad0: u16,

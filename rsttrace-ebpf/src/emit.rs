@@ -9,7 +9,7 @@ use rsttrace_common::{
     config::{Control, MODE_AGGREGATE, MODE_AUTO},
     event::{
         AggKey, AggValue, ResetEvent, COUNTERS_LEN, COUNTER_AGGREGATED, COUNTER_AGG_OVERFLOW,
-        COUNTER_EMITTED, COUNTER_LOST,
+        COUNTER_EMITTED, COUNTER_LOST, KIND_RESET_RECEIVED,
     },
 };
 
@@ -164,7 +164,11 @@ pub fn aggregate(kind: u8, ev: &ResetEvent, jiffies: u64) {
         tcp_flags: ev.tcp_flags & 0x17,
         reason: ev.reason,
         netns: ev.netns,
-        local_port: ev.local_port,
+        port: if kind == KIND_RESET_RECEIVED {
+            ev.remote_port
+        } else {
+            ev.local_port
+        },
         family: ev.family,
         owner_tgid: ev.owner.tgid,
         has_payload: u8::from(ev.payload_len > 0),
@@ -177,12 +181,17 @@ pub fn aggregate(kind: u8, ev: &ResetEvent, jiffies: u64) {
         v.last_jiffies = jiffies;
         return;
     }
+    let (example_addr, example_port) = if kind == KIND_RESET_RECEIVED {
+        (ev.local_addr, ev.local_port)
+    } else {
+        (ev.remote_addr, ev.remote_port)
+    };
     let value = AggValue {
         count: 1,
         first_jiffies: jiffies,
         last_jiffies: jiffies,
-        remote_addr: ev.remote_addr,
-        remote_port: ev.remote_port,
+        remote_addr: example_addr,
+        remote_port: example_port,
         _pad0: 0,
         _pad1: 0,
         owner_comm: ev.owner.comm,

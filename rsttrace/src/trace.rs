@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use clap::ValueEnum as _;
 use rsttrace_common::{
     config::{Control, MODE_AGGREGATE, MODE_AUTO, MODE_EVENTS},
     event::{
@@ -201,10 +202,10 @@ pub fn execute(args: TraceArgs) -> Result<()> {
             pipeline.set_jiffies_anchor(anchor);
         }
         eprintln!(
-            "rsttrace: tracing TCP resets (transport {}, {} sockets indexed, storm mode {:?}{}); Ctrl-C to stop",
+            "rsttrace: tracing TCP resets (transport {}, {} sockets indexed, storm mode {}{}); Ctrl-C to stop",
             capture.transport().as_str(),
             pipeline.owner_count(),
-            args.storm,
+            args.storm.to_possible_value().expect("a value").get_name(),
             netns.map(|n| format!(", netns {n}")).unwrap_or_default(),
         );
         let outcome = run(&mut capture, &mut pipeline, &args, &mut control).await;

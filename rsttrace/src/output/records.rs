@@ -107,20 +107,20 @@ pub const SUPPRESSED_KEYS: &[(&str, &str, &str)] = &[
     ("time", "string", "Time of the last reset summarised."),
     ("event", "string", "\"suppressed\": resets counted in the kernel instead of reported one by one (--storm)."),
     ("count", "number", "How many resets this record stands for."),
-    ("first_time", "string", "Time of the first of them."),
-    ("last_time", "string", "Time of the last of them."),
+    ("first_time", "string", "Time of the first of them (storm counting reads kernel jiffies, not the clock: accurate to about one tick, 1-10 ms)."),
+    ("last_time", "string", "Time of the last of them (same accuracy)."),
     ("direction", "string", "\"sent\" or \"received\"."),
     ("cause", "string", "Cause id, from the kernel reason, socket state and segment flags (the finer splits of TCP_STATE need per-event data and are not made here)."),
     ("explanation", "string", "The cause in one sentence."),
     ("kernel_reason", "string|null", "The kernel's reason name."),
     ("state", "string|null", "TCP state of the local socket."),
     ("family", "string", "\"inet\" or \"inet6\"."),
-    ("local_port", "number", "This host's port."),
+    ("port", "number", "The service's port: this host's port for sent resets, the peer's for received ones (the other side's ports are ephemeral)."),
     ("netns", "number", "Network namespace inode."),
     ("pid", "number|null", "Owner of the local socket (null with no socket)."),
     ("comm", "string|null", "Its name."),
-    ("example_remote_addr", "string", "One of the peers involved."),
-    ("example_remote_port", "number", "Its port."),
+    ("example_addr", "string", "One of the other ends involved: a peer for sent resets, a local address for received ones."),
+    ("example_port", "number", "Its port."),
 ];
 
 pub const LOST_KEYS: &[(&str, &str, &str)] = &[
@@ -241,12 +241,12 @@ pub fn write_suppressed(format: Format, buf: &mut Vec<u8>, s: &Suppressed<'_>) {
                 .opt_str("kernel_reason", s.kernel_reason)
                 .opt_str("state", s.state)
                 .str("family", family_name(&remote))
-                .u64("local_port", u64::from(s.key.local_port))
+                .u64("port", u64::from(s.key.port))
                 .u64("netns", u64::from(s.key.netns))
                 .opt_u64("pid", owner.map(|o| u64::from(o.0)))
                 .opt_str("comm", owner.map(|o| o.1))
-                .display("example_remote_addr", remote)
-                .u64("example_remote_port", u64::from(s.value.remote_port))
+                .display("example_addr", remote)
+                .u64("example_port", u64::from(s.value.remote_port))
                 .end();
         }
         Format::Text => {
@@ -257,7 +257,7 @@ pub fn write_suppressed(format: Format, buf: &mut Vec<u8>, s: &Suppressed<'_>) {
                 direction,
                 s.class.cause.id(),
                 s.value.count,
-                s.key.local_port,
+                s.key.port,
                 rfc3339(s.first_unix_ns, &mut t0),
             );
             endpoint(buf, remote, s.value.remote_port);

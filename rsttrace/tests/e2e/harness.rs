@@ -376,6 +376,18 @@ impl Tracer {
         }
     }
 
+    /// SIGINT, wait for the exit, and keep every record printed before it
+    /// (the final summaries come out at exit).
+    pub fn stop_collecting(&mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10));
+        while let Ok(v) = self.records.recv_timeout(Duration::from_millis(300)) {
+            self.seen.push(v);
+        }
+        (status, self.stderr())
+    }
+
     /// SIGINT, then the exit status and stderr.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: signalling our own child.

@@ -11,6 +11,7 @@ mod containers;
 mod edges;
 mod firewall;
 mod resets;
+mod storm;
 
 /// Entry point of peer processes (see `harness::Peer`); a no-op when run
 /// as a test.
