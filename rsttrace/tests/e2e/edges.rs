@@ -152,3 +152,43 @@ fn documentation_commands() {
     let status = wait_timeout(&mut child, Duration::from_secs(5));
     assert!(status.success());
 }
+
+#[test]
+fn sigterm_detaches_and_prints_totals() {
+    let ns = Netns::new();
+    let inode = ns.inode().to_string();
+    let mut child = Command::new(TRACER)
+        .args(["--format", "json", "--netns", &inode])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("tracing TCP resets"), "{line}");
+    let p = port(11);
+    ns.run(move || TcpStream::connect(("127.0.0.1", p)).unwrap_err());
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_timeout(&mut child, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(
+        rest.contains("2 resets reported (1 sent, 1 received), 0 lost"),
+        "{rest}"
+    );
+    // Detached: no rsttrace program is left in the kernel.
+    let progs = Command::new("bpftool").args(["prog", "show"]).output();
+    if let Ok(out) = progs {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains(&format!("pids rsttrace({})", child.id()))),
+            "programs left behind"
+        );
+    }
+}

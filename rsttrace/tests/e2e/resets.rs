@@ -39,8 +39,12 @@ fn read_err(c: &mut TcpStream) -> String {
 }
 
 fn closed_port(addr: &'static str, family: &str) {
+    closed_port_with(addr, family, &[]);
+}
+
+fn closed_port_with(addr: &'static str, family: &str, extra: &[&str]) {
     let ns = Netns::new();
-    let mut t = Tracer::start(&ns, &[]);
+    let mut t = Tracer::start(&ns, extra);
     let p = port(1);
     let err = ns.run(move || TcpStream::connect((addr, p)).unwrap_err());
     assert_eq!(errno_name(&err), "ECONNREFUSED");
@@ -89,6 +93,12 @@ fn closed_port_ipv4() {
 #[test]
 fn closed_port_ipv6() {
     closed_port("::1", "inet6");
+}
+
+/// The transport for kernels without BPF ring buffers, exercised here.
+#[test]
+fn closed_port_over_perf_buffers() {
+    closed_port_with("127.0.0.1", "inet", &["--transport", "perf"]);
 }
 
 #[test]
