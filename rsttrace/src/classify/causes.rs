@@ -89,7 +89,7 @@ causes! {
         "A half-open connection (SYN_RECV) got an ACK older than anything it sent.";
     SynRecvAckUnsentData => "syn_recv_ack_unsent_data", Sent, Some(ECONNRESET), "6.10+",
         "A half-open connection (SYN_RECV) got an ACK for data it never sent.";
-    SynRecvOldAck => "syn_recv_old_ack", Sent, Some(ECONNRESET), "6.10+",
+    SynRecvOldAck => "syn_recv_old_ack", Sent, Some(ECONNRESET), "6.10+ (no longer reachable from SYN_RECV on 6.18: tcp_ack() makes every old ACK there too old)",
         "A half-open connection (SYN_RECV) got an ACK for already acknowledged data.";
     SynInWindow => "syn_in_window", Sent, Some(ECONNREFUSED), "6.10+",
         "A SYN arrived inside the window of a half-open connection, so the kernel reset it.";

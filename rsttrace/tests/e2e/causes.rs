@@ -361,3 +361,94 @@ fn idle_time_and_age() {
     assert_eq!(recv["bytes_acked"], 101);
     assert_eq!(recv["unacked_bytes"], 0);
 }
+
+/// A second SYN inside the window of a half-open connection (raw client).
+#[test]
+fn syn_in_window_of_a_half_open_connection() {
+    let link = Link::new();
+    link.b.drop_outgoing_resets();
+    let mut t = Tracer::start(&link.a, &[]);
+    let (mut server, mut raw) = (link.a.peer(), link.b.peer());
+    server.ok(&format!("listen l {} 9600", link.addr_a));
+    let (a, b) = (&link.addr_a, &link.addr_b);
+    raw.ok(&format!("raw-send {b} 45000 {a} 9600 S 1000 0"));
+    raw.ok("raw-wait 9600 45000 SA");
+    raw.ok(&format!("raw-send {b} 45000 {a} 9600 S 1100 0"));
+    let ev = t.expect("syn_in_window", |v| is(v, "sent", "syn_in_window"));
+    assert_eq!(ev["kernel_reason"], "INVALID_SYN");
+    assert_eq!(ev["state"], "LISTEN");
+    assert_eq!(ev["tcp_flags"], "SYN");
+    assert_eq!(ev["remote_port"], 45000);
+    assert_eq!(ev["pid"], pid(&server), "the listener's owner");
+    assert_eq!(ev["app_errno"], "ECONNREFUSED");
+}
+
+/// A SYN-ACK echoing a timestamp the connecting socket never sent.
+#[test]
+fn syn_ack_with_a_timestamp_never_sent() {
+    let link = Link::new();
+    link.a.drop_outgoing_resets();
+    let mut t = Tracer::start(&link.b, &[]);
+    let (mut responder, mut client) = (link.a.peer(), link.b.peer());
+    responder.ok("raw");
+    client.ok("syncnt 1");
+    client.start(&format!("connect c {} 9601", link.addr_a));
+    let syn = responder.ok("raw-wait * 9601 S");
+    let f: Vec<&str> = syn.split_whitespace().collect();
+    let (sport, seq, tsval): (u16, u32, u32) = (
+        f[0].parse().unwrap(),
+        f[1].parse().unwrap(),
+        f[3].parse().unwrap(),
+    );
+    let (a, b) = (&link.addr_a, &link.addr_b);
+    let bogus_ecr = tsval.wrapping_add(1_000_000_000);
+    responder.ok(&format!(
+        "raw-send {a} 9601 {b} {sport} SA 7777 {} ts=12345:{bogus_ecr}",
+        seq.wrapping_add(1)
+    ));
+    let ev = t.expect("syn_sent_paws", |v| is(v, "sent", "syn_sent_paws"));
+    assert_eq!(ev["kernel_reason"], "TCP_RFC7323_PAWS");
+    assert_eq!(ev["state"], "SYN_SENT");
+    assert_eq!(ev["local_port"], sport);
+    assert_eq!(ev["pid"], pid(&client));
+    // The client's connect() gives up on its own.
+    let _ = client.recv();
+}
+
+/// ACKs that a TCP Fast Open child (a full socket in SYN_RECV) cannot
+/// accept: for data never sent, and for data older than anything sent.
+/// (TCP_OLD_ACK, an old ACK still inside the window, cannot come from
+/// SYN_RECV on this kernel: tcp_ack() bounds the window by bytes_acked,
+/// which is 0 before the handshake completes, so every old ACK there is
+/// TCP_TOO_OLD_ACK.)
+#[test]
+fn bad_acks_to_a_fast_open_child() {
+    let link = Link::new();
+    // Fast Open for listeners that ask, without cookies.
+    link.a.sysctl("net.ipv4.tcp_fastopen", "0x202");
+    link.b.drop_outgoing_resets();
+    let mut t = Tracer::start(&link.a, &[]);
+    let (mut server, mut raw) = (link.a.peer(), link.b.peer());
+    server.ok(&format!("listen l {} 9602", link.addr_a));
+    server.ok("tcpopt l fastopen 5");
+    let (a, b) = (&link.addr_a, &link.addr_b);
+    for (sport, cause, kernel_reason) in [
+        (46001u16, "syn_recv_ack_unsent_data", "TCP_ACK_UNSENT_DATA"),
+        (46002, "syn_recv_too_old_ack", "TCP_TOO_OLD_ACK"),
+    ] {
+        // SYN with 10 bytes of data: the listener creates the child now.
+        raw.ok(&format!("raw-send {b} {sport} {a} 9602 S 5000 0 10 tfo"));
+        let synack = raw.ok(&format!("raw-wait 9602 {sport} SA"));
+        let isn: u32 = synack.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let ack = match cause {
+            "syn_recv_ack_unsent_data" => isn.wrapping_add(1000),
+            _ => isn.wrapping_sub(10),
+        };
+        raw.ok(&format!("raw-send {b} {sport} {a} 9602 A 5011 {ack}"));
+        let ev = t.expect(cause, |v| is(v, "sent", cause) && v["remote_port"] == sport);
+        assert_eq!(ev["kernel_reason"], kernel_reason);
+        assert_eq!(ev["state"], "SYN_RECV");
+        assert_eq!(ev["pid"], pid(&server), "the listener's owner");
+        assert_eq!(ev["owner_source"], "listener");
+    }
+}

@@ -4,22 +4,6 @@ use serde_json::Value;
 
 use crate::harness::{Link, Tracer};
 
-fn nft(ns: &crate::harness::Netns, ruleset: &str) {
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ruleset.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft -f failed");
-}
-
 fn is_failure(v: &Value, failure: &str, port: u16) -> bool {
     v["event"] == "connection_failure"
         && v["failure"] == failure
@@ -29,8 +13,7 @@ fn is_failure(v: &Value, failure: &str, port: u16) -> bool {
 #[test]
 fn firewall_verdicts_and_failures_without_resets() {
     let link = Link::new();
-    nft(
-        &link.a,
+    link.a.nft(
         "table inet rsttrace_test {
            chain input {
              type filter hook input priority 0;
@@ -113,8 +96,7 @@ fn firewall_verdicts_and_failures_without_resets() {
 #[test]
 fn firewall_hooks_can_be_left_out() {
     let link = Link::new();
-    nft(
-        &link.a,
+    link.a.nft(
         "table inet rsttrace_test {
            chain input {
              type filter hook input priority 0;

@@ -192,6 +192,36 @@ impl Netns {
         panic!("no socket reached {state} in {}", self.name);
     }
 
+    /// Loads an nftables ruleset into the namespace.
+    pub fn nft(&self, ruleset: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft -f failed");
+    }
+
+    /// Drops the resets this namespace's kernel would send: a raw-socket
+    /// peer here is not a socket the kernel knows, so the kernel would
+    /// reset every connection it takes part in.
+    pub fn drop_outgoing_resets(&self) {
+        self.nft(
+            "table inet rsttrace_test_raw {
+               chain output {
+                 type filter hook output priority 0;
+                 tcp flags rst drop
+               }
+             }",
+        );
+    }
+
     /// `sysctl -w` inside the namespace (per-namespace settings only).
     pub fn sysctl(&self, key: &str, value: &str) {
         run(&[
@@ -477,6 +507,13 @@ impl Peer {
         writeln!(self.stdin, "{cmd}").expect("peer stdin");
         self.stdin.flush().expect("flush");
         self.recv()
+    }
+
+    /// Sends a command without waiting for its answer (for one that blocks
+    /// while another peer acts); read the answer later with `recv`.
+    pub fn start(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").expect("peer stdin");
+        self.stdin.flush().expect("flush");
     }
 
     /// Sends a command that must answer `ok ...`; returns what follows.

@@ -4,6 +4,7 @@
 
 mod harness;
 mod peer;
+mod raw;
 mod sockets;
 
 mod causes;

@@ -7,7 +7,9 @@
 //! listen NAME ADDR PORT [BACKLOG]   accept LISTENER NAME    connect NAME ADDR PORT [LOCALPORT]
 //! send NAME BYTES   fill NAME   recv NAME   shutdown NAME rd|wr|rdwr   close NAME
 //! linger NAME ON SECS   keepalive NAME IDLE INTVL CNT   repair NAME   unspec NAME
-//! tcpopt NAME linger2|defer_accept|syncnt VALUE   syncnt N (for later connects)   pid   exit
+//! tcpopt NAME linger2|defer_accept|syncnt|fastopen VALUE   syncnt N (for later connects)
+//! raw   raw-send SRC SPORT DST DPORT FLAGS SEQ ACK [LEN] [tfo] [ts=VAL:ECR]
+//! raw-wait SPORT|* DPORT FLAGS   pid   exit
 //! ```
 
 use std::{
@@ -21,7 +23,10 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
-use crate::sockets::errno_name;
+use crate::{
+    raw::{flags, Raw, Segment},
+    sockets::errno_name,
+};
 
 fn say(msg: &str) {
     // libtest may have printed `test peer_entry ... ` on this line.
@@ -65,6 +70,7 @@ fn result(r: std::io::Result<String>) -> String {
 pub fn main() -> ! {
     let mut socks: HashMap<String, Socket> = HashMap::new();
     let mut syncnt: Option<i32> = None;
+    let mut raw: Option<Raw> = None;
     say("ready");
     for line in std::io::stdin().lock().lines().map_while(Result::ok) {
         let w: Vec<&str> = line.split_whitespace().collect();
@@ -191,12 +197,62 @@ pub fn main() -> ! {
                     "linger2" => libc::TCP_LINGER2,
                     "defer_accept" => libc::TCP_DEFER_ACCEPT,
                     "syncnt" => libc::TCP_SYNCNT,
+                    "fastopen" => libc::TCP_FASTOPEN,
                     other => panic!("unknown option {other}"),
                 };
                 result(
                     setsockopt(&socks[w[1]], libc::IPPROTO_TCP, opt, w[3].parse().unwrap())
                         .map(|()| "ok".into()),
                 )
+            }
+            "raw" => {
+                raw.get_or_insert_with(Raw::new);
+                "ok".into()
+            }
+            "raw-send" => {
+                let r = raw.get_or_insert_with(Raw::new);
+                let mut seg = Segment {
+                    src: w[1].parse().unwrap(),
+                    sport: w[2].parse().unwrap(),
+                    dst: w[3].parse().unwrap(),
+                    dport: w[4].parse().unwrap(),
+                    flags: flags(w[5]),
+                    seq: w[6].parse().unwrap(),
+                    ack: w[7].parse().unwrap(),
+                    payload: 0,
+                    fastopen: false,
+                    timestamps: None,
+                };
+                for extra in &w[8..] {
+                    if *extra == "tfo" {
+                        seg.fastopen = true;
+                    } else if let Some(ts) = extra.strip_prefix("ts=") {
+                        let (v, e) = ts.split_once(':').unwrap();
+                        seg.timestamps = Some((v.parse().unwrap(), e.parse().unwrap()));
+                    } else {
+                        seg.payload = extra.parse().unwrap();
+                    }
+                }
+                r.send(&seg);
+                "ok".into()
+            }
+            "raw-wait" => {
+                let r = raw.get_or_insert_with(Raw::new);
+                let sport = if w[1] == "*" {
+                    0
+                } else {
+                    w[1].parse().unwrap()
+                };
+                match r.wait(sport, w[2].parse().unwrap(), flags(w[3])) {
+                    Some(s) => format!(
+                        "ok {} {} {} {}",
+                        s.sport,
+                        s.seq,
+                        s.ack,
+                        s.tsval.map_or("-".to_string(), |t| t.to_string())
+                    ),
+                    None => "err timeout".into(),
+                }
             }
             "unspec" => {
                 // connect(AF_UNSPEC): disconnect without closing.
