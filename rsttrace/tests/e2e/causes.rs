@@ -452,3 +452,56 @@ fn bad_acks_to_a_fast_open_child() {
         assert_eq!(ev["owner_source"], "listener");
     }
 }
+
+/// MPTCP resets carry their own reasons (RFC 8684 MP_TCPRST codes): here
+/// a join the server's path manager does not allow.
+#[test]
+fn mptcp_join_refused() {
+    let link = Link::new();
+    let extra = link.addr_b.replace(".0.2", ".0.3");
+    link.b
+        .ip(&["addr", "add", &format!("{extra}/24"), "dev", &link.dev_b]);
+    link.a.ip(&[
+        "mptcp",
+        "limits",
+        "set",
+        "subflows",
+        "0",
+        "add_addr_accepted",
+        "0",
+    ]);
+    link.b.ip(&[
+        "mptcp",
+        "limits",
+        "set",
+        "subflows",
+        "2",
+        "add_addr_accepted",
+        "2",
+    ]);
+    link.b.ip(&[
+        "mptcp",
+        "endpoint",
+        "add",
+        &extra,
+        "dev",
+        &link.dev_b,
+        "subflow",
+    ]);
+    let mut t = Tracer::start(&link.a, &[]);
+    let (mut server, mut client) = (link.a.peer(), link.b.peer());
+    server.ok("mptcp");
+    client.ok("mptcp");
+    server.ok(&format!("listen l {} 9700", link.addr_a));
+    client.ok(&format!("connect c {} 9700", link.addr_a));
+    server.ok("accept l s");
+    // Extra subflows open once the connection is fully established, which
+    // takes data.
+    client.ok("send c 10");
+    let ev = t.expect("mptcp_prohibited", |v| is(v, "sent", "mptcp_prohibited"));
+    assert_eq!(ev["kernel_reason"], "MPTCP_RST_EPROHIBIT");
+    assert_eq!(ev["remote_addr"], extra.as_str(), "the refused subflow");
+    assert_eq!(ev["local_port"], 9700);
+    assert_eq!(ev["pid"], pid(&server));
+    assert_eq!(ev["app_errno"], "ECONNRESET");
+}

@@ -261,6 +261,7 @@ pub struct Link {
     pub addr_a: String,
     pub addr_b: String,
     pub dev_a: String,
+    pub dev_b: String,
 }
 
 impl Link {
@@ -288,6 +289,7 @@ impl Link {
             addr_a,
             addr_b,
             dev_a: va,
+            dev_b: vb,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! linger NAME ON SECS   keepalive NAME IDLE INTVL CNT   repair NAME   unspec NAME
 //! tcpopt NAME linger2|defer_accept|syncnt|fastopen VALUE   syncnt N (for later connects)
 //! raw   raw-send SRC SPORT DST DPORT FLAGS SEQ ACK [LEN] [tfo] [ts=VAL:ECR]
-//! raw-wait SPORT|* DPORT FLAGS   pid   exit
+//! raw-wait SPORT|* DPORT FLAGS   mptcp (MPTCP for later sockets)   pid   exit
 //! ```
 
 use std::{
@@ -38,8 +38,16 @@ fn addr(ip: &str, port: &str) -> SocketAddr {
     SocketAddr::new(ip.parse().expect("address"), port.parse().expect("port"))
 }
 
-fn new_socket(a: &SocketAddr) -> Socket {
-    Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP)).expect("socket")
+/// IPPROTO_MPTCP.
+const MPTCP: i32 = 262;
+
+fn new_socket(a: &SocketAddr, mptcp: bool) -> Socket {
+    let proto = if mptcp {
+        Protocol::from(MPTCP)
+    } else {
+        Protocol::TCP
+    };
+    Socket::new(Domain::for_address(*a), Type::STREAM, Some(proto)).expect("socket")
 }
 
 fn setsockopt(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
@@ -71,12 +79,17 @@ pub fn main() -> ! {
     let mut socks: HashMap<String, Socket> = HashMap::new();
     let mut syncnt: Option<i32> = None;
     let mut raw: Option<Raw> = None;
+    let mut mptcp = false;
     say("ready");
     for line in std::io::stdin().lock().lines().map_while(Result::ok) {
         let w: Vec<&str> = line.split_whitespace().collect();
         let Some(&cmd) = w.first() else { continue };
         let answer = match cmd {
             "pid" => std::process::id().to_string(),
+            "mptcp" => {
+                mptcp = true;
+                "ok".into()
+            }
             "syncnt" => {
                 syncnt = Some(w[1].parse().unwrap());
                 "ok".into()
@@ -84,7 +97,7 @@ pub fn main() -> ! {
             "exit" => break,
             "listen" => {
                 let a = addr(w[2], w[3]);
-                let s = new_socket(&a);
+                let s = new_socket(&a, mptcp);
                 s.set_reuse_address(true).unwrap();
                 s.bind(&a.into()).expect("bind");
                 s.listen(w.get(4).map_or(16, |b| b.parse().unwrap()))
@@ -100,7 +113,7 @@ pub fn main() -> ! {
             }
             "connect" => {
                 let a = addr(w[2], w[3]);
-                let s = new_socket(&a);
+                let s = new_socket(&a, mptcp);
                 if let Some(n) = syncnt {
                     setsockopt(&s, libc::IPPROTO_TCP, libc::TCP_SYNCNT, n).unwrap();
                 }
