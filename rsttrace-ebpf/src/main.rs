@@ -40,8 +40,8 @@ use crate::{
     emit::{aggregate, count, emit, should_emit},
     kmem::{conf, load, off, read, zero},
     net::{
-        current_comm, current_owner, is_full_sock, read_segment, skb_netns, sock_endpoints,
-        sock_inode, sock_netns, sock_state, Endpoints, AF_INET, AF_INET6,
+        current_comm, current_owner, endpoints_of, is_full_sock, read_segment, skb_netns,
+        sock_endpoints, sock_inode, sock_netns, sock_state, AF_INET, AF_INET6,
     },
 };
 
@@ -152,17 +152,7 @@ fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, rea
     if skb != 0 && read_segment(skb, ev) {
         flags |= FLAG_HAS_SKB;
     } else if sk != 0 {
-        sock_endpoints(
-            sk,
-            full,
-            Endpoints {
-                family: &mut ev.family,
-                local_addr: &mut ev.local_addr,
-                remote_addr: &mut ev.remote_addr,
-                local_port: &mut ev.local_port,
-                remote_port: &mut ev.remote_port,
-            },
-        );
+        sock_endpoints(sk, full, endpoints_of!(ev));
     }
     if sk != 0 {
         if let Some(entry) = unsafe { SOCKS.get(sk) } {
@@ -416,17 +406,7 @@ pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
         synced: u8::from(read::<u32>(sk, off!(tcp_rcv_nxt)) != 0),
         ..ErrorReportEvent::default()
     };
-    sock_endpoints(
-        sk,
-        true,
-        Endpoints {
-            family: &mut ev.family,
-            local_addr: &mut ev.local_addr,
-            remote_addr: &mut ev.remote_addr,
-            local_port: &mut ev.local_port,
-            remote_port: &mut ev.remote_port,
-        },
-    );
+    sock_endpoints(sk, true, endpoints_of!(ev));
     if let Some(entry) = unsafe { SOCKS.get(sk) } {
         if entry.has_owner != 0 {
             ev.owner = entry.owner;

@@ -44,6 +44,21 @@ pub fn is_full_sock(state: u8) -> bool {
     state != conf!(tcp_time_wait) && state != conf!(tcp_new_syn_recv)
 }
 
+/// The endpoint fields of a record (reset or error report) as
+/// [`Endpoints`].
+macro_rules! endpoints_of {
+    ($ev:expr) => {
+        $crate::net::Endpoints {
+            family: &mut $ev.family,
+            local_addr: &mut $ev.local_addr,
+            remote_addr: &mut $ev.remote_addr,
+            local_port: &mut $ev.local_port,
+            remote_port: &mut $ev.remote_port,
+        }
+    };
+}
+pub(crate) use endpoints_of;
+
 /// Both ends of a connection, local first.
 pub struct Endpoints<'a> {
     pub family: &'a mut u16,

@@ -153,6 +153,18 @@ fn register<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, CaptureErro
         .map_err(|e| CaptureError::Poll(e.into_parts().1))
 }
 
+/// The BTF tracepoint program `name` in the object.
+fn btf_program<'e>(
+    ebpf: &'e mut Ebpf,
+    name: &'static str,
+    action: &'static str,
+) -> Result<&'e mut BtfTracePoint, CaptureError> {
+    ebpf.program_mut(name)
+        .ok_or(CaptureError::MissingMap(name))?
+        .try_into()
+        .map_err(|e| program_error(action, name, e))
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
     ebpf.take_map(name).ok_or(CaptureError::MissingMap(name))
 }
@@ -198,11 +210,7 @@ impl Capture {
             if !wanted {
                 continue;
             }
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::MissingMap(name))?
-                .try_into()
-                .map_err(|e| program_error("load", name, e))?;
+            let prog = btf_program(&mut ebpf, name, "load")?;
             prog.load(name, btf)
                 .map_err(|e| program_error("load", name, e))?;
             prog.attach()
@@ -211,12 +219,8 @@ impl Capture {
         let mut firewall_links = None;
         if hooks.firewall && opts.firewall {
             for &(name, _) in FIREWALL_TRACEPOINTS {
-                let prog: &mut BtfTracePoint = ebpf
-                    .program_mut(name)
-                    .ok_or(CaptureError::MissingMap(name))?
-                    .try_into()
-                    .map_err(|e| program_error("load", name, e))?;
-                prog.load(name, btf)
+                btf_program(&mut ebpf, name, "load")?
+                    .load(name, btf)
                     .map_err(|e| program_error("load", name, e))?;
             }
             firewall_links = Some(vec![]);
@@ -306,12 +310,7 @@ impl Capture {
         }
         if on {
             for &(name, _) in FIREWALL_TRACEPOINTS {
-                let prog: &mut BtfTracePoint = self
-                    .ebpf
-                    .program_mut(name)
-                    .ok_or(CaptureError::MissingMap(name))?
-                    .try_into()
-                    .map_err(|e| program_error("attach", name, e))?;
+                let prog = btf_program(&mut self.ebpf, name, "attach")?;
                 links.push((
                     name,
                     prog.attach()
@@ -320,12 +319,7 @@ impl Capture {
             }
         } else {
             for (name, link) in links.drain(..) {
-                let prog: &mut BtfTracePoint = self
-                    .ebpf
-                    .program_mut(name)
-                    .ok_or(CaptureError::MissingMap(name))?
-                    .try_into()
-                    .map_err(|e| program_error("detach", name, e))?;
+                let prog = btf_program(&mut self.ebpf, name, "detach")?;
                 prog.detach(link)
                     .map_err(|e| program_error("detach", name, e))?;
             }

@@ -68,13 +68,16 @@ fn not_root() {
     assert_one_error_line(&stderr, "needs root");
 }
 
-#[test]
-fn closed_stdout_ends_quietly() {
-    let ns = Netns::new();
+/// `rsttrace --format json --netns <ns>` with stdout as given, once it is
+/// tracing; its stderr past the start-up line.
+fn spawn_json(
+    ns: &Netns,
+    stdout: Stdio,
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
     let inode = ns.inode().to_string();
     let mut child = Command::new(TRACER)
         .args(["--format", "json", "--netns", &inode])
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -82,6 +85,13 @@ fn closed_stdout_ends_quietly() {
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.contains("tracing TCP resets"), "{line}");
+    (child, stderr)
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    let ns = Netns::new();
+    let (mut child, mut stderr) = spawn_json(&ns, Stdio::piped());
     // Like `rsttrace | head -n 1`: read one record, then go away.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let p = port(10);
@@ -156,17 +166,7 @@ fn documentation_commands() {
 #[test]
 fn sigterm_detaches_and_prints_totals() {
     let ns = Netns::new();
-    let inode = ns.inode().to_string();
-    let mut child = Command::new(TRACER)
-        .args(["--format", "json", "--netns", &inode])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("tracing TCP resets"), "{line}");
+    let (mut child, mut stderr) = spawn_json(&ns, Stdio::null());
     let p = port(11);
     ns.run(move || TcpStream::connect(("127.0.0.1", p)).unwrap_err());
     std::thread::sleep(Duration::from_millis(300));

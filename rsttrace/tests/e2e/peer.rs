@@ -25,7 +25,7 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::{
     raw::{flags, Raw, Segment},
-    sockets::errno_name,
+    sockets::{errno_name, setsockopt},
 };
 
 fn say(msg: &str) {
@@ -48,24 +48,6 @@ fn new_socket(a: &SocketAddr, mptcp: bool) -> Socket {
         Protocol::TCP
     };
     Socket::new(Domain::for_address(*a), Type::STREAM, Some(proto)).expect("socket")
-}
-
-fn setsockopt(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
-    // SAFETY: an int option of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            name,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn result(r: std::io::Result<String>) -> String {
@@ -202,7 +184,7 @@ pub fn main() -> ! {
                 "ok".into()
             }
             "repair" => result(
-                setsockopt(&socks[w[1]], libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)
+                setsockopt(&socks[w[1]], libc::IPPROTO_TCP, libc::TCP_REPAIR, 1i32)
                     .map(|()| "ok".into()),
             ),
             "tcpopt" => {
@@ -214,8 +196,13 @@ pub fn main() -> ! {
                     other => panic!("unknown option {other}"),
                 };
                 result(
-                    setsockopt(&socks[w[1]], libc::IPPROTO_TCP, opt, w[3].parse().unwrap())
-                        .map(|()| "ok".into()),
+                    setsockopt(
+                        &socks[w[1]],
+                        libc::IPPROTO_TCP,
+                        opt,
+                        w[3].parse::<i32>().unwrap(),
+                    )
+                    .map(|()| "ok".into()),
                 )
             }
             "raw" => {

@@ -2,7 +2,7 @@
 
 use std::os::fd::AsRawFd;
 
-fn setsockopt<T>(fd: &impl AsRawFd, level: i32, name: i32, value: T) {
+pub fn setsockopt<T>(fd: &impl AsRawFd, level: i32, name: i32, value: T) -> std::io::Result<()> {
     // SAFETY: value is a plain C struct/int of the size passed.
     let rc = unsafe {
         libc::setsockopt(
@@ -13,31 +13,26 @@ fn setsockopt<T>(fd: &impl AsRawFd, level: i32, name: i32, value: T) {
             std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt({level}, {name}): {}",
-        std::io::Error::last_os_error()
-    );
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// SO_LINGER {on, secs}.
 pub fn set_linger(fd: &impl AsRawFd, on: bool, secs: i32) {
-    setsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_LINGER,
-        libc::linger {
-            l_onoff: on.into(),
-            l_linger: secs,
-        },
-    );
+    let linger = libc::linger {
+        l_onoff: on.into(),
+        l_linger: secs,
+    };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, linger).expect("SO_LINGER");
 }
 
 /// TCP_REPAIR: the next close() sends nothing, as if the socket vanished
 /// (a server restarted, a NAT entry expired).
 pub fn set_repair(fd: &impl AsRawFd) {
-    setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1i32);
+    setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1i32).expect("TCP_REPAIR");
 }
 
 /// The errno name of an io::Error, as rsttrace prints it.
