@@ -94,10 +94,14 @@ pub struct Config {
     pub send_reset_has_reason: u8,
     /// 1 when `kfree_skb` carries `enum skb_drop_reason` (Linux >= 5.17).
     pub kfree_skb_has_reason: u8,
+    /// 1 when tracing programs may call bpf_get_socket_cookie (>= 5.12).
+    pub socket_cookie_helper: u8,
+    pub _pad0: [u8; 3],
     /// Only report events from this network namespace (0 = all).
     pub netns_filter: u32,
     /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel.
     pub drop_reason_netfilter: u32,
+    pub _pad1: u32,
     /// Ring buffer wake-up policy: wake the reader at most once per
     /// `wakeup_interval_ns` unless `wakeup_bytes` are waiting.
     pub wakeup_interval_ns: u64,
@@ -106,7 +110,7 @@ pub struct Config {
 
 // The layout is shared with the eBPF object byte for byte: no implicit padding.
 const _: () = assert!(core::mem::size_of::<Offsets>() == 49 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 49 * 4 + 4 + 8 + 4 + 4 + 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 49 * 4 + 4 + 12 + 4 + 4 + 4 + 16);
 
 impl Config {
     /// A configuration with every offset absent: the programs then read
@@ -173,8 +177,11 @@ impl Config {
             tcp_close: 0,
             send_reset_has_reason: 0,
             kfree_skb_has_reason: 0,
+            socket_cookie_helper: 0,
+            _pad0: [0; 3],
             netns_filter: 0,
             drop_reason_netfilter: ABSENT,
+            _pad1: 0,
             wakeup_interval_ns: 0,
             wakeup_bytes: 0,
         }

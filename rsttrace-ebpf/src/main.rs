@@ -184,7 +184,14 @@ fn on_reset<C: EbpfContext>(ctx: &C, kind: u8, slot: u32, sk: u64, skb: u64, rea
     let now = unsafe { bpf_ktime_get_boot_ns() };
     ev.header = header(kind, now);
 
-    ev.sock_cookie = load(sk, off!(skc_cookie));
+    // The kernel assigns a socket's cookie the first time something asks
+    // (ss -e, SO_COOKIE...): ask, so that every record can be matched.
+    if sk != 0 && conf!(socket_cookie_helper) != 0 {
+        ev.sock_cookie =
+            unsafe { aya_ebpf::helpers::bpf_get_socket_cookie(sk as *mut core::ffi::c_void) };
+    } else {
+        ev.sock_cookie = load(sk, off!(skc_cookie));
+    }
     if full {
         ev.sock_ino = sock_inode(sk);
         ev.sk_err = load(sk, off!(sk_err));

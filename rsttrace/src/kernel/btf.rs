@@ -312,6 +312,11 @@ impl<'a> Btf<'a> {
         first
     }
 
+    /// Whether the kernel has a function of this name.
+    pub fn has_func(&self, name: &str) -> bool {
+        self.find(name, &[Kind::Func]).is_some()
+    }
+
     pub fn struct_id(&self, name: &str) -> Option<u32> {
         self.find(name, &[Kind::Struct])
     }

@@ -404,6 +404,9 @@ pub fn resolve(
         ),
     }
 
+    // bpf_get_socket_cookie() for tracing programs came with this function.
+    config.socket_cookie_helper = u8::from(btf.has_func("bpf_get_socket_ptr_cookie"));
+
     // Owners of accepted sockets need the fd-table walk and the syscall record.
     let fd_walk = [
         config.offsets.task_files,
