@@ -193,8 +193,10 @@ fn listener_closed_with_unaccepted_connection() {
 fn fin_wait2_timeout() {
     let link = Link::new();
     // Arm the FIN_WAIT2 keepalive timer (fin timeout > 60 s arms it for
-    // timeout - 60 s), then shorten the timeout so that it resets.
-    link.b.sysctl("net.ipv4.tcp_fin_timeout", "61");
+    // timeout - 60 s: here 4 s, time enough for the next step under load),
+    // then shorten the timeout so that the timer resets instead of moving
+    // to TIME_WAIT.
+    link.b.sysctl("net.ipv4.tcp_fin_timeout", "64");
     let mut t = Tracer::start(&link.b, &[]);
     let (mut server, mut client, cport) = connected(&link, 9007);
     client.ok("close c");

@@ -73,6 +73,42 @@ static HOST: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 thread_local! {
     static EXCLUSIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The shared hold of this test thread and how many namespaces use it:
+    /// a second read of the lock while a writer waits would deadlock, so a
+    /// thread takes it once.
+    static SHARED: std::cell::RefCell<(u32, Option<std::sync::RwLockReadGuard<'static, ()>>)> =
+        const { std::cell::RefCell::new((0, None)) };
+}
+
+/// One namespace's use of its thread's shared hold on the host.
+struct Shared;
+
+impl Shared {
+    fn take() -> Option<Shared> {
+        if EXCLUSIVE.with(|e| e.get()) {
+            return None;
+        }
+        SHARED.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.0 == 0 {
+                s.1 = Some(HOST.read().unwrap_or_else(|e| e.into_inner()));
+            }
+            s.0 += 1;
+        });
+        Some(Shared)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        SHARED.with(|s| {
+            let mut s = s.borrow_mut();
+            s.0 -= 1;
+            if s.0 == 0 {
+                s.1 = None;
+            }
+        });
+    }
 }
 
 /// Holds the host for a test that changes global state.
@@ -114,7 +150,7 @@ impl Drop for GlobalSysctl {
 /// A network namespace with `lo` up, deleted on drop.
 pub struct Netns {
     pub name: String,
-    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
+    _shared: Option<Shared>,
 }
 
 impl Netns {
@@ -122,11 +158,7 @@ impl Netns {
         require_root();
         sweep_stale();
         static N: AtomicU32 = AtomicU32::new(0);
-        let shared = if EXCLUSIVE.with(|e| e.get()) {
-            None
-        } else {
-            Some(HOST.read().unwrap_or_else(|e| e.into_inner()))
-        };
+        let shared = Shared::take();
         let name = format!(
             "{PREFIX}{}-{}",
             std::process::id(),
