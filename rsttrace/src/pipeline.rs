@@ -117,8 +117,10 @@ pub struct Pipeline<W: Write> {
     /// Sockets that had a reset recently (for failure detection).
     reset_socks: VecDeque<(u64, Instant)>,
     pub stats: Stats,
-    /// The reader of our output went away.
+    /// Output ended: the reader went away (quietly) or writing failed
+    /// (`write_error`).
     pub closed: bool,
+    pub write_error: Option<std::io::Error>,
     first_decode_error: Option<DecodeError>,
     jiffies: Option<JiffiesAnchor>,
 }
@@ -148,6 +150,7 @@ impl<W: Write> Pipeline<W> {
             reset_socks: VecDeque::new(),
             stats: Stats::default(),
             closed: false,
+            write_error: None,
             first_decode_error: None,
             jiffies: None,
         }
@@ -328,7 +331,12 @@ impl<W: Write> Pipeline<W> {
                 self.closed = true;
                 Err(OutputError::Closed)
             }
-            other => other,
+            Err(OutputError::Io(e)) => {
+                self.write_error.get_or_insert(e);
+                self.closed = true;
+                Err(OutputError::Closed)
+            }
+            Ok(()) => Ok(()),
         }
     }
 
@@ -342,7 +350,7 @@ impl<W: Write> Pipeline<W> {
             Ok(()) => {}
             Err(OutputError::Closed) => self.closed = true,
             Err(OutputError::Io(e)) => {
-                log::error!("cannot write output: {e}");
+                self.write_error.get_or_insert(e);
                 self.closed = true;
             }
         }

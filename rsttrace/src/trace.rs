@@ -77,6 +77,18 @@ fn parse_netns(arg: &str) -> Result<u32> {
     let meta = std::fs::metadata(arg).with_context(|| {
         format!("--netns {arg}: not an inode number or a readable namespace file")
     })?;
+    // Namespace files live on nsfs; any other file's inode would match
+    // nothing, silently.
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let path = std::ffi::CString::new(arg).context("--netns: path with a NUL byte")?;
+    // SAFETY: a valid path and a statfs buffer.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut fs) };
+    if rc != 0 || fs.f_type as i64 != NSFS_MAGIC {
+        bail!(
+            "--netns {arg}: not a namespace file (use /proc/<pid>/ns/net, /run/netns/<name> or an inode number)"
+        );
+    }
     u32::try_from(meta.ino()).with_context(|| format!("--netns {arg}: inode out of range"))
 }
 
@@ -377,6 +389,9 @@ fn finish<W: Write>(
     outcome: Result<Stop>,
 ) -> Result<()> {
     let stop = outcome?;
+    if let Some(e) = pipeline.write_error.take() {
+        bail!("cannot write to standard output: {e}");
+    }
     if matches!(stop, Stop::OutputClosed) {
         // `rsttrace | head`: the reader has what it wanted.
         return Ok(());

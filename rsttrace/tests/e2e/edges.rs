@@ -49,6 +49,10 @@ fn bad_values() {
     let (code, stderr) = run(Command::new(TRACER).args(["--netns", "/no/such/netns"]));
     assert_eq!(code, Some(1));
     assert_one_error_line(&stderr, "--netns");
+    // A file that exists but is no namespace would match nothing, silently.
+    let (code, stderr) = run(Command::new(TRACER).args(["--netns", "/etc/hostname"]));
+    assert_eq!(code, Some(1));
+    assert_one_error_line(&stderr, "not a namespace file");
 }
 
 #[test]
@@ -191,4 +195,22 @@ fn sigterm_detaches_and_prints_totals() {
             "programs left behind"
         );
     }
+}
+
+#[test]
+fn a_failing_stdout_is_an_error() {
+    let ns = Netns::new();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (mut child, mut stderr) = spawn_json(&ns, Stdio::from(full));
+    let p = port(12);
+    ns.run(move || TcpStream::connect(("127.0.0.1", p)).unwrap_err());
+    let status = wait_timeout(&mut child, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let lines: Vec<String> = rest.lines().map(str::to_string).collect();
+    assert_one_error_line(&lines, "cannot write to standard output");
 }
