@@ -7,9 +7,11 @@
 //!   crate for the bpf target (both transports)
 //! - `docs`: regenerate docs/causes.md and docs/json.md from the binary
 //! - `bench`: the storm benchmark (docs/benchmark.md); `storm` is its load
+//! - `vm`: rsttrace on Debian's Linux 6.1 under qemu (opt-in)
 
 mod bench;
 mod storm;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -58,6 +60,11 @@ enum Task {
     },
     /// Storm benchmark: rsttrace side by side with no tracer, bpftrace and tcpdump.
     Bench(bench::Args),
+    /// Boot Debian's Linux 6.1 under qemu and check rsttrace there (opt-in).
+    Vm(vm::Args),
+    /// Inside that VM: make the resets the check expects.
+    #[command(hide = true)]
+    VmScenarios,
     /// The benchmark's load: SYNs to a closed loopback port (run in a namespace).
     #[command(hide = true)]
     Storm {
@@ -237,6 +244,8 @@ fn main() -> ExitCode {
         Task::Lint => lint().map(|()| ExitCode::SUCCESS),
         Task::Docs { check } => docs(check).map(|()| ExitCode::SUCCESS),
         Task::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Task::Vm(args) => vm::run(&args).map(|()| ExitCode::SUCCESS),
+        Task::VmScenarios => vm::scenarios().map(|()| ExitCode::SUCCESS),
         Task::Storm { seconds, cpu } => storm::run(std::time::Duration::from_secs(seconds), cpu)
             .map(|sent| {
                 println!("{sent}");
