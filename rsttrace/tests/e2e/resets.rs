@@ -270,3 +270,22 @@ fn cross_namespace_abort_and_received_reset() {
     ta.settle(Duration::from_millis(200));
     assert!(ta.seen.iter().all(|v| v["netns"] == link.a.inode()));
 }
+
+/// Sockets opened before rsttrace started have no entry in its in-kernel
+/// table: their owner comes from /proc.
+#[test]
+fn owner_of_a_socket_older_than_the_tracer() {
+    let ns = Netns::new();
+    let p = port(5);
+    let (_l, mut c, s) = connection(&ns, "127.0.0.1", p);
+    let mut t = Tracer::start(&ns, &[]);
+    set_linger(&s, true, 0);
+    drop(s);
+    assert_eq!(read_err(&mut c), "ECONNRESET");
+    let sent = t.expect("abort_linger", |v| is(v, "sent", "abort_linger"));
+    assert_eq!(sent["pid"], pid());
+    assert_eq!(sent["owner_source"], "procfs");
+    let recv = t.expect("peer_reset", |v| is(v, "received", "peer_reset"));
+    assert_eq!(recv["pid"], pid());
+    assert_eq!(recv["owner_source"], "procfs");
+}
