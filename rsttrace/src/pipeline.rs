@@ -161,10 +161,6 @@ impl<W: Write> Pipeline<W> {
         self.jiffies = anchor;
     }
 
-    pub fn names(&self) -> &KernelNames {
-        &self.en.names
-    }
-
     /// Sockets indexed from /proc.
     pub fn owner_count(&self) -> usize {
         self.en.owners.len()

@@ -293,10 +293,6 @@ impl Capture {
         self.firewall_links.is_some()
     }
 
-    pub fn firewall_attached(&self) -> bool {
-        self.firewall_links.as_ref().is_some_and(|l| !l.is_empty())
-    }
-
     /// Attaches or detaches the firewall hooks.  They run on every dropped
     /// packet and route lookup, so storm mode takes them off while a storm
     /// lasts.

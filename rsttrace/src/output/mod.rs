@@ -59,10 +59,6 @@ impl<W: Write> Output<W> {
         }
     }
 
-    pub fn format(&self) -> Format {
-        self.format
-    }
-
     pub fn write(&mut self, report: &Report<'_>) -> Result<(), OutputError> {
         match self.format {
             Format::Json => schema::write_reset(report, &mut self.buf, &mut self.scratch),
