@@ -290,11 +290,12 @@ fn listen_key(sk: u64) -> ListenKey {
     }
 }
 
+/// Records `owner` for `sk`, with the connection's start time.
 #[inline(always)]
-fn set_owner(sk: u64, owner: Owner, now: u64) {
+fn set_owner(sk: u64, owner: Owner, born_ns: u64) {
     let entry = SockEntry {
         owner,
-        born_ns: now,
+        born_ns,
         has_owner: 1,
         from_listener: 0,
         _pad0: 0,
@@ -360,20 +361,12 @@ fn on_accept(ctx: &TracePointContext) {
     if sk == 0 {
         return;
     }
+    // Keep when the connection started (the handshake, seen earlier).
     let born = match unsafe { SOCKS.get(sk) } {
         Some(e) => e.born_ns,
         None => 0,
     };
-    let entry = SockEntry {
-        owner: current_owner(),
-        born_ns: born,
-        has_owner: 1,
-        from_listener: 0,
-        _pad0: 0,
-        _pad1: 0,
-        destroyed_ns: 0,
-    };
-    let _ = SOCKS.insert(sk, entry, 0);
+    set_owner(sk, current_owner(), born);
 }
 
 /// `tcp:tcp_destroy_sock(sk)`: the socket is gone.  Its entry stays valid
