@@ -45,7 +45,6 @@ pub struct Offsets {
     pub net_inum: u32,
     // struct sk_buff
     pub skb_head: u32,
-    pub skb_len: u32,
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
     pub skb_dev: u32,
@@ -89,14 +88,12 @@ pub struct Config {
     pub tcp_syn_recv: u8,
     pub tcp_time_wait: u8,
     pub tcp_new_syn_recv: u8,
-    pub tcp_close: u8,
     /// 1 when `tcp_send_reset` carries `enum sk_rst_reason` (Linux >= 6.10).
     pub send_reset_has_reason: u8,
     /// 1 when `kfree_skb` carries `enum skb_drop_reason` (Linux >= 5.17).
     pub kfree_skb_has_reason: u8,
     /// 1 when tracing programs may call bpf_get_socket_cookie (>= 5.12).
     pub socket_cookie_helper: u8,
-    pub _pad0: [u8; 3],
     /// Only report events from this network namespace (0 = all).
     pub netns_filter: u32,
     /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel.
@@ -109,8 +106,8 @@ pub struct Config {
 }
 
 // The layout is shared with the eBPF object byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<Offsets>() == 49 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 49 * 4 + 4 + 12 + 4 + 4 + 4 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 48 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 48 * 4 + 4 + 8 + 4 + 4 + 4 + 16);
 
 impl Config {
     /// A configuration with every offset absent: the programs then read
@@ -142,7 +139,6 @@ impl Config {
                 inode_ino: ABSENT,
                 net_inum: ABSENT,
                 skb_head: ABSENT,
-                skb_len: ABSENT,
                 skb_network_header: ABSENT,
                 skb_transport_header: ABSENT,
                 skb_dev: ABSENT,
@@ -174,11 +170,9 @@ impl Config {
             tcp_syn_recv: 0,
             tcp_time_wait: 0,
             tcp_new_syn_recv: 0,
-            tcp_close: 0,
             send_reset_has_reason: 0,
             kfree_skb_has_reason: 0,
             socket_cookie_helper: 0,
-            _pad0: [0; 3],
             netns_filter: 0,
             drop_reason_netfilter: ABSENT,
             _pad1: 0,

@@ -252,8 +252,6 @@ pub const COUNTER_AGG_OVERFLOW: u32 = 3;
 pub const COUNTER_SEEN: u32 = 4;
 /// Resets skipped by the netns filter.
 pub const COUNTER_FILTERED: u32 = 5;
-/// TCP segments netfilter dropped (any verdict).
-pub const COUNTER_FIREWALL: u32 = 6;
 pub const COUNTERS_LEN: u32 = 8;
 
 #[cfg(feature = "user")]

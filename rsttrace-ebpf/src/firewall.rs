@@ -18,12 +18,11 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use rsttrace_common::event::{
-    COUNTER_FIREWALL, FLAG_FIREWALL, FLAG_HAS_SKB, KIND_FIREWALL, VERDICT_DROP, VERDICT_ICMP,
-    VERDICT_RESET,
+    FLAG_FIREWALL, FLAG_HAS_SKB, KIND_FIREWALL, VERDICT_DROP, VERDICT_ICMP, VERDICT_RESET,
 };
 
 use crate::{
-    emit::{count, emit},
+    emit::emit,
     header,
     kmem::{conf, load, off, zero},
     net::{read_segment, skb_netns, AF_INET6},
@@ -158,7 +157,6 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
         }
         h.ts_ns = 0;
     }
-    count(COUNTER_FIREWALL);
     emit(&ctx, ev, now);
     0
 }

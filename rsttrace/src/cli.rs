@@ -3,9 +3,8 @@
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    capture::TransportChoice,
-    classify::{Cause, Direction},
-    output::{records::Failure, Format},
+    capture::TransportChoice, classify::Direction, cmd::docs::causes_text,
+    output::schema::SchemaFormat,
 };
 
 #[derive(Debug, Parser)]
@@ -35,10 +34,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DocFormat::Text)]
         format: DocFormat,
     },
-    /// Describe the keys of the JSON output.
+    /// Describe the keys of every record kind (JSON, text and logfmt
+    /// output share them).
     Schema {
-        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
-        format: DocFormat,
+        #[arg(long, value_enum, default_value_t = SchemaFormat::Text)]
+        format: SchemaFormat,
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
@@ -81,9 +81,9 @@ impl From<DirectionArg> for Direction {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Output format: one readable line, or one JSON object, per reset.
-    #[arg(short, long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Output format: one readable line, or one JSON object, per record.
+    #[arg(short, long, default_value = "text", value_parser = format_names())]
+    pub format: String,
 
     /// Only resets in this network namespace: an inode number, or a path
     /// such as /proc/<pid>/ns/net or /run/netns/<name>.
@@ -157,49 +157,13 @@ pub struct TraceArgs {
     pub verbose: u8,
 }
 
-/// The cause catalogue as shown by `--help` and `rsttrace causes`.
-pub fn causes_text() -> String {
-    let mut out = String::from("CAUSES (JSON \"cause\"; `rsttrace causes` for this list alone):\n");
-    for dir in [Direction::Sent, Direction::Received] {
-        out.push_str(&format!("\n  {}:\n", dir.as_str()));
-        for c in Cause::ALL.iter().filter(|c| c.direction() == dir) {
-            let errno = c.app_errno().map_or("-".to_string(), |e| e.to_string());
-            out.push_str(&format!(
-                "    {:<27} [{}, {}] {}\n",
-                c.id(),
-                errno,
-                c.kernels(),
-                c.explanation()
-            ));
-        }
-    }
-    out.push_str("\n  connection failures without a reset (--failures):\n");
-    for f in Failure::ALL {
-        out.push_str(&format!("    {:<27} {}\n", f.id(), f.explanation()));
-    }
-    out
-}
-
-pub fn causes_markdown() -> String {
-    let mut out = String::from(
-        "| cause | direction | app_errno | kernels | explanation |\n|---|---|---|---|---|\n",
-    );
-    for c in Cause::ALL {
-        let errno = c.app_errno().map_or("-".to_string(), |e| e.to_string());
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} |\n",
-            c.id(),
-            c.direction().as_str(),
-            errno,
-            c.kernels(),
-            c.explanation()
-        ));
-    }
-    out.push_str("\nConnection failures without a reset (`--failures`, `\"event\": \"connection_failure\"`):\n\n| failure | explanation |\n|---|---|\n");
-    for f in Failure::ALL {
-        out.push_str(&format!("| `{}` | {} |\n", f.id(), f.explanation()));
-    }
-    out
+/// `--format` values, from the output formats rsttrace has.
+fn format_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        crate::output::FORMATS
+            .iter()
+            .map(|f| clap::builder::PossibleValue::new(f.name).help(f.about)),
+    )
 }
 
 pub fn command() -> clap::Command {
@@ -218,7 +182,7 @@ mod tests {
     #[test]
     fn help_lists_every_cause() {
         let help = command().render_long_help().to_string();
-        for c in Cause::ALL {
+        for c in crate::classify::Cause::ALL {
             assert!(help.contains(c.id()), "{} missing from --help", c.id());
         }
         assert!(help.contains("6.12+"));

@@ -1,12 +1,24 @@
-//! Raw records from the eBPF programs to typed events.
-
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+//! Raw records from the eBPF programs to typed events.  This is the only
+//! place that knows the wire layout (`rsttrace_common::event`); everything
+//! after it sees enums and options.
 
 use rsttrace_common::event::{
-    ErrorReportEvent, EventHeader, ListenEvent, ResetEvent, KIND_ERROR_REPORT, KIND_FIREWALL,
-    KIND_LISTEN, KIND_RESET_RECEIVED, KIND_RESET_SENT,
+    ErrorReportEvent, EventHeader, ListenEvent, ResetEvent, TcpInfo, FLAG_BORN_KNOWN,
+    FLAG_FULL_SOCK, FLAG_HAS_SK, FLAG_HAS_SKB, FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN,
+    FLAG_TCP_INFO, KIND_ERROR_REPORT, KIND_FIREWALL, KIND_LISTEN, KIND_RESET_RECEIVED,
+    KIND_RESET_SENT, REASON_ABSENT, VERDICT_ICMP, VERDICT_RESET,
 };
 use thiserror::Error;
+
+use crate::{
+    classify::{Direction, Facts, SockFacts},
+    kernel::names::{KernelNames, TcpState},
+    model::{
+        conn::{Comm, Conn, Segment, Task},
+        errno::Errno,
+        reset::Context,
+    },
+};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -18,13 +30,88 @@ pub enum DecodeError {
     UnknownKind(u8),
 }
 
+/// The process a socket belongs to, as the programs recorded it in
+/// process context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Record {
-    Reset(ResetEvent),
-    ErrorReport(ErrorReportEvent),
-    Listen(ListenEvent),
-    /// Netfilter dropped a TCP segment; `reason` holds the verdict.
-    Firewall(ResetEvent),
+pub struct KernelOwner {
+    pub pid: u32,
+    pub comm: Comm,
+    pub cgroup_id: u64,
+    /// Inherited from the listener (a connection not accepted yet).
+    pub from_listener: bool,
+}
+
+/// A reset as captured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapturedReset {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub facts: Facts,
+    /// Kernel address of the socket (0 = none): correlates events.
+    pub sk: u64,
+    pub sock_cookie: Option<u64>,
+    pub sock_ino: u64,
+    pub conn: Conn,
+    pub netns: u32,
+    pub owner: Option<KernelOwner>,
+    pub context: Context,
+    pub task: Task,
+}
+
+/// `sock:inet_sk_error_report`: the errno a local socket reports next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorReport {
+    pub ts_ns: u64,
+    pub sk: u64,
+    pub sock_ino: u64,
+    pub errno: Option<Errno>,
+    pub conn: Conn,
+    pub netns: u32,
+    /// The connection got as far as the peer's SYN.
+    pub synced: bool,
+    pub owner: Option<KernelOwner>,
+}
+
+/// A socket started or stopped listening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenChange {
+    pub ts_ns: u64,
+    pub netns: u32,
+    pub port: u16,
+    pub listening: bool,
+    pub owner: Option<Task>,
+}
+
+/// What netfilter did with a TCP segment it dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Answered with a TCP reset.
+    Reset,
+    /// Answered with an ICMP error (type, code).
+    Icmp { icmp_type: u8, code: u8 },
+    /// Dropped silently.
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirewallVerdict {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub verdict: Verdict,
+    pub conn: Conn,
+    pub segment: Segment,
+    pub netns: u32,
+}
+
+// Built and consumed once per record on the stack: boxing the large
+// variant would allocate per event.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Captured {
+    Reset(CapturedReset),
+    ErrorReport(ErrorReport),
+    Listen(ListenChange),
+    Firewall(FirewallVerdict),
 }
 
 /// Reads a `T` from the front of `bytes`.
@@ -43,57 +130,200 @@ fn read<T: Copy>(bytes: &[u8], kind: u8) -> Result<T, DecodeError> {
 }
 
 /// Decodes one record.  Trailing bytes (perf buffer padding) are ignored.
-pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+pub fn decode(bytes: &[u8], names: &KernelNames) -> Result<Captured, DecodeError> {
     if bytes.len() < std::mem::size_of::<EventHeader>() {
         return Err(DecodeError::NoHeader { len: bytes.len() });
     }
     let kind = bytes[0];
-    match kind {
-        KIND_RESET_SENT | KIND_RESET_RECEIVED => read(bytes, kind).map(Record::Reset),
-        KIND_ERROR_REPORT => read(bytes, kind).map(Record::ErrorReport),
-        KIND_LISTEN => read(bytes, kind).map(Record::Listen),
-        KIND_FIREWALL => read(bytes, kind).map(Record::Firewall),
-        other => Err(DecodeError::UnknownKind(other)),
-    }
+    Ok(match kind {
+        KIND_RESET_SENT | KIND_RESET_RECEIVED => Captured::Reset(reset(&read(bytes, kind)?, names)),
+        KIND_ERROR_REPORT => Captured::ErrorReport(error_report(&read(bytes, kind)?)),
+        KIND_LISTEN => Captured::Listen(listen(&read(bytes, kind)?)),
+        KIND_FIREWALL => Captured::Firewall(firewall(&read(bytes, kind)?)),
+        other => return Err(DecodeError::UnknownKind(other)),
+    })
 }
 
-pub const AF_INET: u16 = libc::AF_INET as u16;
-pub const AF_INET6: u16 = libc::AF_INET6 as u16;
+fn owner(flags: u16, o: &rsttrace_common::event::Owner) -> Option<KernelOwner> {
+    (flags & FLAG_OWNER_KNOWN != 0).then(|| KernelOwner {
+        pid: o.tgid,
+        comm: Comm::new(o.comm),
+        cgroup_id: o.cgroup_id,
+        from_listener: flags & FLAG_OWNER_FROM_LISTENER != 0,
+    })
+}
 
-/// An address as captured: IPv4 in the first 4 bytes, IPv6 in all 16.
-/// IPv4-mapped IPv6 addresses (dual-stack sockets) come out as IPv4.
-pub fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
-    if family == AF_INET6 {
-        let v6 = Ipv6Addr::from(*raw);
-        match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        }
+fn segment(ev: &ResetEvent) -> Option<Segment> {
+    (ev.flags & FLAG_HAS_SKB != 0).then_some(Segment {
+        flags: ev.tcp_flags,
+        seq: ev.seq,
+        ack: ev.ack_seq,
+        payload: ev.payload_len,
+    })
+}
+
+/// RCV_SHUTDOWN and SHUTDOWN_MASK bits of sk_shutdown.
+const RCV_SHUTDOWN: u8 = 1;
+const SHUTDOWN_MASK: u8 = 3;
+
+fn sock_facts(ev: &ResetEvent, names: &KernelNames) -> Option<SockFacts> {
+    if ev.flags & FLAG_FULL_SOCK == 0 {
+        return None;
+    }
+    let shutdown = names.shutdown(ev.sk_shutdown_byte);
+    let tcp = (ev.flags & FLAG_TCP_INFO != 0).then_some(&ev.tcp);
+    Some(SockFacts {
+        dead: names.is_dead(ev.sk_flags),
+        linger_zero: names.lingers(ev.sk_flags) && ev.sk_lingertime == 0,
+        closing: shutdown & SHUTDOWN_MASK == SHUTDOWN_MASK,
+        rcv_shutdown: shutdown & RCV_SHUTDOWN != 0,
+        attached: ev.sock_ino != 0,
+        unread: tcp.map_or(0, |t| t.rcv_nxt.wrapping_sub(t.copied_seq)),
+        snd_una: tcp.map(|t| t.snd_una),
+        snd_nxt: tcp.map(|t| t.snd_nxt),
+    })
+}
+
+fn reset(ev: &ResetEvent, names: &KernelNames) -> CapturedReset {
+    let direction = if ev.header.kind == KIND_RESET_SENT {
+        Direction::Sent
     } else {
-        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+        Direction::Received
+    };
+    let has_sk = ev.flags & FLAG_HAS_SK != 0;
+    let reason = (direction == Direction::Sent && ev.reason != REASON_ABSENT)
+        .then(|| names.reason(ev.reason));
+    CapturedReset {
+        ts_ns: ev.header.ts_ns,
+        cpu: ev.header.cpu,
+        facts: Facts {
+            direction,
+            reason,
+            state: if has_sk { names.state(ev.state) } else { None },
+            segment: segment(ev),
+            sock: sock_facts(ev, names),
+            firewall: false,
+        },
+        sk: ev.sk,
+        sock_cookie: (ev.sock_cookie != 0).then_some(ev.sock_cookie),
+        sock_ino: ev.sock_ino,
+        conn: Conn::from_raw(
+            ev.family,
+            &ev.local_addr,
+            ev.local_port,
+            &ev.remote_addr,
+            ev.remote_port,
+        ),
+        netns: ev.netns,
+        owner: owner(ev.flags, &ev.owner),
+        context: context(ev, names.hz),
+        task: Task {
+            pid: ev.task_tgid,
+            comm: Comm::new(ev.task_comm),
+        },
     }
 }
 
-/// `"inet"` or `"inet6"` for an address, as `ip`/`ss` name families.
-pub fn family_name(addr: &IpAddr) -> &'static str {
-    match addr {
-        IpAddr::V4(_) => "inet",
-        IpAddr::V6(_) => "inet6",
+/// Connection context from the socket's counters.
+pub fn context(ev: &ResetEvent, hz: u32) -> Context {
+    let mut c = Context::default();
+    if ev.flags & FLAG_BORN_KNOWN != 0 && ev.header.ts_ns >= ev.born_ns {
+        c.age_ms = Some((ev.header.ts_ns - ev.born_ns) / 1_000_000);
+    }
+    if ev.flags & FLAG_TCP_INFO == 0 {
+        return c;
+    }
+    counters(&ev.tcp, hz, &mut c);
+    c
+}
+
+fn counters(t: &TcpInfo, hz: u32, c: &mut Context) {
+    c.bytes_sent = (t.bytes_sent != 0 || t.bytes_acked == 0).then_some(t.bytes_sent);
+    c.bytes_acked = Some(t.bytes_acked);
+    c.bytes_received = Some(t.bytes_received);
+    c.unread_bytes = Some(t.rcv_nxt.wrapping_sub(t.copied_seq));
+    c.unacked_bytes = Some(t.snd_nxt.wrapping_sub(t.snd_una));
+    let now = t.now_jiffies as u32;
+    let since = |stamp: u32| -> Option<u64> {
+        (stamp != 0 && hz != 0).then(|| u64::from(now.wrapping_sub(stamp)) * 1000 / u64::from(hz))
+    };
+    c.idle_ms = match (since(t.rcv_tstamp), since(t.lrcvtime)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    c.last_send_ms = since(t.lsndtime);
+}
+
+fn error_report(er: &ErrorReportEvent) -> ErrorReport {
+    ErrorReport {
+        ts_ns: er.header.ts_ns,
+        sk: er.sk,
+        sock_ino: er.sock_ino,
+        errno: Errno::from_raw(er.error),
+        conn: Conn::from_raw(
+            er.family,
+            &er.local_addr,
+            er.local_port,
+            &er.remote_addr,
+            er.remote_port,
+        ),
+        netns: er.netns,
+        synced: er.synced != 0,
+        owner: owner(er.flags, &er.owner),
     }
 }
 
-/// `task_struct.comm` bytes to text (up to the first NUL).
-pub fn comm_str(comm: &[u8]) -> &str {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    match std::str::from_utf8(&comm[..end]) {
-        Ok(s) => s,
-        Err(e) => std::str::from_utf8(&comm[..e.valid_up_to()]).unwrap_or(""),
+fn listen(le: &ListenEvent) -> ListenChange {
+    ListenChange {
+        ts_ns: le.header.ts_ns,
+        netns: le.netns,
+        port: le.port,
+        listening: le.listening != 0,
+        owner: (le.owner.tgid != 0).then(|| Task {
+            pid: le.owner.tgid,
+            comm: Comm::new(le.owner.comm),
+        }),
+    }
+}
+
+fn firewall(ev: &ResetEvent) -> FirewallVerdict {
+    // The wire record reuses ResetEvent: `reason` holds the verdict and
+    // `sk_err` the ICMP type and code.
+    let verdict = match ev.reason {
+        VERDICT_RESET => Verdict::Reset,
+        VERDICT_ICMP => Verdict::Icmp {
+            icmp_type: (ev.sk_err >> 8) as u8,
+            code: ev.sk_err as u8,
+        },
+        _ => Verdict::Drop,
+    };
+    FirewallVerdict {
+        ts_ns: ev.header.ts_ns,
+        cpu: ev.header.cpu,
+        verdict,
+        conn: Conn::from_raw(
+            ev.family,
+            &ev.local_addr,
+            ev.local_port,
+            &ev.remote_addr,
+            ev.remote_port,
+        ),
+        segment: segment(ev).unwrap_or_default(),
+        netns: ev.netns,
+    }
+}
+
+impl TcpState {
+    /// Whether a socket in this state is a full `struct sock`.
+    pub fn is_full(self) -> bool {
+        !matches!(self, TcpState::TimeWait | TcpState::NewSynRecv)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::names::{testing::names_618, KernelReason, Reason};
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain-data value.
@@ -105,35 +335,91 @@ mod tests {
 
     #[test]
     fn decodes_a_reset_with_padding() {
+        let n = names_618();
         let mut ev = ResetEvent::default();
         ev.header.kind = KIND_RESET_SENT;
         ev.local_port = 8080;
+        ev.family = 2;
         ev.remote_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        ev.reason = n.reason_value(Reason::NoSocket).unwrap();
+        ev.flags = FLAG_HAS_SKB;
+        ev.tcp_flags = 0x02;
         let mut raw = bytes_of(&ev);
         raw.extend_from_slice(&[0; 4]);
-        assert_eq!(decode(&raw), Ok(Record::Reset(ev)));
+        let Ok(Captured::Reset(r)) = decode(&raw, &n) else {
+            panic!("not a reset");
+        };
+        assert_eq!(r.conn.local_port, 8080);
+        assert_eq!(r.conn.remote.to_string(), "10.0.0.2");
+        assert_eq!(r.facts.reason, Some(KernelReason::Known(Reason::NoSocket)));
+        assert_eq!(r.facts.state, None);
+        assert!(r.facts.bare_syn());
+        assert_eq!(r.owner, None);
+    }
+
+    #[test]
+    fn received_resets_carry_no_reason() {
+        let n = names_618();
+        let mut ev = ResetEvent::default();
+        ev.header.kind = KIND_RESET_RECEIVED;
+        ev.reason = REASON_ABSENT;
+        ev.flags = FLAG_HAS_SK | FLAG_FULL_SOCK;
+        ev.state = n.state_value(TcpState::Established).unwrap();
+        let Ok(Captured::Reset(r)) = decode(&bytes_of(&ev), &n) else {
+            panic!("not a reset");
+        };
+        assert_eq!(r.facts.direction, Direction::Received);
+        assert_eq!(r.facts.reason, None);
+        assert_eq!(r.facts.state, Some(TcpState::Established));
+        assert!(r.facts.sock.is_some());
     }
 
     #[test]
     fn decodes_other_kinds() {
+        let n = names_618();
         let mut er = ErrorReportEvent::default();
         er.header.kind = KIND_ERROR_REPORT;
         er.error = 104;
-        assert_eq!(decode(&bytes_of(&er)), Ok(Record::ErrorReport(er)));
+        let Ok(Captured::ErrorReport(e)) = decode(&bytes_of(&er), &n) else {
+            panic!()
+        };
+        assert_eq!(e.errno, Some(Errno::ECONNRESET));
         let mut le = ListenEvent::default();
         le.header.kind = KIND_LISTEN;
         le.port = 80;
-        assert_eq!(decode(&bytes_of(&le)), Ok(Record::Listen(le)));
+        le.listening = 1;
+        let Ok(Captured::Listen(l)) = decode(&bytes_of(&le), &n) else {
+            panic!()
+        };
+        assert_eq!((l.port, l.listening, l.owner), (80, true, None));
+        let mut fw = ResetEvent::default();
+        fw.header.kind = KIND_FIREWALL;
+        fw.reason = VERDICT_ICMP;
+        fw.sk_err = 3 << 8 | 3;
+        let Ok(Captured::Firewall(f)) = decode(&bytes_of(&fw), &n) else {
+            panic!()
+        };
+        assert_eq!(
+            f.verdict,
+            Verdict::Icmp {
+                icmp_type: 3,
+                code: 3
+            }
+        );
     }
 
     #[test]
     fn rejects_bad_records() {
-        assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::NoHeader { len: 3 }));
+        let n = names_618();
+        assert_eq!(
+            decode(&[1, 2, 3], &n),
+            Err(DecodeError::NoHeader { len: 3 })
+        );
         let mut ev = ResetEvent::default();
         ev.header.kind = KIND_RESET_RECEIVED;
         let raw = bytes_of(&ev);
         assert!(matches!(
-            decode(&raw[..100]),
+            decode(&raw[..100], &n),
             Err(DecodeError::Short {
                 kind: 2,
                 len: 100,
@@ -142,29 +428,34 @@ mod tests {
         ));
         let mut raw = raw;
         raw[0] = 77;
-        assert_eq!(decode(&raw), Err(DecodeError::UnknownKind(77)));
+        assert_eq!(decode(&raw, &n), Err(DecodeError::UnknownKind(77)));
     }
 
     #[test]
-    fn addresses() {
-        let mut raw = [0u8; 16];
-        raw[..4].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(
-            ip_addr(AF_INET, &raw),
-            "127.0.0.1".parse::<IpAddr>().unwrap()
-        );
-        let v6: Ipv6Addr = "fd00::1".parse().unwrap();
-        assert_eq!(ip_addr(AF_INET6, &v6.octets()), IpAddr::V6(v6));
-        let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
-        let a = ip_addr(AF_INET6, &mapped.octets());
-        assert_eq!(a, "10.1.2.3".parse::<IpAddr>().unwrap());
-        assert_eq!(family_name(&a), "inet");
-    }
-
-    #[test]
-    fn comms() {
-        assert_eq!(comm_str(b"nginx\0\0\0\0\0\0\0\0\0\0\0"), "nginx");
-        assert_eq!(comm_str(b"exactly16chars!!"), "exactly16chars!!");
-        assert_eq!(comm_str(b"bad\xff\0"), "bad");
+    fn context_from_counters() {
+        let mut ev = ResetEvent::default();
+        ev.header.ts_ns = 5_000_000_000;
+        ev.born_ns = 2_000_000_000;
+        ev.flags = FLAG_BORN_KNOWN | FLAG_TCP_INFO;
+        ev.tcp.bytes_received = 10;
+        ev.tcp.bytes_acked = 20;
+        ev.tcp.bytes_sent = 25;
+        ev.tcp.rcv_nxt = 5;
+        ev.tcp.copied_seq = u32::MAX - 4; // wrapped: 10 unread
+        ev.tcp.snd_nxt = 1025;
+        ev.tcp.snd_una = 1000;
+        // HZ 250: 87_500 jiffies = 350 s.
+        ev.tcp.now_jiffies = (1u64 << 32) + 100;
+        ev.tcp.rcv_tstamp = (100u32).wrapping_sub(87_500);
+        ev.tcp.lrcvtime = (100u32).wrapping_sub(100_000);
+        ev.tcp.lsndtime = 99;
+        let c = context(&ev, 250);
+        assert_eq!(c.age_ms, Some(3000));
+        assert_eq!(c.unread_bytes, Some(10));
+        assert_eq!(c.unacked_bytes, Some(25));
+        assert_eq!(c.bytes_sent, Some(25));
+        assert_eq!(c.idle_ms, Some(350_000));
+        assert_eq!(c.last_send_ms, Some(4));
+        assert_eq!(context(&ResetEvent::default(), 250), Context::default());
     }
 }

@@ -2,7 +2,7 @@
 //! stable id (used in JSON and in filters), a one-sentence explanation, the
 //! error the affected application gets, and the kernels that report it.
 
-use super::Errno;
+use crate::model::errno::Errno;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
@@ -145,6 +145,25 @@ causes! {
         "The peer reset an established connection; reads get ECONNRESET (EPIPE if we had already received its FIN).";
     LocalAbortOnData => "local_abort_on_data", Received, Some(ECONNRESET), "all",
         "Not a reset from the peer: data arrived after this socket was shut down for reading, so the kernel reset it itself (and sent a reset, see data_after_close).";
+}
+
+/// How a cause was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CauseSource {
+    /// The kernel named the reason (possibly refined by socket state).
+    KernelReason,
+    /// The kernel gives no reason here: inferred from the segment, the
+    /// socket state, timers and the call path.
+    Inferred,
+}
+
+impl CauseSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CauseSource::KernelReason => "kernel_reason",
+            CauseSource::Inferred => "inferred",
+        }
+    }
 }
 
 impl Cause {

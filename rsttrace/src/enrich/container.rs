@@ -9,20 +9,9 @@ use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
-    /// cgroup v2 path, e.g. `/system.slice/nginx.service`.
-    pub cgroup: String,
-    /// `docker`, `containerd`, `cri-o`, `podman` when recognised.
-    pub runtime: Option<&'static str>,
-    /// Full 64-hex-digit container id.
-    pub id: Option<String>,
-    /// Kubernetes pod UID (dashed form).
-    pub pod_uid: Option<String>,
-}
+pub use crate::model::owner::Container;
 
 impl Container {
     pub fn from_cgroup(path: &str) -> Self {
@@ -137,6 +126,29 @@ pub fn proc_container(pid: u32) -> Option<Container> {
     Container::from_proc_cgroup(&text)
 }
 
+/// cgroup id (the directory's inode in the v2 hierarchy) -> path, for
+/// every cgroup under `root`.  A walk of the whole tree: run it off the
+/// event loop.
+pub fn walk_cgroups(root: &Path) -> HashMap<u64, String> {
+    let mut by_id = HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        let rel = Path::new("/").join(dir.strip_prefix(root).unwrap_or(Path::new("")));
+        by_id.insert(meta.ino(), rel.to_string_lossy().into_owned());
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    by_id
+}
+
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
 /// `/sys/fs/cgroup/unified` on hybrid hosts).
 pub fn cgroup2_root() -> Option<PathBuf> {
@@ -148,65 +160,6 @@ pub fn cgroup2_root() -> Option<PathBuf> {
         }
         pre.split_whitespace().nth(4).map(PathBuf::from)
     })
-}
-
-/// cgroup id (the directory's inode in cgroupfs v2) -> path, built by
-/// walking the hierarchy; rebuilt on a miss at most once per `min_rescan`.
-pub struct CgroupIndex {
-    root: Option<PathBuf>,
-    by_id: HashMap<u64, String>,
-    last_scan: Option<Instant>,
-    min_rescan: Duration,
-}
-
-impl CgroupIndex {
-    pub fn new(min_rescan: Duration) -> Self {
-        CgroupIndex {
-            root: cgroup2_root(),
-            by_id: HashMap::new(),
-            last_scan: None,
-            min_rescan,
-        }
-    }
-
-    fn scan(&mut self) {
-        self.last_scan = Some(Instant::now());
-        self.by_id.clear();
-        // bpf_get_current_cgroup_id() names a cgroup of the v2 hierarchy.
-        let Some(root) = self.root.clone() else {
-            return;
-        };
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(meta) = std::fs::metadata(&dir) else {
-                continue;
-            };
-            let rel = Path::new("/").join(dir.strip_prefix(&root).unwrap_or(Path::new("")));
-            self.by_id
-                .insert(meta.ino(), rel.to_string_lossy().into_owned());
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        stack.push(e.path());
-                    }
-                }
-            }
-        }
-    }
-
-    pub fn path(&mut self, id: u64) -> Option<&str> {
-        if id == 0 {
-            return None;
-        }
-        if !self.by_id.contains_key(&id)
-            && self
-                .last_scan
-                .is_none_or(|t| t.elapsed() >= self.min_rescan)
-        {
-            self.scan();
-        }
-        self.by_id.get(&id).map(String::as_str)
-    }
 }
 
 #[cfg(test)]

@@ -5,35 +5,37 @@
 //! Seeded at start-up from `/proc/<pid>/net/tcp{,6}` of every network
 //! namespace, then kept current by the eBPF LISTEN enter/leave events.
 
-use std::{
-    collections::{HashMap, HashSet},
-    fs,
-};
+use std::{collections::HashSet, fs};
 
-use rsttrace_common::{event::ListenEvent, COMM_LEN};
+use super::bounded::Bounded;
+
+use crate::{
+    decode::ListenChange,
+    model::{conn::Task, reset::ListenerNote},
+};
 
 #[derive(Debug, Clone, Default)]
 struct PortState {
     /// Listening sockets rsttrace knows of (SO_REUSEPORT allows several).
     listening: u32,
-    last_pid: Option<u32>,
-    last_comm: [u8; COMM_LEN],
+    last: Option<Task>,
     /// Boot-time ns when the last listener stopped.
     stopped_ns: Option<u64>,
 }
 
-/// What the history says about one port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortNote {
-    pub listening_now: bool,
-    pub last_pid: Option<u32>,
-    pub last_comm: [u8; COMM_LEN],
-    pub stopped_ms: Option<u64>,
+/// Ports remembered; the oldest are forgotten first.
+const PORTS: usize = 65536;
+
+pub struct ListenerHistory {
+    ports: Bounded<(u32, u16), PortState>,
 }
 
-#[derive(Default)]
-pub struct ListenerHistory {
-    ports: HashMap<(u32, u16), PortState>,
+impl Default for ListenerHistory {
+    fn default() -> Self {
+        ListenerHistory {
+            ports: Bounded::new(PORTS),
+        }
+    }
 }
 
 /// A listening socket found in /proc/<pid>/net/tcp{,6}.
@@ -45,59 +47,52 @@ pub struct ProcListener {
 }
 
 impl ListenerHistory {
-    pub fn seed(&mut self, listener: &ProcListener, owner: Option<(u32, &str)>) {
-        let st = self
-            .ports
-            .entry((listener.netns, listener.port))
-            .or_default();
+    fn port(&mut self, key: (u32, u16)) -> &mut PortState {
+        if !self.ports.contains(&key) {
+            self.ports.insert(key, PortState::default());
+        }
+        self.ports.get_mut(&key).expect("just inserted")
+    }
+
+    pub fn seed(&mut self, listener: &ProcListener, owner: Option<Task>) {
+        let st = self.port((listener.netns, listener.port));
         st.listening += 1;
-        if let Some((pid, comm)) = owner {
-            st.last_pid = Some(pid);
-            st.last_comm = comm_bytes(comm);
+        if owner.is_some() {
+            st.last = owner;
         }
     }
 
-    pub fn on_listen(&mut self, ev: &ListenEvent) {
-        let st = self.ports.entry((ev.netns, ev.port)).or_default();
-        if ev.listening != 0 {
+    pub fn on_listen(&mut self, ev: &ListenChange) {
+        let st = self.port((ev.netns, ev.port));
+        if ev.listening {
             st.listening += 1;
             st.stopped_ns = None;
         } else {
             st.listening = st.listening.saturating_sub(1);
             if st.listening == 0 {
-                st.stopped_ns = Some(ev.header.ts_ns);
+                st.stopped_ns = Some(ev.ts_ns);
             }
         }
-        if ev.owner.tgid != 0 {
-            st.last_pid = Some(ev.owner.tgid);
-            st.last_comm = ev.owner.comm;
+        if ev.owner.is_some() {
+            st.last = ev.owner;
         }
     }
 
     /// The port's story as of boot-time `now_ns`.
-    pub fn note(&self, netns: u32, port: u16, now_ns: u64) -> PortNote {
+    pub fn note(&self, netns: u32, port: u16, now_ns: u64) -> ListenerNote {
         match self.ports.get(&(netns, port)) {
-            Some(st) => PortNote {
+            Some(st) => ListenerNote {
                 listening_now: st.listening > 0,
-                last_pid: st.last_pid,
-                last_comm: st.last_comm,
+                last: st.last,
                 stopped_ms: st.stopped_ns.map(|s| now_ns.saturating_sub(s) / 1_000_000),
             },
-            None => PortNote {
+            None => ListenerNote {
                 listening_now: false,
-                last_pid: None,
-                last_comm: [0; COMM_LEN],
+                last: None,
                 stopped_ms: None,
             },
         }
     }
-}
-
-fn comm_bytes(comm: &str) -> [u8; COMM_LEN] {
-    let mut out = [0; COMM_LEN];
-    let n = comm.len().min(COMM_LEN - 1);
-    out[..n].copy_from_slice(&comm.as_bytes()[..n]);
-    out
 }
 
 /// Every listening TCP socket in every network namespace that has a
@@ -161,9 +156,8 @@ fn parse_tcp_table(text: &str) -> Vec<(u16, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use rsttrace_common::event::EventHeader;
-
     use super::*;
+    use crate::model::conn::Comm;
 
     const TABLE: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0000000000000000 100 0 0 10 0
@@ -177,20 +171,17 @@ mod tests {
         assert_eq!(ns_inode("mnt:[1]"), None);
     }
 
-    fn listen(port: u16, on: bool, pid: u32, ts: u64) -> ListenEvent {
-        let mut ev = ListenEvent {
-            header: EventHeader {
-                ts_ns: ts,
-                ..EventHeader::default()
-            },
+    fn listen(port: u16, on: bool, pid: u32, ts: u64) -> ListenChange {
+        ListenChange {
+            ts_ns: ts,
             netns: 7,
             port,
-            listening: u8::from(on),
-            ..ListenEvent::default()
-        };
-        ev.owner.tgid = pid;
-        ev.owner.comm[..5].copy_from_slice(b"nginx");
-        ev
+            listening: on,
+            owner: Some(Task {
+                pid,
+                comm: Comm::from_str_lossy("nginx"),
+            }),
+        }
     }
 
     #[test]
@@ -200,21 +191,21 @@ mod tests {
         h.on_listen(&listen(80, true, 812, 1_000_000_000));
         let n = h.note(7, 80, 2_000_000_000);
         assert!(n.listening_now);
-        assert_eq!(n.last_pid, Some(812));
+        assert_eq!(n.last.map(|t| t.pid), Some(812));
         assert_eq!(n.stopped_ms, None);
         h.on_listen(&listen(80, false, 812, 3_000_000_000));
         let n = h.note(7, 80, 7_200_000_000);
         assert!(!n.listening_now);
-        assert_eq!(n.last_pid, Some(812));
-        assert_eq!(&n.last_comm[..5], b"nginx");
+        assert_eq!(n.last.map(|t| t.pid), Some(812));
+        assert_eq!(n.last.unwrap().comm.as_str(), "nginx");
         assert_eq!(n.stopped_ms, Some(4200));
         // Another namespace is another port.
-        assert_eq!(h.note(8, 80, 0).last_pid, None);
+        assert_eq!(h.note(8, 80, 0).last, None);
         // Restarted.
         h.on_listen(&listen(80, true, 900, 8_000_000_000));
         let n = h.note(7, 80, 9_000_000_000);
         assert!(n.listening_now);
-        assert_eq!((n.last_pid, n.stopped_ms), (Some(900), None));
+        assert_eq!((n.last.map(|t| t.pid), n.stopped_ms), (Some(900), None));
     }
 
     #[test]
@@ -226,7 +217,10 @@ mod tests {
                 port: 443,
                 inode: 1,
             },
-            Some((10, "a")),
+            Some(Task {
+                pid: 10,
+                comm: Comm::from_str_lossy("a"),
+            }),
         );
         h.on_listen(&listen(443, true, 11, 1));
         h.on_listen(&listen(443, false, 11, 2));

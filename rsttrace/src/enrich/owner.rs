@@ -1,176 +1,272 @@
-//! Socket inode -> owning process, from `/proc/<pid>/fd`.
+//! One owner resolver for every record kind.  The eBPF programs record
+//! owners where the running task is the owner (connect, listen, accept);
+//! sockets older than rsttrace are found by inode in /proc.  Both get
+//! their container from the cgroup.
 //!
-//! The eBPF side registers owners at connect/listen/accept; this index
-//! covers sockets that existed before rsttrace started (and kernels where
-//! the accept hook is unavailable).  It is built once at start-up and
-//! rebuilt on a miss, at most once per `min_rescan`.
+//! Nothing here blocks: what needs /proc or the cgroup tree is asked of
+//! the scanner thread, and the caller holds its record until the answer
+//! arrives (`Lookup::Pending`).
 
 use std::{
-    collections::{HashMap, HashSet},
-    fs,
-    path::PathBuf,
+    collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use super::{
+    bounded::Bounded,
+    scanner::{ContainerKey, ProcOwner, Reply, Request, Scanner},
+};
+use crate::{
+    decode::KernelOwner,
+    model::owner::{Container, Owner, OwnerSource},
+};
+
+/// An answer now, or later (ask again once the scanner replies).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcOwner {
-    pub pid: u32,
-    pub comm: String,
+pub enum Lookup<T> {
+    Ready(T),
+    Pending,
 }
 
-pub struct OwnerIndex {
-    proc_root: PathBuf,
+/// Containers remembered per cgroup / per process.
+const CONTAINER_CACHE: usize = 4096;
+/// Socket inodes a scan did not find, remembered until the next scan.
+const UNKNOWN_CACHE: usize = 65536;
+
+pub struct OwnerResolver {
+    scanner: Option<Scanner>,
     by_inode: HashMap<u64, ProcOwner>,
-    /// Inodes a scan did not find, so a storm of them costs one scan.
-    unknown: HashSet<u64>,
+    unknown: Bounded<u64, ()>,
+    scan_in_flight: bool,
     last_scan: Option<Instant>,
     min_rescan: Duration,
+    by_cgroup: Bounded<ContainerKey, Option<Arc<Container>>>,
+    asked: std::collections::HashSet<ContainerKey>,
     pub scans: u64,
 }
 
-impl OwnerIndex {
-    pub fn new(min_rescan: Duration) -> Self {
-        OwnerIndex {
-            proc_root: "/proc".into(),
-            by_inode: HashMap::new(),
-            unknown: HashSet::new(),
-            last_scan: None,
-            min_rescan,
-            scans: 0,
+impl OwnerResolver {
+    /// `initial`: a socket index built at start-up.
+    pub fn new(scanner: Option<Scanner>, initial: HashMap<u64, ProcOwner>) -> Self {
+        OwnerResolver {
+            scanner,
+            by_inode: initial,
+            unknown: Bounded::new(UNKNOWN_CACHE),
+            scan_in_flight: false,
+            last_scan: Some(Instant::now()),
+            min_rescan: Duration::from_secs(1),
+            by_cgroup: Bounded::new(CONTAINER_CACHE),
+            asked: Default::default(),
+            scans: 1,
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn indexed(&self) -> usize {
         self.by_inode.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_inode.is_empty()
+    /// Where the scanner's replies arrive.
+    pub fn replies(&mut self) -> Option<&mut tokio::sync::mpsc::UnboundedReceiver<Reply>> {
+        self.scanner.as_mut().map(|s| &mut s.replies)
     }
 
-    /// Rebuilds the index from every process's fd table.
-    pub fn scan(&mut self) {
-        self.scans += 1;
-        self.last_scan = Some(Instant::now());
-        self.unknown.clear();
-        let mut by_inode = HashMap::with_capacity(self.by_inode.len());
-        let Ok(procs) = fs::read_dir(&self.proc_root) else {
-            return;
+    pub fn ingest(&mut self, reply: Reply) {
+        match reply {
+            Reply::Sockets(index) => {
+                self.by_inode = index;
+                self.unknown.clear();
+                self.scan_in_flight = false;
+                self.last_scan = Some(Instant::now());
+                self.scans += 1;
+            }
+            Reply::Container(key, c) => {
+                self.asked.remove(&key);
+                self.by_cgroup.insert(key, c);
+            }
+        }
+    }
+
+    /// Whether anything asked of the scanner is still unanswered.
+    pub fn busy(&self) -> bool {
+        self.scan_in_flight || !self.asked.is_empty()
+    }
+
+    /// The owner of a socket: recorded by the programs, else by inode.
+    pub fn owner(&mut self, kernel: Option<&KernelOwner>, sock_ino: u64) -> Lookup<Option<Owner>> {
+        if let Some(k) = kernel {
+            let key = ContainerKey::Cgroup {
+                id: k.cgroup_id,
+                pid: k.pid,
+            };
+            let container = if k.cgroup_id == 0 {
+                None
+            } else {
+                match self.container(key) {
+                    Lookup::Ready(c) => c,
+                    Lookup::Pending => return Lookup::Pending,
+                }
+            };
+            return Lookup::Ready(Some(Owner {
+                pid: k.pid,
+                comm: k.comm,
+                source: if k.from_listener {
+                    OwnerSource::Listener
+                } else {
+                    OwnerSource::Socket
+                },
+                container,
+            }));
+        }
+        let p = match self.by_inode_lookup(sock_ino) {
+            Lookup::Ready(Some(p)) => p,
+            Lookup::Ready(None) => return Lookup::Ready(None),
+            Lookup::Pending => return Lookup::Pending,
         };
-        for entry in procs.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
-                continue;
-            };
-            let mut comm: Option<String> = None;
-            for fd in fds.flatten() {
-                let Ok(target) = fs::read_link(fd.path()) else {
-                    continue;
-                };
-                let Some(inode) = socket_inode(target.as_os_str().as_encoded_bytes()) else {
-                    continue;
-                };
-                let comm = comm.get_or_insert_with(|| {
-                    fs::read_to_string(entry.path().join("comm"))
-                        .map(|c| c.trim_end().to_string())
-                        .unwrap_or_default()
-                });
-                // Sockets shared across fork(): keep the first (lowest) pid,
-                // usually the parent that created them.
-                by_inode.entry(inode).or_insert_with(|| ProcOwner {
-                    pid,
-                    comm: comm.clone(),
-                });
-            }
+        let key = ContainerKey::Process {
+            pid: p.pid,
+            start: p.start,
+        };
+        match self.container(key) {
+            Lookup::Ready(container) => Lookup::Ready(Some(Owner {
+                pid: p.pid,
+                comm: p.comm,
+                source: OwnerSource::Procfs,
+                container,
+            })),
+            Lookup::Pending => Lookup::Pending,
         }
-        self.by_inode = by_inode;
     }
 
-    /// The owner if already indexed (no rescan).
-    pub fn peek(&self, inode: u64) -> Option<&ProcOwner> {
-        self.by_inode.get(&inode)
+    /// The process holding socket `inode`, if the index knows it; no scan.
+    pub fn peek(&self, inode: u64) -> Option<ProcOwner> {
+        self.by_inode.get(&inode).copied()
     }
 
-    /// The owner of a socket inode, rescanning on a miss when allowed.
-    pub fn lookup(&mut self, inode: u64) -> Option<&ProcOwner> {
+    fn by_inode_lookup(&mut self, inode: u64) -> Lookup<Option<ProcOwner>> {
         if inode == 0 {
-            return None;
+            return Lookup::Ready(None);
         }
-        if !self.by_inode.contains_key(&inode) && !self.unknown.contains(&inode) {
-            let stale = self
-                .last_scan
-                .is_none_or(|t| t.elapsed() >= self.min_rescan);
-            if stale {
-                self.scan();
-            }
-            if !self.by_inode.contains_key(&inode) {
-                self.unknown.insert(inode);
-            }
+        if let Some(p) = self.by_inode.get(&inode) {
+            return Lookup::Ready(Some(*p));
         }
-        self.by_inode.get(&inode)
+        if self.unknown.contains(&inode) {
+            return Lookup::Ready(None);
+        }
+        if self.scan_in_flight {
+            return Lookup::Pending;
+        }
+        let due = self
+            .last_scan
+            .is_none_or(|t| t.elapsed() >= self.min_rescan);
+        if due
+            && self
+                .scanner
+                .as_ref()
+                .is_some_and(|s| s.ask(Request::Sockets))
+        {
+            self.scan_in_flight = true;
+            return Lookup::Pending;
+        }
+        // Scanned moments ago (a storm of unknown inodes costs one scan).
+        self.unknown.insert(inode, ());
+        Lookup::Ready(None)
     }
-}
 
-/// `socket:[12345]` -> 12345.
-fn socket_inode(link: &[u8]) -> Option<u64> {
-    let rest = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
-    std::str::from_utf8(rest).ok()?.parse().ok()
+    fn container(&mut self, key: ContainerKey) -> Lookup<Option<Arc<Container>>> {
+        if let Some(c) = self.by_cgroup.get(&key) {
+            return Lookup::Ready(c.clone());
+        }
+        if self.asked.contains(&key) {
+            return Lookup::Pending;
+        }
+        if self
+            .scanner
+            .as_ref()
+            .is_some_and(|s| s.ask(Request::Container(key)))
+        {
+            self.asked.insert(key);
+            return Lookup::Pending;
+        }
+        Lookup::Ready(None)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
-
     use super::*;
+    use crate::{enrich::scanner::scan_sockets, model::conn::Comm};
 
-    fn inode_of(fd: &impl AsRawFd) -> u64 {
+    fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
+        // SAFETY: a zeroed stat buffer and a valid fd.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid fd and stat buffer.
         assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
         st.st_ino
     }
 
-    #[test]
-    fn parses_links() {
-        assert_eq!(socket_inode(b"socket:[4026531840]"), Some(4026531840));
-        assert_eq!(socket_inode(b"pipe:[12]"), None);
-        assert_eq!(socket_inode(b"/dev/null"), None);
-        assert_eq!(socket_inode(b"socket:[x]"), None);
+    async fn settle(r: &mut OwnerResolver) {
+        while r.busy() {
+            let reply = r.replies().unwrap().recv().await.unwrap();
+            r.ingest(reply);
+        }
     }
 
-    #[test]
-    fn finds_our_own_socket() {
+    #[tokio::test]
+    async fn procfs_owner_with_its_container() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let inode = inode_of(&listener);
-        let mut index = OwnerIndex::new(Duration::from_secs(3600));
-        let owner = index.lookup(inode).cloned().expect("own socket found");
-        assert_eq!(owner.pid, std::process::id());
-        assert!(!owner.comm.is_empty());
-        assert_eq!(index.scans, 1);
+        let ino = inode_of(&listener);
+        let mut r = OwnerResolver::new(Some(Scanner::start().unwrap()), scan_sockets());
+        assert_eq!(
+            r.owner(None, ino),
+            Lookup::Pending,
+            "the container is looked up"
+        );
+        settle(&mut r).await;
+        let Lookup::Ready(Some(o)) = r.owner(None, ino) else {
+            panic!("no owner");
+        };
+        assert_eq!((o.pid, o.source), (std::process::id(), OwnerSource::Procfs));
+        assert!(o.container.is_some());
+        assert_eq!(r.owner(None, 0), Lookup::Ready(None));
     }
 
-    #[test]
-    fn misses_are_rate_limited() {
-        let mut index = OwnerIndex::new(Duration::from_secs(3600));
-        index.scan();
-        assert!(index.lookup(u64::MAX - 1).is_none());
-        assert!(index.lookup(u64::MAX - 2).is_none());
-        assert_eq!(index.scans, 1, "a miss within min_rescan does not rescan");
-        // A socket created after the scan is found once rescans are allowed.
+    #[tokio::test]
+    async fn a_socket_newer_than_the_index_triggers_one_scan() {
+        let mut r = OwnerResolver::new(Some(Scanner::start().unwrap()), HashMap::new());
+        r.min_rescan = Duration::ZERO;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let inode = inode_of(&listener);
-        assert!(index.lookup(inode).is_none());
-        index.min_rescan = Duration::ZERO;
-        // The inode is now in the miss cache; a scan triggered by another
-        // miss clears it.
-        assert!(index.lookup(u64::MAX - 3).is_none());
-        assert!(index.lookup(inode).is_some());
-        assert_eq!(index.lookup(0), None);
+        let ino = inode_of(&listener);
+        assert_eq!(r.owner(None, ino), Lookup::Pending);
+        assert_eq!(
+            r.owner(None, u64::MAX - 1),
+            Lookup::Pending,
+            "one scan at a time"
+        );
+        settle(&mut r).await;
+        assert_eq!(r.scans, 2);
+        assert!(r.peek(ino).is_some());
+        // Rescans are rate-limited: a miss right after a scan is remembered.
+        r.min_rescan = Duration::from_secs(3600);
+        assert_eq!(r.owner(None, u64::MAX - 2), Lookup::Ready(None));
+        assert_eq!(r.scans, 2);
+    }
+
+    #[tokio::test]
+    async fn kernel_owners_need_no_scan() {
+        let mut r = OwnerResolver::new(Some(Scanner::start().unwrap()), HashMap::new());
+        let k = KernelOwner {
+            pid: 42,
+            comm: Comm::from_str_lossy("nginx"),
+            cgroup_id: 0,
+            from_listener: true,
+        };
+        let Lookup::Ready(Some(o)) = r.owner(Some(&k), 0) else {
+            panic!()
+        };
+        assert_eq!(
+            (o.pid, o.comm.as_str(), o.source),
+            (42, "nginx", OwnerSource::Listener)
+        );
+        assert!(!r.busy());
     }
 }

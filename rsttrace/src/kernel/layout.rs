@@ -3,12 +3,14 @@
 //! tracepoint signatures, and the names behind numbers (reset reasons, TCP
 //! states, socket flag bits).  Nothing here is compiled in for one kernel.
 
-use std::collections::HashMap;
-
 use rsttrace_common::config::{Config, Offsets, ABSENT};
 use thiserror::Error;
 
-use super::{btf::Btf, tracefs::EventFormat};
+use super::{
+    btf::Btf,
+    names::{BitSpec, KernelNames, TcpState},
+    tracefs::EventFormat,
+};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LayoutError {
@@ -24,58 +26,6 @@ pub enum LayoutError {
     },
     #[error("kernel BTF has no enumerator {0}")]
     MissingEnumerator(String),
-}
-
-/// How a kernel member that may be a bitfield is read: a byte at
-/// `Offsets::*_byte`, then `(byte >> shift) & mask`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BitSpec {
-    pub shift: u8,
-    pub mask: u8,
-}
-
-impl BitSpec {
-    pub fn extract(&self, byte: u8) -> u8 {
-        (byte >> self.shift) & self.mask
-    }
-}
-
-/// Names for the numbers in events, from this kernel's BTF.
-#[derive(Debug, Clone, Default)]
-pub struct KernelNames {
-    /// `enum sk_rst_reason` value -> name without `SK_RST_REASON_`.
-    pub reasons: HashMap<u32, String>,
-    /// TCP state value -> name without `TCP_` (`ESTABLISHED`, ...).
-    pub states: HashMap<u8, String>,
-    /// `enum sock_flags` name (`SOCK_LINGER`) -> bit number.
-    pub sock_flags: HashMap<String, u32>,
-    pub sk_shutdown: Option<BitSpec>,
-    /// Kernel HZ, to turn jiffies into time.
-    pub hz: u32,
-}
-
-impl KernelNames {
-    pub fn reason(&self, raw: u32) -> Option<&str> {
-        self.reasons.get(&raw).map(String::as_str)
-    }
-
-    pub fn state(&self, raw: u8) -> Option<&str> {
-        self.states.get(&raw).map(String::as_str)
-    }
-
-    pub fn state_value(&self, name: &str) -> Option<u8> {
-        self.states
-            .iter()
-            .find(|(_, n)| *n == name)
-            .map(|(&v, _)| v)
-    }
-
-    /// Whether `enum sock_flags` bit `name` is set in a raw `sk_flags` word.
-    pub fn sock_flag(&self, flags: u64, name: &str) -> bool {
-        self.sock_flags
-            .get(name)
-            .is_some_and(|&bit| bit < 64 && flags & (1 << bit) != 0)
-    }
 }
 
 /// Features that depend on what the kernel offers.
@@ -168,7 +118,6 @@ const MEMBERS: &[Member] = members![
     ("inode", "i_ino", inode_ino, 8, true),
     ("net", "ns.inum", net_inum, 4, true),
     ("sk_buff", "head", skb_head, 8, true),
-    ("sk_buff", "len", skb_len, 4, true),
     ("sk_buff", "network_header", skb_network_header, 2, true),
     ("sk_buff", "transport_header", skb_transport_header, 2, true),
     ("sk_buff", "dev", skb_dev, 8, true),
@@ -310,26 +259,27 @@ pub fn resolve(
         .ok_or_else(|| LayoutError::MissingEnumerator("TCP_ESTABLISHED".into()))?;
     for (name, value) in states {
         if let (Some(short), Ok(v)) = (name.strip_prefix("TCP_"), u8::try_from(value)) {
-            if short != "MAX_STATES" {
-                names.states.insert(v, short.to_string());
-            }
+            names.add_state(v, short);
         }
     }
-    let state = |name: &str| -> Result<u8, LayoutError> {
+    let state = |s: TcpState| -> Result<u8, LayoutError> {
         names
-            .state_value(name)
-            .ok_or_else(|| LayoutError::MissingEnumerator(format!("TCP_{name}")))
+            .state_value(s)
+            .ok_or_else(|| LayoutError::MissingEnumerator(format!("TCP_{}", s.name())))
     };
-    config.tcp_listen = state("LISTEN")?;
-    config.tcp_syn_sent = state("SYN_SENT")?;
-    config.tcp_syn_recv = state("SYN_RECV")?;
-    config.tcp_time_wait = state("TIME_WAIT")?;
-    config.tcp_new_syn_recv = state("NEW_SYN_RECV")?;
-    config.tcp_close = state("CLOSE")?;
+    config.tcp_listen = state(TcpState::Listen)?;
+    config.tcp_syn_sent = state(TcpState::SynSent)?;
+    config.tcp_syn_recv = state(TcpState::SynRecv)?;
+    config.tcp_time_wait = state(TcpState::TimeWait)?;
+    config.tcp_new_syn_recv = state(TcpState::NewSynRecv)?;
 
     if let Some(flags) = btf.enum_values("sock_flags") {
         for (name, value) in flags {
-            names.sock_flags.insert(name.to_string(), value as u32);
+            match name {
+                "SOCK_DEAD" => names.sock_dead_bit = Some(value as u32),
+                "SOCK_LINGER" => names.sock_linger_bit = Some(value as u32),
+                _ => {}
+            }
         }
     }
 
@@ -362,11 +312,11 @@ pub fn resolve(
     if let Some(values) = btf.enum_values("sk_rst_reason") {
         for (name, value) in values {
             let short = name.strip_prefix("SK_RST_REASON_").unwrap_or(name);
-            names.reasons.insert(value as u32, short.to_string());
+            names.add_reason(value as u32, short);
         }
     } else if let Some(fmt) = send_reset {
         for (value, name) in fmt.symbols("reason") {
-            names.reasons.insert(value as u32, name);
+            names.add_reason(value as u32, &name);
         }
     }
 
@@ -599,11 +549,11 @@ mod tests {
         assert_eq!(facts.config.tcp_listen, 10);
         assert_eq!(facts.config.tcp_new_syn_recv, 12);
         assert_eq!(facts.config.send_reset_has_reason, 1);
-        assert_eq!(facts.names.reason(1), Some("NO_SOCKET"));
-        assert_eq!(facts.names.state(10), Some("LISTEN"));
+        assert_eq!(facts.names.reason(1).name(), Some("NO_SOCKET"));
+        assert_eq!(facts.names.state(10), Some(TcpState::Listen));
         assert_eq!(facts.names.state(14), None);
-        assert!(facts.names.sock_flag(1 << 4, "SOCK_LINGER"));
-        assert!(!facts.names.sock_flag(1 << 4, "SOCK_DEAD"));
+        assert!(facts.names.lingers(1 << 4));
+        assert!(!facts.names.is_dead(1 << 4));
         assert!(!facts.hooks.accept);
         assert!(!facts.hooks.error_report);
     }
@@ -614,7 +564,7 @@ mod tests {
         let btf = Btf::parse(&data).unwrap();
         let facts = resolve(&btf, None, None).unwrap();
         assert_eq!(facts.config.send_reset_has_reason, 0);
-        assert!(facts.names.reasons.is_empty());
+        assert!(!facts.names.has_reasons());
         assert_eq!(
             facts.names.sk_shutdown,
             Some(BitSpec {

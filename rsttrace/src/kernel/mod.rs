@@ -1,6 +1,8 @@
-//! Facts about the running kernel, read at start-up: BTF, tracefs, clocks.
+//! Facts about the running kernel, read at start-up: BTF, tracefs, clocks,
+//! and the names behind the numbers in events.
 
 pub mod btf;
 pub mod clock;
 pub mod layout;
+pub mod names;
 pub mod tracefs;

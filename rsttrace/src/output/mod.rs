@@ -1,24 +1,84 @@
-//! Rendering reports as text lines or JSON objects, and writing them.
+//! Rendering records and writing them.  Every format walks the records'
+//! field tables (see `model::field`); adding one is a file here plus its
+//! line in [`FORMATS`].
 //!
 //! Output is buffered and flushed once per batch of records read from the
-//! kernel, so a storm costs one write(2) per batch, not per reset.  A
-//! closed stdout (`rsttrace | head`) ends the run quietly.
+//! kernel, so a storm costs one write(2) per batch, not per record.
 
 pub mod json;
-pub mod records;
 pub mod schema;
 pub mod text;
 
 use std::io::{self, Write};
 
-use crate::report::Report;
+use crate::{
+    kernel::clock::rfc3339,
+    model::{
+        field::{tcp_flags_text, Value},
+        Record,
+    },
+};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// One readable line per reset.
-    Text,
-    /// One JSON object per line (see `rsttrace schema`).
-    Json,
+/// A way to render records.
+pub trait Format {
+    /// Appends one record, ending with a newline.
+    fn render(&mut self, record: &Record, buf: &mut Vec<u8>);
+}
+
+pub struct FormatInfo {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub make: fn() -> Box<dyn Format>,
+}
+
+/// Every output format, by `--format` name.
+pub const FORMATS: &[FormatInfo] = &[text::INFO, json::INFO];
+
+pub fn format_named(name: &str) -> Option<&'static FormatInfo> {
+    FORMATS.iter().find(|f| f.name == name)
+}
+
+/// A value as plain text: numbers, `true`/`false`, addresses, RFC 3339
+/// times, `SYN|ACK`; strings as they are, null as `-`.
+pub fn write_plain(buf: &mut Vec<u8>, value: Value<'_>) {
+    match value {
+        Value::Null => buf.push(b'-'),
+        Value::Str(s) => buf.extend_from_slice(s.as_bytes()),
+        Value::U64(n) => buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        Value::I64(n) => buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        Value::Bool(b) => buf.extend_from_slice(if b { b"true" } else { b"false" }),
+        Value::Ip(a) => {
+            let _ = write!(buf, "{a}");
+        }
+        Value::Time(ns) => {
+            let mut t = [0u8; 27];
+            buf.extend_from_slice(rfc3339(ns, &mut t).as_bytes());
+        }
+        Value::TcpFlags(f) => {
+            let mut s = FlagsBuf::default();
+            tcp_flags_text(f, &mut s);
+            buf.extend_from_slice(&s.bytes[..s.len]);
+        }
+    }
+}
+
+/// A fixed buffer for flag names (`SYN|ACK|FIN|RST|PSH|URG` fits).
+#[derive(Default)]
+struct FlagsBuf {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl std::fmt::Write for FlagsBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.bytes.len() {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// Why output stopped.
@@ -39,41 +99,27 @@ impl From<io::Error> for OutputError {
     }
 }
 
+/// Records rendered in one format into a buffer, written to a sink.
 pub struct Output<W: Write> {
-    format: Format,
+    format: Box<dyn Format>,
     sink: W,
     buf: Vec<u8>,
-    scratch: String,
     /// Flush when this much is buffered even within a batch.
     high_water: usize,
 }
 
 impl<W: Write> Output<W> {
-    pub fn new(format: Format, sink: W) -> Self {
+    pub fn new(format: &FormatInfo, sink: W) -> Self {
         Output {
-            format,
+            format: (format.make)(),
             sink,
             buf: Vec::with_capacity(256 << 10),
-            scratch: String::with_capacity(32),
             high_water: 192 << 10,
         }
     }
 
-    pub fn write(&mut self, report: &Report<'_>) -> Result<(), OutputError> {
-        match self.format {
-            Format::Json => schema::write_reset(report, &mut self.buf, &mut self.scratch),
-            Format::Text => text::write_reset(report, &mut self.buf, &mut self.scratch),
-        }
-        self.maybe_flush()
-    }
-
-    /// Appends an already-rendered record (summaries, failures).
-    pub fn write_with(&mut self, f: impl FnOnce(Format, &mut Vec<u8>)) -> Result<(), OutputError> {
-        f(self.format, &mut self.buf);
-        self.maybe_flush()
-    }
-
-    fn maybe_flush(&mut self) -> Result<(), OutputError> {
+    pub fn write(&mut self, record: &Record) -> Result<(), OutputError> {
+        self.format.render(record, &mut self.buf);
         if self.buf.len() >= self.high_water {
             self.flush()?;
         }
@@ -89,3 +135,6 @@ impl<W: Write> Output<W> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,63 @@
+//! What the rules look at: the facts of one reset, typed once (enums
+//! resolved at start-up from this kernel's names).  Per-event resets
+//! provide all of them, storm summaries only the ones they keep.
+
+use super::causes::Direction;
+use crate::{
+    kernel::names::{KernelReason, Reason, TcpState},
+    model::conn::Segment,
+};
+
+/// Details of a full socket (not a time-wait or request mini-socket).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SockFacts {
+    /// SOCK_DEAD: the application closed it (an orphan).
+    pub dead: bool,
+    /// SO_LINGER {on, 0 s}.
+    pub linger_zero: bool,
+    /// Both directions shut down: close() has started.
+    pub closing: bool,
+    /// Receiving shut down (shutdown(SHUT_RD) or close()).
+    pub rcv_shutdown: bool,
+    /// Still attached to a file (accepted, not closed).
+    pub attached: bool,
+    /// Received bytes the application never read.
+    pub unread: u32,
+    /// Sequence numbers, for telling bad ACKs apart.
+    pub snd_una: Option<u32>,
+    pub snd_nxt: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    pub direction: Direction,
+    /// The kernel's reason; None where it gives none.
+    pub reason: Option<KernelReason>,
+    /// None when there is no socket.
+    pub state: Option<TcpState>,
+    pub segment: Option<Segment>,
+    pub sock: Option<SockFacts>,
+    /// Made by netfilter, not by the TCP stack.
+    pub firewall: bool,
+}
+
+impl Facts {
+    pub fn is(&self, state: TcpState) -> bool {
+        self.state == Some(state)
+    }
+
+    pub fn known_reason(&self) -> Option<Reason> {
+        match self.reason {
+            Some(KernelReason::Known(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn dead(&self) -> bool {
+        self.sock.is_some_and(|s| s.dead)
+    }
+
+    pub fn bare_syn(&self) -> bool {
+        self.segment.is_some_and(|s| s.is_bare_syn())
+    }
+}

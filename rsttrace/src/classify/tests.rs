@@ -1,0 +1,224 @@
+use super::*;
+use crate::{
+    kernel::names::{testing::names_618, KernelReason, Reason},
+    model::conn::{
+        tcp_flags::{ACK, PSH, SYN},
+        Segment,
+    },
+};
+
+fn sent(reason: Option<Reason>, state: Option<TcpState>) -> Facts {
+    Facts {
+        direction: Direction::Sent,
+        reason: reason.map(KernelReason::Known),
+        state,
+        segment: None,
+        sock: state.map(|_| SockFacts {
+            attached: true,
+            ..SockFacts::default()
+        }),
+        firewall: false,
+    }
+}
+
+fn seg(flags: u8, payload: u32) -> Option<Segment> {
+    Some(Segment {
+        flags,
+        payload,
+        ..Segment::default()
+    })
+}
+
+fn cause(f: &Facts) -> Cause {
+    classify(f).cause
+}
+
+#[test]
+fn no_socket_splits_on_the_segment() {
+    let mut f = sent(Some(Reason::NoSocket), None);
+    f.segment = seg(SYN, 0);
+    let c = classify(&f);
+    assert_eq!(c.cause, Cause::NoListener);
+    assert_eq!(c.source, CauseSource::KernelReason);
+    assert_eq!(c.app_errno, Some(Errno::ECONNREFUSED));
+    assert_eq!(c.listener, Some(false));
+    f.segment = seg(ACK | PSH, 1);
+    let c = classify(&f);
+    assert_eq!(c.cause, Cause::StaleConnection);
+    assert_eq!(c.app_errno, Some(Errno::ECONNRESET));
+    assert_eq!(c.listener, Some(false));
+    // A SYN-ACK to nowhere is not a connection attempt.
+    f.segment = seg(SYN | ACK, 0);
+    assert_eq!(cause(&f), Cause::StaleConnection);
+}
+
+#[test]
+fn listener_resets_are_stale_connections_with_a_listener() {
+    let mut f = sent(Some(Reason::TcpFlags), Some(TcpState::Listen));
+    f.segment = seg(ACK, 0);
+    let c = classify(&f);
+    assert_eq!(c.cause, Cause::StaleConnection);
+    assert_eq!(c.listener, Some(true));
+}
+
+#[test]
+fn tcp_state_is_split() {
+    // SO_LINGER {1,0} close: CLOSE, attached, linger 0, shut down.
+    let mut f = sent(Some(Reason::TcpState), Some(TcpState::Close));
+    let sock = f.sock.as_mut().unwrap();
+    sock.linger_zero = true;
+    sock.closing = true;
+    assert_eq!(cause(&f), Cause::AbortLinger);
+    // connect(AF_UNSPEC): same, but not closing.
+    f.sock.as_mut().unwrap().closing = false;
+    assert_eq!(cause(&f), Cause::AppDisconnect);
+    // Child never accepted, its listener closed.
+    f.sock.as_mut().unwrap().attached = false;
+    assert_eq!(cause(&f), Cause::ListenerClosedUnaccepted);
+    // tcp_abort() leaves the state alone.
+    let f = sent(Some(Reason::TcpState), Some(TcpState::Established));
+    assert_eq!(cause(&f), Cause::SocketDestroyed);
+    // The FIN_WAIT2 timer of an orphan.
+    let mut f = sent(Some(Reason::TcpState), Some(TcpState::FinWait2));
+    f.sock.as_mut().unwrap().dead = true;
+    assert_eq!(cause(&f), Cause::FinWait2Timeout);
+}
+
+#[test]
+fn every_kernel_reason_has_a_cause() {
+    for &r in Reason::ALL {
+        let mut f = sent(Some(r), Some(TcpState::Close));
+        f.segment = seg(ACK, 0);
+        let c = cause(&f);
+        if r == Reason::Max {
+            assert_eq!(c, Cause::UnknownReason);
+        } else {
+            assert_ne!(c, Cause::UnknownReason, "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn one_to_one_reasons() {
+    let mut f = sent(Some(Reason::TcpAbortOnData), Some(TcpState::Close));
+    f.segment = seg(ACK | PSH, 100);
+    assert_eq!(cause(&f), Cause::DataAfterClose);
+    // The bare ACK of our FIN with TCP_LINGER2 < 0.
+    f.segment = seg(ACK, 0);
+    assert_eq!(cause(&f), Cause::Linger2Abort);
+    for (r, want) in [
+        (Reason::TcpAbortOnClose, Cause::AbortUnreadData),
+        (Reason::TcpTimewaitSocket, Cause::TimeWaitData),
+        (Reason::TcpKeepaliveTimeout, Cause::KeepaliveTimeout),
+        (Reason::TcpInvalidAckSequence, Cause::SynSentInvalidAck),
+        (Reason::TcpDisconnectWithData, Cause::DisconnectUnsentData),
+        (Reason::TcpAbortOnMemory, Cause::MemoryPressureAbort),
+        (Reason::TcpAbortOnLinger, Cause::Linger2Abort),
+        (Reason::MptcpRstEmiddlebox, Cause::MptcpMiddlebox),
+    ] {
+        assert_eq!(cause(&sent(Some(r), Some(TcpState::Close))), want, "{r:?}");
+    }
+}
+
+#[test]
+fn unknown_future_reason() {
+    let mut f = sent(None, Some(TcpState::Close));
+    f.reason = Some(KernelReason::Unknown {
+        raw: 99,
+        name: Some("TCP_SOMETHING_NEW"),
+    });
+    let c = classify(&f);
+    assert_eq!(c.cause, Cause::UnknownReason);
+    assert_eq!(c.source, CauseSource::KernelReason);
+}
+
+#[test]
+fn inference_without_a_reason() {
+    let mut f = sent(None, Some(TcpState::Listen));
+    f.segment = seg(ACK, 0);
+    let c = classify(&f);
+    assert_eq!(
+        (c.cause, c.source),
+        (Cause::StaleConnection, CauseSource::Inferred)
+    );
+    assert_eq!(c.listener, Some(true));
+    assert_eq!(
+        cause(&sent(None, Some(TcpState::TimeWait))),
+        Cause::TimeWaitData
+    );
+    let mut f = sent(None, Some(TcpState::Close));
+    f.sock.as_mut().unwrap().unread = 10;
+    assert_eq!(cause(&f), Cause::AbortUnreadData);
+    f.sock.as_mut().unwrap().unread = 0;
+    f.sock.as_mut().unwrap().linger_zero = true;
+    assert_eq!(cause(&f), Cause::AbortLinger);
+    let mut f = sent(Some(Reason::NotSpecified), Some(TcpState::Close));
+    f.segment = seg(ACK | PSH, 5);
+    let c = classify(&f);
+    assert_eq!(
+        (c.cause, c.source),
+        (Cause::DataAfterClose, CauseSource::Inferred)
+    );
+    assert_eq!(
+        cause(&sent(None, Some(TcpState::Established))),
+        Cause::Unspecified
+    );
+    let mut f = sent(None, None);
+    f.segment = seg(SYN, 0);
+    assert_eq!(classify(&f).source, CauseSource::Inferred);
+}
+
+#[test]
+fn received_errno_follows_the_state() {
+    for (s, want_cause, want_errno) in [
+        (
+            TcpState::SynSent,
+            Cause::ConnectionRefused,
+            Some(Errno::ECONNREFUSED),
+        ),
+        (
+            TcpState::Established,
+            Cause::PeerReset,
+            Some(Errno::ECONNRESET),
+        ),
+        (
+            TcpState::FinWait1,
+            Cause::PeerReset,
+            Some(Errno::ECONNRESET),
+        ),
+        (TcpState::CloseWait, Cause::PeerReset, Some(Errno::EPIPE)),
+        (TcpState::Close, Cause::PeerReset, None),
+    ] {
+        let mut f = sent(None, Some(s));
+        f.direction = Direction::Received;
+        let c = classify(&f);
+        assert_eq!((c.cause, c.app_errno), (want_cause, want_errno), "{s:?}");
+    }
+}
+
+#[test]
+fn firewall_resets() {
+    let mut f = sent(None, None);
+    f.firewall = true;
+    f.segment = seg(SYN, 0);
+    let c = classify(&f);
+    assert_eq!(
+        (c.cause, c.app_errno),
+        (Cause::FirewallReject, Some(Errno::ECONNREFUSED))
+    );
+    f.segment = seg(ACK | PSH, 3);
+    assert_eq!(classify(&f).app_errno, Some(Errno::ECONNRESET));
+}
+
+#[test]
+fn names_resolve_to_the_same_rules() {
+    // The numbers come from BTF; the rules only ever see the enums.
+    let n = names_618();
+    let raw = n.reason_value(Reason::TcpTimewaitSocket).unwrap();
+    let f = sent(None, Some(TcpState::TimeWait));
+    let f = Facts {
+        reason: Some(n.reason(raw)),
+        ..f
+    };
+    assert_eq!(classify(&f).cause, Cause::TimeWaitData);
+}

@@ -1,0 +1,85 @@
+//! `rsttrace causes`, `schema`, `completions`, `man`: documentation from
+//! the code itself.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    classify::{Cause, Direction},
+    cli::{self, DocFormat},
+    model::failure::FailureKind,
+    output::schema::{self, SchemaFormat},
+};
+
+/// The cause catalogue as shown by `--help` and `rsttrace causes`.
+pub fn causes_text() -> String {
+    let mut out = String::from("CAUSES (JSON \"cause\"; `rsttrace causes` for this list alone):\n");
+    for dir in [Direction::Sent, Direction::Received] {
+        let _ = writeln!(out, "\n  {}:", dir.as_str());
+        for c in Cause::ALL.iter().filter(|c| c.direction() == dir) {
+            let errno = c.app_errno().map_or("-".to_string(), |e| e.to_string());
+            let _ = writeln!(
+                out,
+                "    {:<27} [{}, {}] {}",
+                c.id(),
+                errno,
+                c.kernels(),
+                c.explanation()
+            );
+        }
+    }
+    out.push_str("\n  connection failures without a reset (--failures):\n");
+    for f in FailureKind::ALL {
+        let _ = writeln!(out, "    {:<27} {}", f.id(), f.explanation());
+    }
+    out
+}
+
+pub fn causes_markdown() -> String {
+    let mut out = String::from(
+        "| cause | direction | app_errno | kernels | explanation |\n|---|---|---|---|---|\n",
+    );
+    for c in Cause::ALL {
+        let errno = c.app_errno().map_or("-".to_string(), |e| e.to_string());
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} |",
+            c.id(),
+            c.direction().as_str(),
+            errno,
+            c.kernels(),
+            c.explanation()
+        );
+    }
+    out.push_str("\nConnection failures without a reset (`--failures`, `\"event\": \"connection_failure\"`):\n\n| failure | explanation |\n|---|---|\n");
+    for f in FailureKind::ALL {
+        let _ = writeln!(out, "| `{}` | {} |", f.id(), f.explanation());
+    }
+    out
+}
+
+pub fn causes(format: DocFormat) -> String {
+    match format {
+        DocFormat::Text => causes_text(),
+        DocFormat::Markdown => causes_markdown(),
+    }
+}
+
+pub fn schema(format: SchemaFormat) -> String {
+    schema::render(format)
+}
+
+pub fn completions(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cli::command(), "rsttrace", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn man() -> Result<String> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cli::command())
+        .render(&mut out)
+        .context("cannot render the man page")?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}

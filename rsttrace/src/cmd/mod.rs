@@ -1,0 +1,4 @@
+//! One `execute()` per subcommand.
+
+pub mod docs;
+pub mod trace;

@@ -1,0 +1,163 @@
+//! The event loop: read the kernel's buffers, hand records to the
+//! pipeline, and serve signals, timers and the scanner's answers.
+
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use rsttrace_common::{
+    config::{Control, MODE_EVENTS},
+    event::COUNTER_SEEN,
+};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{
+    storm::{drain_aggregates, StormWatch, STORM_CHECK},
+    totals::Losses,
+};
+use crate::{capture::Capture, cli::TraceArgs, output::OutputError, pipeline::Pipeline};
+
+/// Most records handed over per read, so that signals and timers are
+/// served during a storm.
+pub const DRAIN_LIMIT: usize = 8192;
+/// How soon to look again after reading something: catches records that
+/// arrived without a wake-up (see the eBPF wake-up policy).
+const RECHECK: Duration = Duration::from_millis(10);
+
+pub enum Stop {
+    Signal,
+    Done,
+    OutputClosed,
+}
+
+/// What the loop keeps between iterations.
+struct Loop<'a> {
+    args: &'a TraceArgs,
+    control: &'a mut Control,
+    recheck: Option<Duration>,
+    last_summary: Instant,
+    storm: StormWatch,
+    losses: Losses,
+}
+
+pub async fn run<W: Write>(
+    capture: &mut Capture,
+    pipeline: &mut Pipeline<W>,
+    args: &TraceArgs,
+    control: &mut Control,
+) -> Result<Stop> {
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut storm_check = tokio::time::interval(STORM_CHECK);
+    storm_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Storm modes take the firewall hooks off while a storm lasts.
+    let watch_storms = control.mode != MODE_EVENTS && capture.has_firewall();
+    let deadline = args
+        .duration
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut l = Loop {
+        args,
+        storm: StormWatch::new(args.storm_threshold),
+        control,
+        recheck: None,
+        last_summary: Instant::now(),
+        losses: Losses::default(),
+    };
+    loop {
+        let scanner_busy = pipeline.owners().busy();
+        tokio::select! {
+            r = capture.ready(l.recheck) => {
+                r.context("waiting for events")?;
+                if let Some(stop) = l.read(capture, pipeline) {
+                    return Ok(stop);
+                }
+            }
+            Some(reply) = async {
+                match pipeline.owners().replies() {
+                    Some(rx) if scanner_busy => rx.recv().await,
+                    _ => std::future::pending().await,
+                }
+            } => pipeline.on_scanner_reply(reply),
+            _ = sigint.recv() => return Ok(Stop::Signal),
+            _ = sigterm.recv() => return Ok(Stop::Signal),
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => return Ok(Stop::Done),
+            _ = storm_check.tick(), if watch_storms => l.watch_storm(capture)?,
+            _ = tick.tick() => {
+                if let Some(stop) = l.every_second(capture, pipeline)? {
+                    return Ok(stop);
+                }
+            }
+        }
+        if pipeline.closed {
+            return Ok(Stop::OutputClosed);
+        }
+        if args.count.is_some_and(|c| pipeline.stats.resets >= c) {
+            return Ok(Stop::Done);
+        }
+    }
+}
+
+impl Loop<'_> {
+    fn read<W: Write>(
+        &mut self,
+        capture: &mut Capture,
+        pipeline: &mut Pipeline<W>,
+    ) -> Option<Stop> {
+        let n = capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes));
+        if let Err(OutputError::Closed) = pipeline.end_batch() {
+            return Some(Stop::OutputClosed);
+        }
+        self.recheck = if n >= DRAIN_LIMIT {
+            Some(Duration::ZERO)
+        } else if n > 0 || pipeline.has_pending() {
+            Some(RECHECK)
+        } else {
+            None
+        };
+        None
+    }
+
+    fn watch_storm(&mut self, capture: &mut Capture) -> Result<()> {
+        let seen = capture.counters().values[COUNTER_SEEN as usize];
+        match self.storm.update(seen) {
+            Some(true) => {
+                capture.set_firewall(false)?;
+                log::warn!("reset storm: firewall-reset detection paused until it ends (its hooks run on every dropped packet)");
+            }
+            Some(false) => {
+                capture.set_firewall(true)?;
+                log::warn!("reset storm over: firewall-reset detection resumed");
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn every_second<W: Write>(
+        &mut self,
+        capture: &mut Capture,
+        pipeline: &mut Pipeline<W>,
+    ) -> Result<Option<Stop>> {
+        pipeline.tick();
+        pipeline.release(false);
+        self.losses.report(capture, pipeline);
+        let every = Duration::from_secs(self.args.summary_interval.max(1));
+        if self.control.mode != MODE_EVENTS && self.last_summary.elapsed() >= every {
+            self.last_summary = Instant::now();
+            drain_aggregates(capture, pipeline, self.control)?;
+        }
+        if let Err(OutputError::Closed) = pipeline.flush() {
+            return Ok(Some(Stop::OutputClosed));
+        }
+        Ok(None)
+    }
+}

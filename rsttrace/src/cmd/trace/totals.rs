@@ -1,0 +1,121 @@
+//! Losses as they happen, and the totals printed at exit.
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use rsttrace_common::{
+    config::{Control, MODE_EVENTS},
+    event::{
+        COUNTER_AGGREGATED, COUNTER_AGG_OVERFLOW, COUNTER_EMITTED, COUNTER_FILTERED, COUNTER_LOST,
+        COUNTER_SEEN,
+    },
+};
+
+use super::{
+    run::{Stop, DRAIN_LIMIT},
+    storm::drain_aggregates,
+};
+use crate::{capture::Capture, model::lost::LostWhy, pipeline::Pipeline};
+
+/// Losses already reported, by kind.
+#[derive(Default)]
+pub struct Losses {
+    buffer_full: u64,
+    nested: u64,
+}
+
+/// Records the kernel could not hand over because the buffer was full.
+/// Perf buffers also report their losses to the reader; the kernel
+/// counter covers them, so take the larger rather than the sum.
+fn buffer_full(capture: &mut Capture) -> u64 {
+    let c = capture.counters();
+    c.values[COUNTER_LOST as usize].max(capture.perf_lost)
+}
+
+impl Losses {
+    /// Reports new losses as `lost` records and on stderr.
+    pub fn report<W: Write>(&mut self, capture: &mut Capture, pipeline: &mut Pipeline<W>) {
+        let full = buffer_full(capture);
+        if full > self.buffer_full {
+            let delta = full - self.buffer_full;
+            log::warn!("{delta} resets lost: the kernel could not hand them over (raise --buffer-size or use --storm auto)");
+            pipeline.on_lost(delta, LostWhy::BufferFull);
+            self.buffer_full = full;
+        }
+        let nested = capture.counters().recursion_misses;
+        if nested > self.nested {
+            let delta = nested - self.nested;
+            log::warn!(
+                "{delta} events lost: the kernel skipped a program already running on the same CPU"
+            );
+            pipeline.on_lost(delta, LostWhy::Nested);
+            self.nested = nested;
+        }
+    }
+}
+
+pub fn finish<W: Write>(
+    capture: &mut Capture,
+    pipeline: &mut Pipeline<W>,
+    control: &mut Control,
+    outcome: Result<Stop>,
+) -> Result<()> {
+    let stop = outcome?;
+    if let Some(e) = pipeline.write_error.take() {
+        bail!("cannot write to standard output: {e}");
+    }
+    if matches!(stop, Stop::OutputClosed) {
+        // `rsttrace | head`: the reader has what it wanted.
+        return Ok(());
+    }
+    // Stop producing, hand over what is buffered, then report.
+    while capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes)) >= DRAIN_LIMIT {}
+    pipeline.release(true);
+    if control.mode != MODE_EVENTS {
+        drain_aggregates(capture, pipeline, control)?;
+        drain_aggregates(capture, pipeline, control)?;
+    }
+    let counters = capture.counters();
+    let lost = buffer_full(capture) + counters.recursion_misses;
+    if pipeline.flush().is_err() {
+        if let Some(e) = pipeline.write_error.take() {
+            bail!("cannot write to standard output: {e}");
+        }
+        return Ok(());
+    }
+    let v = &counters.values;
+    let s = pipeline.stats;
+    let mut extra = String::new();
+    if s.suppressed_records > 0 || control.mode != MODE_EVENTS {
+        extra += &format!(
+            ", {} counted in {} storm summaries",
+            s.suppressed_resets, s.suppressed_records
+        );
+    }
+    if s.failures > 0 {
+        extra += &format!(", {} connection failures", s.failures);
+    }
+    if s.filtered > 0 {
+        extra += &format!(", {} filtered out", s.filtered);
+    }
+    let undecodable = match s.decode_errors {
+        0 => String::new(),
+        n => format!(", {n} undecodable records"),
+    };
+    let keyless = match v[COUNTER_AGG_OVERFLOW as usize] {
+        0 => String::new(),
+        n => format!(" ({n} counted without a key: aggregation table full)"),
+    };
+    eprintln!(
+        "rsttrace: {} resets reported ({} sent, {} received){extra}, {lost} lost{undecodable}; \
+         kernel: {} resets seen, {} aggregated{keyless}, {} outside --netns, {} records sent",
+        s.resets,
+        s.sent,
+        s.received,
+        v[COUNTER_SEEN as usize],
+        v[COUNTER_AGGREGATED as usize],
+        v[COUNTER_FILTERED as usize],
+        v[COUNTER_EMITTED as usize],
+    );
+    Ok(())
+}

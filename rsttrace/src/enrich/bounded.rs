@@ -1,0 +1,77 @@
+//! A map that keeps at most `cap` entries, forgetting the oldest first:
+//! caches fed by the event stream must not grow without bound.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::Hash,
+};
+
+pub struct Bounded<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+    pub fn new(cap: usize) -> Self {
+        Bounded {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
+    }
+
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k)
+    }
+
+    pub fn contains(&self, k: &K) -> bool {
+        self.map.contains_key(k)
+    }
+
+    pub fn insert(&mut self, k: K, v: V) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgets_the_oldest() {
+        let mut b = Bounded::new(2);
+        b.insert(1, "a");
+        b.insert(2, "b");
+        b.insert(1, "a2");
+        assert_eq!(b.len(), 2);
+        b.insert(3, "c");
+        assert!(!b.contains(&1));
+        assert_eq!(b.get(&2), Some(&"b"));
+        assert_eq!(b.get(&3), Some(&"c"));
+    }
+}

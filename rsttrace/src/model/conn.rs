@@ -1,0 +1,185 @@
+//! Connections, segments and processes as records describe them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use rsttrace_common::COMM_LEN;
+
+pub const AF_INET: u16 = libc::AF_INET as u16;
+pub const AF_INET6: u16 = libc::AF_INET6 as u16;
+
+/// An address as captured: IPv4 in the first 4 bytes, IPv6 in all 16.
+/// IPv4-mapped IPv6 addresses (dual-stack sockets) come out as IPv4.
+pub fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        let v6 = Ipv6Addr::from(*raw);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    } else {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    }
+}
+
+/// `"inet"` or `"inet6"` for an address, as `ip`/`ss` name families.
+pub fn family_name(addr: &IpAddr) -> &'static str {
+    match addr {
+        IpAddr::V4(_) => "inet",
+        IpAddr::V6(_) => "inet6",
+    }
+}
+
+/// Both ends of a connection, this host's first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conn {
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+}
+
+impl Conn {
+    pub fn from_raw(
+        family: u16,
+        local: &[u8; 16],
+        local_port: u16,
+        remote: &[u8; 16],
+        remote_port: u16,
+    ) -> Self {
+        Conn {
+            local: ip_addr(family, local),
+            local_port,
+            remote: ip_addr(family, remote),
+            remote_port,
+        }
+    }
+
+    pub fn family(&self) -> &'static str {
+        family_name(&self.local)
+    }
+
+    /// The same connection seen from the other end.
+    pub fn reversed(&self) -> Conn {
+        Conn {
+            local: self.remote,
+            local_port: self.remote_port,
+            remote: self.local,
+            remote_port: self.local_port,
+        }
+    }
+}
+
+/// The TCP segment a reset answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Segment {
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub payload: u32,
+}
+
+/// TCP header flag bits.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+impl Segment {
+    /// A connection attempt: SYN without ACK.
+    pub fn is_bare_syn(&self) -> bool {
+        self.flags & tcp_flags::SYN != 0 && self.flags & tcp_flags::ACK == 0
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// A process name (`task_struct.comm`), kept inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm([u8; COMM_LEN]);
+
+impl Comm {
+    pub fn new(raw: [u8; COMM_LEN]) -> Self {
+        Comm(raw)
+    }
+
+    pub fn from_str_lossy(s: &str) -> Self {
+        let mut raw = [0; COMM_LEN];
+        let n = s.len().min(COMM_LEN - 1);
+        raw[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Comm(raw)
+    }
+
+    /// Up to the first NUL; invalid UTF-8 is cut at the first bad byte.
+    pub fn as_str(&self) -> &str {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        match std::str::from_utf8(&self.0[..end]) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&self.0[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
+}
+
+/// A process named for a role: the task that ran, a killer, a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Task {
+    pub pid: u32,
+    pub comm: Comm,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(
+            ip_addr(AF_INET, &raw),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        let v6: Ipv6Addr = "fd00::1".parse().unwrap();
+        assert_eq!(ip_addr(AF_INET6, &v6.octets()), IpAddr::V6(v6));
+        let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
+        let a = ip_addr(AF_INET6, &mapped.octets());
+        assert_eq!(a, "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!(family_name(&a), "inet");
+    }
+
+    #[test]
+    fn comms() {
+        assert_eq!(Comm::new(*b"nginx\0\0\0\0\0\0\0\0\0\0\0").as_str(), "nginx");
+        assert_eq!(Comm::new(*b"exactly16chars!!").as_str(), "exactly16chars!!");
+        assert_eq!(
+            Comm::new(*b"bad\xff\0\0\0\0\0\0\0\0\0\0\0\0").as_str(),
+            "bad"
+        );
+        assert_eq!(
+            Comm::from_str_lossy("a-very-long-process-name").as_str(),
+            "a-very-long-pro"
+        );
+    }
+
+    #[test]
+    fn segments() {
+        let syn = Segment {
+            flags: tcp_flags::SYN,
+            ..Segment::default()
+        };
+        assert!(syn.is_bare_syn());
+        let synack = Segment {
+            flags: tcp_flags::SYN | tcp_flags::ACK,
+            ..syn
+        };
+        assert!(!synack.is_bare_syn());
+    }
+}

@@ -1,0 +1,137 @@
+//! `"event": "connection_failure"` (with `--failures`): connection
+//! failures that involve no TCP reset, which users mistake for one.
+
+use super::{
+    conn::{family_name, Conn, Task},
+    errno::Errno,
+    field::{field, Field, Side, Text, Ty, Value},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    SynTimeout,
+    Timeout,
+    IcmpPortUnreachable,
+    HostUnreachable,
+    NetUnreachable,
+    /// This host's firewall answered a segment with an ICMP error.
+    FirewallIcmp,
+    /// This host's firewall dropped a segment silently.
+    FirewallDrop,
+}
+
+impl FailureKind {
+    pub const ALL: &'static [FailureKind] = &[
+        FailureKind::SynTimeout,
+        FailureKind::Timeout,
+        FailureKind::IcmpPortUnreachable,
+        FailureKind::HostUnreachable,
+        FailureKind::NetUnreachable,
+        FailureKind::FirewallIcmp,
+        FailureKind::FirewallDrop,
+    ];
+
+    /// From the errno the socket reported, when no reset was seen on it.
+    pub fn from_errno(errno: Errno, synced: bool) -> Option<FailureKind> {
+        Some(match errno {
+            Errno::ETIMEDOUT if !synced => FailureKind::SynTimeout,
+            Errno::ETIMEDOUT => FailureKind::Timeout,
+            Errno::ECONNREFUSED => FailureKind::IcmpPortUnreachable,
+            Errno::EHOSTUNREACH => FailureKind::HostUnreachable,
+            Errno::ENETUNREACH => FailureKind::NetUnreachable,
+            _ => return None,
+        })
+    }
+
+    pub fn id(self) -> &'static str {
+        match self {
+            FailureKind::SynTimeout => "syn_timeout",
+            FailureKind::Timeout => "timeout",
+            FailureKind::IcmpPortUnreachable => "icmp_port_unreachable",
+            FailureKind::HostUnreachable => "host_unreachable",
+            FailureKind::NetUnreachable => "net_unreachable",
+            FailureKind::FirewallIcmp => "firewall_icmp_reject",
+            FailureKind::FirewallDrop => "firewall_drop",
+        }
+    }
+
+    pub fn explanation(self) -> &'static str {
+        match self {
+            FailureKind::SynTimeout => "connect() timed out: the SYN was never answered (dropped by a firewall, or the host is down); no reset was involved.",
+            FailureKind::Timeout => "The peer stopped acknowledging (retransmission timeout or TCP_USER_TIMEOUT); no reset was involved.",
+            FailureKind::IcmpPortUnreachable => "An ICMP port-unreachable refused the connection (for example a firewall's plain reject), not a TCP reset.",
+            FailureKind::HostUnreachable => "An ICMP host-unreachable or admin-prohibited message ended the connection attempt; no reset was involved.",
+            FailureKind::NetUnreachable => "An ICMP network-unreachable message ended the connection attempt; no reset was involved.",
+            FailureKind::FirewallIcmp => "This host's firewall rejected a segment from the peer with an ICMP error (REJECT without tcp-reset): the peer gets app_errno, not a reset.",
+            FailureKind::FirewallDrop => "This host's firewall silently dropped a segment from the peer: its connect() or send times out; no reset was involved.",
+        }
+    }
+}
+
+/// The errno an ICMP destination-unreachable (type, code) gives the
+/// application that receives it (the kernel's icmp_err_convert).
+pub fn icmp_errno(icmp_type: u8, code: u8) -> Option<Errno> {
+    const DEST_UNREACH: u8 = 3;
+    if icmp_type != DEST_UNREACH {
+        return None;
+    }
+    Some(match code {
+        0 | 6 | 11 => Errno::ENETUNREACH,
+        2 | 3 => Errno::ECONNREFUSED,
+        _ => Errno::EHOSTUNREACH,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub unix_ns: i128,
+    pub kind: FailureKind,
+    pub errno: Option<Errno>,
+    /// Whether `errno` is the peer's (a firewall verdict here) rather than
+    /// the local application's.
+    pub errno_for_peer: bool,
+    pub conn: Conn,
+    pub netns: u32,
+    pub owner: Option<Task>,
+}
+
+impl Failure {
+    pub fn arrow(&self) -> &'static str {
+        if self.errno_for_peer {
+            "<-"
+        } else {
+            "->"
+        }
+    }
+}
+
+pub const FIELDS: &[Field<Failure>] = &[
+    field("time", Ty::Str, Text::Head(27), "When the kernel reported the error, RFC 3339 UTC.", |f| Value::Time(f.unix_ns)),
+    field("event", Ty::Str, Text::Head(8), "\"connection_failure\".", |_| Value::Str("connection_failure")),
+    field("failure", Ty::Str, Text::Head(24), "syn_timeout, timeout, icmp_port_unreachable, host_unreachable, net_unreachable, firewall_icmp_reject or firewall_drop.", |f| Value::Str(f.kind.id())),
+    field("explanation", Ty::Str, Text::Tail, "The failure in one sentence.", |f| Value::Str(f.kind.explanation())),
+    field("app_errno", Ty::OptStr, Text::Kv("errno"), "The errno the application gets (ETIMEDOUT, ECONNREFUSED, EHOSTUNREACH, ENETUNREACH); null when it only times out later.", |f| Value::str(f.errno.map(Errno::name))),
+    field("app_errno_for", Ty::Str, Text::Join, "Whose application gets app_errno: \"local\" (this host's socket) or \"peer\" (the other end, for this host's firewall verdicts).", |f| Value::Str(if f.errno_for_peer { "peer" } else { "local" })),
+    field("family", Ty::Str, Text::Omit, "\"inet\" or \"inet6\".", |f| Value::Str(family_name(&f.conn.local))),
+    field("local_addr", Ty::Str, Text::Addr(Side::Local), "This host's address.", |f| Value::Ip(f.conn.local)),
+    field("local_port", Ty::Num, Text::Port(Side::Local), "This host's port.", |f| Value::U64(u64::from(f.conn.local_port))),
+    field("remote_addr", Ty::Str, Text::Addr(Side::Remote), "The peer's address.", |f| Value::Ip(f.conn.remote)),
+    field("remote_port", Ty::Num, Text::Port(Side::Remote), "The peer's port.", |f| Value::U64(u64::from(f.conn.remote_port))),
+    field("pid", Ty::OptNum, Text::Kv("owner"), "Owner of the local socket; null for firewall verdicts (no local socket).", |f| Value::num(f.owner.map(|o| u64::from(o.pid)))),
+    field("comm", Ty::OptStr, Text::Join, "Its name.", |f| Value::str(f.owner.as_ref().map(|o| o.comm.as_str()))),
+    field("netns", Ty::Num, Text::Kv("netns"), "Network namespace inode.", |f| Value::U64(u64::from(f.netns))),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn icmp_codes() {
+        assert_eq!(icmp_errno(3, 0), Some(Errno::ENETUNREACH));
+        assert_eq!(icmp_errno(3, 1), Some(Errno::EHOSTUNREACH));
+        assert_eq!(icmp_errno(3, 3), Some(Errno::ECONNREFUSED));
+        assert_eq!(icmp_errno(3, 13), Some(Errno::EHOSTUNREACH));
+        assert_eq!(icmp_errno(11, 0), None);
+    }
+}

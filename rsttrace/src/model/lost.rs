@@ -1,0 +1,34 @@
+//! `"event": "lost"`: resets the kernel could not hand over.
+
+use super::field::{field, Field, Text, Ty, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostWhy {
+    /// The reader fell behind and the buffer was full.
+    BufferFull,
+    /// The kernel skipped a program already running on that CPU.
+    Nested,
+}
+
+impl LostWhy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LostWhy::BufferFull => "buffer_full",
+            LostWhy::Nested => "nested",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    pub unix_ns: i128,
+    pub count: u64,
+    pub why: LostWhy,
+}
+
+pub const FIELDS: &[Field<Lost>] = &[
+    field("time", Ty::Str, Text::Head(27), "When rsttrace noticed the loss.", |l| Value::Time(l.unix_ns)),
+    field("event", Ty::Str, Text::Head(8), "\"lost\": resets the kernel could not hand over.", |_| Value::Str("lost")),
+    field("count", Ty::Num, Text::Kv("count"), "How many.", |l| Value::U64(l.count)),
+    field("why", Ty::Str, Text::Kv("why"), "\"buffer_full\" (the reader fell behind; raise --buffer-size or use --storm auto) or \"nested\" (the kernel skipped a program that was already running on that CPU, e.g. a reset in softirq interrupting one in process context).", |l| Value::Str(l.why.as_str())),
+];

@@ -1,0 +1,69 @@
+//! The domain model: every kind of record rsttrace reports, each with its
+//! own fields and one table (see [`field`]) that output formats, `rsttrace
+//! schema` and docs/json.md all read.
+
+pub mod conn;
+pub mod errno;
+pub mod failure;
+pub mod field;
+pub mod lost;
+pub mod owner;
+pub mod reset;
+pub mod suppressed;
+
+use field::{visit, FieldInfo, Visitor};
+
+/// One line of output.  Built and written in place: boxing the large
+/// variant would allocate per record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Reset(reset::Reset),
+    Failure(failure::Failure),
+    Suppressed(suppressed::Suppressed),
+    Lost(lost::Lost),
+}
+
+/// Every record kind: its `event` value and its fields, for the schema.
+pub fn schema() -> Vec<(&'static str, Vec<FieldInfo>)> {
+    fn infos<R>(table: &[field::Field<R>]) -> Vec<FieldInfo> {
+        table.iter().map(|f| f.info).collect()
+    }
+    vec![
+        ("reset", infos(reset::FIELDS)),
+        ("connection_failure", infos(failure::FIELDS)),
+        ("suppressed", infos(suppressed::FIELDS)),
+        ("lost", infos(lost::FIELDS)),
+    ]
+}
+
+impl Record {
+    pub fn event(&self) -> &'static str {
+        match self {
+            Record::Reset(_) => "reset",
+            Record::Failure(_) => "connection_failure",
+            Record::Suppressed(_) => "suppressed",
+            Record::Lost(_) => "lost",
+        }
+    }
+
+    /// Walks the record's fields in table order.
+    pub fn visit<'r>(&'r self, v: &mut impl Visitor<'r>) {
+        let event = self.event();
+        match self {
+            Record::Reset(r) => visit(event, reset::FIELDS, r, v),
+            Record::Failure(f) => visit(event, failure::FIELDS, f, v),
+            Record::Suppressed(s) => visit(event, suppressed::FIELDS, s, v),
+            Record::Lost(l) => visit(event, lost::FIELDS, l, v),
+        }
+    }
+
+    /// The arrow between the endpoints in text output.
+    pub fn arrow(&self) -> &'static str {
+        match self {
+            Record::Reset(r) => r.arrow(),
+            Record::Failure(f) => f.arrow(),
+            Record::Suppressed(_) | Record::Lost(_) => "->",
+        }
+    }
+}
