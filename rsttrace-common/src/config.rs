@@ -5,6 +5,9 @@
 /// Offset value meaning "this member does not exist on the running kernel".
 pub const ABSENT: u32 = u32::MAX;
 
+/// How many namespaces `--netns` may name.
+pub const NETNS_FILTER: usize = 4;
+
 /// Byte offsets of the kernel struct members the programs read, taken from
 /// `/sys/kernel/btf/vmlinux` at start-up.  Nested members (for example
 /// `net.ns.inum`) are already summed into one offset.
@@ -35,6 +38,11 @@ pub struct Offsets {
     pub sk_lingertime: u32,
     /// `sk_protocol` when it is a plain u16 (Linux >= 5.6), else absent.
     pub sk_protocol: u32,
+    /// A listener's accept queue: `sk_ack_backlog`, `sk_max_ack_backlog`.
+    pub sk_ack_backlog: u32,
+    pub sk_max_ack_backlog: u32,
+    /// `inet_timewait_sock.tw_substate` (read through a `struct sock *`).
+    pub tw_substate: u32,
     // struct socket / file / inode
     pub socket_file: u32,
     pub socket_sk: u32,
@@ -61,10 +69,12 @@ pub struct Offsets {
     pub tcp_lsndtime: u32,
     pub tcp_rcv_tstamp: u32,
     pub icsk_lrcvtime: u32,
+    pub tcp_linger2: u32,
     // struct task_struct and the fd table, for owner registration at accept()
     pub task_files: u32,
     pub task_group_leader: u32,
     pub task_comm: u32,
+    pub task_start_boottime: u32,
     pub files_fdt: u32,
     pub fdtable_max_fds: u32,
     pub fdtable_fd: u32,
@@ -88,16 +98,29 @@ pub struct Config {
     pub tcp_syn_recv: u8,
     pub tcp_time_wait: u8,
     pub tcp_new_syn_recv: u8,
+    /// Our FIN went out: ESTABLISHED -> FIN_WAIT1, CLOSE_WAIT -> LAST_ACK.
+    pub tcp_fin_wait1: u8,
+    pub tcp_last_ack: u8,
     /// 1 when `tcp_send_reset` carries `enum sk_rst_reason` (Linux >= 6.10).
     pub send_reset_has_reason: u8,
     /// 1 when `kfree_skb` carries `enum skb_drop_reason` (Linux >= 5.17).
     pub kfree_skb_has_reason: u8,
     /// 1 when tracing programs may call bpf_get_socket_cookie (>= 5.12).
     pub socket_cookie_helper: u8,
-    /// Only report events from this network namespace (0 = all).
-    pub netns_filter: u32,
+    /// 1 when `bpf_ktime_get_boot_ns` exists (>= 5.8); otherwise records
+    /// carry CLOCK_MONOTONIC.
+    pub boot_clock: u8,
+    /// 1 to record the kernel stack of resets whose cause must be
+    /// inferred (the kernel gives no reason; userspace can read
+    /// /proc/kallsyms).
+    pub want_stack: u8,
+    /// Only report events from these network namespaces (0 = unused
+    /// slot; all four 0 = every namespace).
+    pub netns_filter: [u32; NETNS_FILTER],
     /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel.
     pub drop_reason_netfilter: u32,
+    /// `SK_RST_REASON_NOT_SPECIFIED` on this kernel (Linux >= 6.10).
+    pub reason_not_specified: u32,
     pub _pad1: u32,
     /// Ring buffer wake-up policy: wake the reader at most once per
     /// `wakeup_interval_ns` unless `wakeup_bytes` are waiting.
@@ -106,8 +129,9 @@ pub struct Config {
 }
 
 // The layout is shared with the eBPF object byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<Offsets>() == 48 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 48 * 4 + 4 + 8 + 4 + 4 + 4 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 53 * 4);
+const _: () =
+    assert!(core::mem::size_of::<Config>() == 53 * 4 + 4 + 12 + 4 * NETNS_FILTER + 4 + 4 + 4 + 16);
 
 impl Config {
     /// A configuration with every offset absent: the programs then read
@@ -132,6 +156,9 @@ impl Config {
                 sk_flags: ABSENT,
                 sk_lingertime: ABSENT,
                 sk_protocol: ABSENT,
+                sk_ack_backlog: ABSENT,
+                sk_max_ack_backlog: ABSENT,
+                tw_substate: ABSENT,
                 socket_file: ABSENT,
                 socket_sk: ABSENT,
                 file_inode: ABSENT,
@@ -153,9 +180,11 @@ impl Config {
                 tcp_lsndtime: ABSENT,
                 tcp_rcv_tstamp: ABSENT,
                 icsk_lrcvtime: ABSENT,
+                tcp_linger2: ABSENT,
                 task_files: ABSENT,
                 task_group_leader: ABSENT,
                 task_comm: ABSENT,
+                task_start_boottime: ABSENT,
                 files_fdt: ABSENT,
                 fdtable_max_fds: ABSENT,
                 fdtable_fd: ABSENT,
@@ -170,11 +199,16 @@ impl Config {
             tcp_syn_recv: 0,
             tcp_time_wait: 0,
             tcp_new_syn_recv: 0,
+            tcp_fin_wait1: 0,
+            tcp_last_ack: 0,
             send_reset_has_reason: 0,
             kfree_skb_has_reason: 0,
             socket_cookie_helper: 0,
-            netns_filter: 0,
+            boot_clock: 0,
+            want_stack: 0,
+            netns_filter: [0; NETNS_FILTER],
             drop_reason_netfilter: ABSENT,
+            reason_not_specified: ABSENT,
             _pad1: 0,
             wakeup_interval_ns: 0,
             wakeup_bytes: 0,

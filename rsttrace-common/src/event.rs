@@ -10,16 +10,15 @@ pub const KIND_RESET_RECEIVED: u8 = 2;
 pub const KIND_ERROR_REPORT: u8 = 3;
 /// A socket entered or left TCP_LISTEN (restart diagnosis).
 pub const KIND_LISTEN: u8 = 4;
-/// Netfilter dropped a TCP segment (`skb:kfree_skb` NETFILTER_DROP); a
-/// [`ResetEvent`] whose `reason` holds one of the `VERDICT_*` values.
+/// Netfilter dropped or rejected a TCP segment ([`FirewallEvent`]).
 pub const KIND_FIREWALL: u8 = 5;
 
 /// The firewall answered the segment with a TCP reset (REJECT tcp-reset).
-pub const VERDICT_RESET: u32 = 1;
+pub const VERDICT_RESET: u8 = 1;
 /// The firewall answered with an ICMP error (REJECT, the default).
-pub const VERDICT_ICMP: u32 = 2;
+pub const VERDICT_ICMP: u8 = 2;
 /// The firewall dropped the segment silently.
-pub const VERDICT_DROP: u32 = 3;
+pub const VERDICT_DROP: u8 = 3;
 
 /// `reason` value when the kernel gives none (Linux < 6.10).
 pub const REASON_ABSENT: u32 = u32::MAX;
@@ -40,8 +39,28 @@ pub const FLAG_BORN_KNOWN: u16 = 1 << 4;
 pub const FLAG_TCP_INFO: u16 = 1 << 5;
 /// The owner was inherited from the listener (child not accepted yet).
 pub const FLAG_OWNER_FROM_LISTENER: u16 = 1 << 6;
-/// A reset made by netfilter (REJECT tcp-reset), not by the TCP stack.
-pub const FLAG_FIREWALL: u16 = 1 << 7;
+/// `closed_ns` is valid: the owner had closed the connection (an orphan,
+/// or a time-wait socket whose owner came from the closed-connection
+/// table).
+pub const FLAG_CLOSED: u16 = 1 << 7;
+/// `frames` holds the kernel stack at the reset (for inference).
+pub const FLAG_STACK: u16 = 1 << 8;
+/// `tw_substate` is valid (a time-wait socket).
+pub const FLAG_TIMEWAIT: u16 = 1 << 9;
+/// The listener's accept-queue fill (`ack_backlog`, `max_ack_backlog`)
+/// is valid.
+pub const FLAG_BACKLOG: u16 = 1 << 10;
+/// The owner came from the closed-connection table (time-wait).
+pub const FLAG_OWNER_CLOSED: u16 = 1 << 11;
+
+/// Which hook produced a record (`hook` fields).
+pub const HOOK_TRACEPOINT: u8 = 1;
+pub const HOOK_FENTRY: u8 = 2;
+pub const HOOK_KPROBE: u8 = 3;
+pub const HOOK_RAW_TRACEPOINT: u8 = 4;
+
+/// Kernel stack frames kept for inference.
+pub const FRAMES: usize = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,8 +71,35 @@ pub struct EventHeader {
     pub _pad0: u8,
     pub _pad1: u16,
     pub cpu: u32,
-    /// CLOCK_BOOTTIME nanoseconds (`bpf_ktime_get_boot_ns`).
+    /// Nanoseconds of `Config::clock` (boot time where the kernel has it).
     pub ts_ns: u64,
+}
+
+/// Both ends of a connection, this host's first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Endpoints {
+    /// AF_INET or AF_INET6.
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u16,
+    /// IPv4 addresses use the first 4 bytes.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+/// The TCP segment a record is about (valid with `FLAG_HAS_SKB`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentHdr {
+    pub seq: u32,
+    pub ack_seq: u32,
+    pub payload_len: u32,
+    pub tcp_flags: u8,
+    /// IP TTL / IPv6 hop limit.
+    pub ttl: u8,
+    pub _pad: u16,
 }
 
 /// The process a socket belongs to, recorded in process context.
@@ -63,6 +109,9 @@ pub struct Owner {
     pub tgid: u32,
     pub _pad: u32,
     pub cgroup_id: u64,
+    /// The thread-group leader's `start_boottime` (ns): with the pid,
+    /// names one process even after the pid is reused.
+    pub start_ns: u64,
     pub comm: [u8; COMM_LEN],
 }
 
@@ -71,7 +120,7 @@ pub struct Owner {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockEntry {
     pub owner: Owner,
-    /// CLOCK_BOOTTIME ns when the connection started (0 = unknown).
+    /// When the connection started (0 = unknown).
     pub born_ns: u64,
     /// 1 when `owner` is set.
     pub has_owner: u8,
@@ -79,14 +128,36 @@ pub struct SockEntry {
     pub from_listener: u8,
     pub _pad0: u16,
     pub _pad1: u32,
-    /// CLOCK_BOOTTIME ns when the socket was destroyed (0 = alive).  The
-    /// entry outlives the socket briefly: an orphan is destroyed *before*
-    /// some of its resets are sent.
+    /// When the socket was destroyed (0 = alive).  The entry outlives the
+    /// socket briefly: an orphan is destroyed *before* some of its resets
+    /// are sent.
     pub destroyed_ns: u64,
+    /// When this end started closing (our FIN: ESTABLISHED -> FIN_WAIT1 or
+    /// CLOSE_WAIT -> LAST_ACK), 0 while open.
+    pub closed_ns: u64,
 }
 
 /// How long an entry answers for a destroyed socket.
 pub const DESTROYED_GRACE_NS: u64 = 1_000_000_000;
+
+/// A connection by its addresses, for the table of closed connections.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub netns: u32,
+    pub _pad: u32,
+    pub ends: Endpoints,
+}
+
+/// Who owned a connection the kernel still holds after its socket is gone
+/// (time-wait), and when that owner closed it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClosedEntry {
+    pub owner: Owner,
+    pub closed_ns: u64,
+    pub born_ns: u64,
+}
 
 /// Key of the listener table: who listens on (netns, port).
 #[repr(C)]
@@ -112,12 +183,14 @@ pub struct TcpInfo {
     pub lsndtime: u32,
     pub rcv_tstamp: u32,
     pub lrcvtime: u32,
-    pub _pad: u32,
+    /// TCP_LINGER2 (`tcp_sock.linger2`): negative aborts FIN_WAIT2.
+    pub linger2: i32,
     /// `bpf_jiffies64()` at the event.
     pub now_jiffies: u64,
 }
 
-/// A reset sent or received (`tcp:tcp_send_reset`, `tcp:tcp_receive_reset`).
+/// A reset sent or received (`tcp:tcp_send_reset`, `tcp:tcp_receive_reset`
+/// or the functions that build resets).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResetEvent {
@@ -131,30 +204,29 @@ pub struct ResetEvent {
     pub sk_flags: u64,
     pub sk_lingertime: u64,
     pub born_ns: u64,
+    /// See [`FLAG_CLOSED`].
+    pub closed_ns: u64,
     /// Raw `enum sk_rst_reason` value, or [`REASON_ABSENT`].
     pub reason: u32,
     /// Inode of the network namespace (socket's, or the packet's device's).
     pub netns: u32,
     pub sk_err: i32,
     pub flags: u16,
-    /// AF_INET or AF_INET6.
-    pub family: u16,
-    pub local_port: u16,
-    pub remote_port: u16,
     /// TCP state of the socket (kernel numbering; 0 = no socket).
     pub state: u8,
     /// Raw byte holding `sk_shutdown`.
     pub sk_shutdown_byte: u8,
-    /// Flags of the segment that triggered a sent reset (0 = none).
-    pub tcp_flags: u8,
-    pub _pad0: u8,
-    pub seq: u32,
-    pub ack_seq: u32,
-    pub payload_len: u32,
+    /// A time-wait socket's substate (FIN_WAIT2 or TIME_WAIT).
+    pub tw_substate: u8,
+    /// One of the `HOOK_*` values.
+    pub hook: u8,
+    pub _pad0: u16,
+    /// A listener's accept queue: connections waiting, and its limit.
+    pub ack_backlog: u32,
+    pub max_ack_backlog: u32,
+    pub ends: Endpoints,
+    pub seg: SegmentHdr,
     pub _pad2: u32,
-    /// IPv4 addresses use the first 4 bytes.
-    pub local_addr: [u8; 16],
-    pub remote_addr: [u8; 16],
     pub owner: Owner,
     /// The task that was running when the event fired.  In softirq and
     /// timers this is unrelated to the socket; reported only where it is
@@ -163,6 +235,8 @@ pub struct ResetEvent {
     pub _pad1: u32,
     pub task_comm: [u8; COMM_LEN],
     pub tcp: TcpInfo,
+    /// Kernel return addresses, innermost first (see [`FLAG_STACK`]).
+    pub frames: [u64; FRAMES],
 }
 
 /// `sock:inet_sk_error_report`: the error a local socket reports next.
@@ -175,17 +249,12 @@ pub struct ErrorReportEvent {
     pub error: i32,
     pub netns: u32,
     pub flags: u16,
-    pub family: u16,
-    pub local_port: u16,
-    pub remote_port: u16,
     pub state: u8,
     /// 1 when the connection got as far as the peer's SYN (rcv_nxt set):
     /// tells a connect() timeout from a timeout on an established one.
     pub synced: u8,
-    pub _pad0: u16,
-    pub _pad1: u32,
-    pub local_addr: [u8; 16],
-    pub remote_addr: [u8; 16],
+    pub _pad0: u32,
+    pub ends: Endpoints,
     pub owner: Owner,
 }
 
@@ -199,6 +268,24 @@ pub struct ListenEvent {
     pub listening: u8,
     pub _pad: u8,
     pub owner: Owner,
+}
+
+/// Netfilter dropped a TCP segment, or answered it with a reset or an
+/// ICMP error (`verdict`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FirewallEvent {
+    pub header: EventHeader,
+    pub netns: u32,
+    /// One of the `VERDICT_*` values.
+    pub verdict: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// `HOOK_KPROBE` when netfilter's reset function itself was seen
+    /// (exact), `HOOK_TRACEPOINT` when matched from tracepoints.
+    pub hook: u8,
+    pub ends: Endpoints,
+    pub seg: SegmentHdr,
 }
 
 /// Key of the storm aggregation table: one counter per
@@ -262,17 +349,25 @@ mod user {
     unsafe impl aya::Pod for Owner {}
     unsafe impl aya::Pod for SockEntry {}
     unsafe impl aya::Pod for ListenKey {}
+    unsafe impl aya::Pod for ConnKey {}
+    unsafe impl aya::Pod for ClosedEntry {}
     unsafe impl aya::Pod for AggKey {}
     unsafe impl aya::Pod for AggValue {}
     unsafe impl aya::Pod for ResetEvent {}
     unsafe impl aya::Pod for ErrorReportEvent {}
     unsafe impl aya::Pod for ListenEvent {}
+    unsafe impl aya::Pod for FirewallEvent {}
 }
 
 // Layouts are shared with the eBPF object byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<ResetEvent>() == 256);
-const _: () = assert!(core::mem::size_of::<ErrorReportEvent>() == 120);
-const _: () = assert!(core::mem::size_of::<ListenEvent>() == 56);
-const _: () = assert!(core::mem::size_of::<SockEntry>() == 56);
+const _: () = assert!(core::mem::size_of::<Endpoints>() == 40);
+const _: () = assert!(core::mem::size_of::<SegmentHdr>() == 16);
+const _: () = assert!(core::mem::size_of::<ResetEvent>() == 352);
+const _: () = assert!(core::mem::size_of::<ErrorReportEvent>() == 128);
+const _: () = assert!(core::mem::size_of::<ListenEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<FirewallEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<SockEntry>() == 72);
+const _: () = assert!(core::mem::size_of::<ConnKey>() == 48);
+const _: () = assert!(core::mem::size_of::<ClosedEntry>() == 56);
 const _: () = assert!(core::mem::size_of::<AggKey>() == 24);
 const _: () = assert!(core::mem::size_of::<AggValue>() == 64);

@@ -1,118 +1,208 @@
-//! Resets that netfilter sends (REJECT --reject-with tcp-reset, nft
-//! `reject with tcp reset`) never reach tcp_send_reset.  What tracepoints
-//! do see, on the CPU handling the rejected segment, in this order:
+//! Resets and ICMP errors that netfilter sends (REJECT, nft `reject`)
+//! never reach the TCP reset code.
 //!
-//! 1. the reset's route lookup, from `ip_route_me_harder()`: a
-//!    `fib_table_lookup`/`fib6_table_lookup` whose flow has protocol 0 and
-//!    the segment's source as destination (an ICMP reject looks up an ICMP
-//!    flow and calls `icmp_send()` with the segment instead);
-//! 2. `kfree_skb` of the segment with reason NETFILTER_DROP.
+//! Exact, where kprobes exist: netfilter's own `nf_send_reset` /
+//! `nf_send_reset6` get the rejected segment.
 //!
-//! The first steps leave a per-CPU hint; step 2 reads it to tell a reset,
-//! an ICMP error and a silent drop apart.
+//! From tracepoints alone, the reply itself is matched to the segment it
+//! answers, by addresses, ports and sequence numbers (no timing window):
+//!
+//! 1. the reply's route lookup (`fib_table_lookup` with a protocol 0
+//!    flow for a reset from `ip_route_me_harder()`, an ICMP flow for
+//!    `icmp_send()`; `fib6_table_lookup` likewise) arms this CPU;
+//! 2. the next packet this CPU transmits (`net_dev_queue`, synchronous
+//!    inside the rejecting hook) is read if armed: a TCP reset, or an ICMP
+//!    error quoting a TCP segment, is kept as the pending reply;
+//! 3. `kfree_skb` of the segment with reason NETFILTER_DROP compares it
+//!    with the pending reply: a reset whose sequence numbers answer it, an
+//!    ICMP error that quotes it, or else a silent drop.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
-    macros::{btf_tracepoint, map},
+    macros::{btf_tracepoint, kprobe, map},
     maps::PerCpuArray,
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, ProbeContext},
+    EbpfContext,
 };
 use rsttrace_common::event::{
-    FLAG_FIREWALL, FLAG_HAS_SKB, KIND_FIREWALL, VERDICT_DROP, VERDICT_ICMP, VERDICT_RESET,
+    Endpoints, FirewallEvent, SegmentHdr, HOOK_KPROBE, HOOK_TRACEPOINT, KIND_FIREWALL,
+    VERDICT_DROP, VERDICT_ICMP, VERDICT_RESET,
 };
 
 use crate::{
-    emit::emit,
-    header,
-    kmem::{conf, load, off, zero},
-    net::{read_segment, skb_netns, AF_INET6},
-    netns_filtered, SCRATCH,
+    emit::{emit, header},
+    kmem::{conf, now_ns, off, read_array, Mem, Probed, Typed},
+    net::{netns_filtered, read_packet, read_segment, skb_netns, AF_INET, AF_INET6, TCP_RST},
 };
 
-/// How long a hint stays valid: the steps above run back to back.
-const HINT_NS: u64 = 1_000_000;
-const SLOT_FIREWALL: u32 = 2;
-const TCP_RST: u8 = 0x04;
+const TCP_SYN: u8 = 0x02;
+const TCP_FIN: u8 = 0x01;
+const TCP_ACK: u8 = 0x10;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_ICMPV6: u8 = 58;
 
+/// This CPU's reply in flight.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct RejectHint {
-    ts_ns: u64,
-    /// VERDICT_RESET (route lookup seen) or VERDICT_ICMP (icmp_send seen).
-    kind: u32,
-    _pad: u32,
-    /// icmp_send: the offending packet (0 when matched by address).
-    skb: u64,
-    /// icmp_send: `type << 8 | code`.
-    icmp: u32,
-    _pad2: u32,
-    /// Route lookup: its destination.
-    addr: [u8; 16],
+pub struct Reply {
+    /// A route lookup for a reply was seen: read the next packet sent.
+    armed: u32,
+    /// VERDICT_RESET or VERDICT_ICMP once the reply was read, else 0.
+    kind: u8,
+    icmp_type: u8,
+    icmp_code: u8,
+    _pad: u8,
+    /// The segment the reply answers, as it arrived: for a reset, its
+    /// addresses reversed and its sequence numbers; for an ICMP error,
+    /// the quoted segment itself.
+    ends: Endpoints,
+    seg: SegmentHdr,
+    /// `icmp_send(skb)`: the offending segment.
+    icmp_skb: u64,
+    /// A segment already reported by the exact hook.
+    exact_skb: u64,
 }
 
 #[map]
-static REJECT_HINT: PerCpuArray<RejectHint> = PerCpuArray::with_max_entries(1, 0);
+static REPLY: PerCpuArray<Reply> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn hint() -> Option<&'static mut RejectHint> {
-    REJECT_HINT.get_ptr_mut(0).map(|h| unsafe { &mut *h })
+fn reply() -> Option<&'static mut Reply> {
+    // SAFETY: a per-CPU slot; the programs using it run in softirq on
+    // this CPU one after the other for one segment.
+    REPLY.get_ptr_mut(0).map(|r| unsafe { &mut *r })
 }
 
-/// `fib:fib_table_lookup(tb_id, flp, nhc, err)`.
+#[inline(always)]
+fn arm() {
+    if let Some(r) = reply() {
+        r.armed = 1;
+    }
+}
+
+/// `fib:fib_table_lookup(tb_id, flp, nhc, err)`.  Runs on every route
+/// lookup: stops at the first comparison.
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let flp: u64 = ctx.arg(1);
-    // `flp` is a BTF-typed argument: direct loads (see kmem::load).  This
-    // runs on every route lookup, so it stops at the first comparison.
-    if load::<u8>(flp, off!(flowi4_proto)) != 0 {
-        return 0;
-    }
-    if let Some(h) = hint() {
-        h.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
-        h.kind = VERDICT_RESET;
-        h.skb = 0;
-        zero(&mut h.addr);
-        h.addr[..4].copy_from_slice(&load::<[u8; 4]>(flp, off!(flowi4_daddr)));
+    let proto: u8 = Typed::load(flp, off!(flowi4_proto));
+    if proto == 0 || proto == IPPROTO_ICMP {
+        arm();
     }
     0
 }
-
-/// IPPROTO_ICMPV6: IPv6 has no icmp_send tracepoint, so an ICMPv6 error's
-/// route lookup marks an ICMP reject.
-const ICMPV6: u8 = 58;
 
 /// `fib6:fib6_table_lookup(net, res, table, flp)`.
 #[btf_tracepoint(function = "fib6_table_lookup")]
 pub fn fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let flp: u64 = ctx.arg(3);
-    let kind = match load::<u8>(flp, off!(flowi6_proto)) {
-        0 => VERDICT_RESET,
-        ICMPV6 => VERDICT_ICMP,
-        _ => return 0,
-    };
-    if let Some(h) = hint() {
-        h.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
-        h.kind = kind;
-        h.skb = 0;
-        h.icmp = 0;
-        h.addr = load(flp, off!(flowi6_daddr));
+    let proto: u8 = Typed::load(flp, off!(flowi6_proto));
+    if proto == 0 || proto == IPPROTO_TCP || proto == IPPROTO_ICMPV6 {
+        arm();
     }
     0
 }
 
-/// `icmp:icmp_send(skb, type, code)`.
+/// `icmp:icmp_send(skb, type, code)`: names the offending segment.
 #[btf_tracepoint(function = "icmp_send")]
 pub fn icmp_send(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
-    let icmp_type = ctx.arg::<u64>(1) as u32 & 0xff;
-    let icmp_code = ctx.arg::<u64>(2) as u32 & 0xff;
-    if let Some(h) = hint() {
-        h.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
-        h.kind = VERDICT_ICMP;
-        h.skb = skb;
-        h.icmp = icmp_type << 8 | icmp_code;
+    if let Some(r) = reply() {
+        r.icmp_skb = ctx.arg(0);
+        r.icmp_type = ctx.arg::<u64>(1) as u8;
+        r.icmp_code = ctx.arg::<u64>(2) as u8;
+        r.armed = 1;
     }
     0
+}
+
+/// `net:net_dev_queue(skb)`: every packet sent.  Costs one per-CPU lookup
+/// unless a reply's route lookup armed this CPU.
+#[btf_tracepoint(function = "net_dev_queue")]
+pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
+    let Some(r) = reply() else {
+        return 0;
+    };
+    if r.armed == 0 {
+        return 0;
+    }
+    r.armed = 0;
+    let skb: u64 = ctx.arg(0);
+    let head: u64 = Typed::load(skb, off!(skb_head));
+    let nh: u16 = Typed::load(skb, off!(skb_network_header));
+    if head != 0 && nh != 0xffff {
+        read_reply(head + nh as u64, r);
+    }
+    0
+}
+
+/// A reset, or an ICMP error quoting a TCP segment, at `ip`.
+#[inline(always)]
+fn read_reply(ip: u64, r: &mut Reply) {
+    let h: [u8; 16] = read_array(ip);
+    let (proto, ip_len) = match h[0] >> 4 {
+        4 => (h[9], ((h[0] & 0x0f) as u64) * 4),
+        6 => (h[6], 40),
+        _ => return,
+    };
+    // The TCP segment to read: the reply itself (a reset), or the one an
+    // ICMP error quotes after its 8-byte header.
+    let (tcp_ip, kind) = match proto {
+        IPPROTO_TCP => (ip, VERDICT_RESET),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let icmp: [u8; 2] = read_array(ip + ip_len);
+            r.icmp_type = icmp[0];
+            r.icmp_code = icmp[1];
+            (ip + ip_len + 8, VERDICT_ICMP)
+        }
+        _ => return,
+    };
+    let q: [u8; 1] = read_array(tcp_ip);
+    let q_len = if q[0] >> 4 == 4 {
+        ((q[0] & 0x0f) as u64) * 4
+    } else {
+        40
+    };
+    // A quoted segment may end after 8 bytes of TCP header: only ports
+    // and the sequence number are compared for ICMP errors.  A reset is
+    // parsed as arriving: its remote end is this host.
+    if !read_packet(tcp_ip, tcp_ip + q_len, &mut r.ends, &mut r.seg) {
+        return;
+    }
+    if kind == VERDICT_ICMP || r.seg.tcp_flags & TCP_RST != 0 {
+        r.kind = kind;
+    }
+}
+
+/// Whether the reset in `r` answers segment (`ends`, `seg`) that arrived
+/// here: its source is this host (the segment's destination), its
+/// sequence numbers those RFC 793 gives a reset for that segment.
+#[inline(always)]
+fn reset_answers(r: &Reply, ends: &Endpoints, seg: &SegmentHdr) -> bool {
+    // The reply was parsed as "arriving": its remote end is this host.
+    let same_ends = r.ends.remote_port == ends.local_port
+        && r.ends.local_port == ends.remote_port
+        && same_addr(ends.family, &r.ends.remote_addr, &ends.local_addr)
+        && same_addr(ends.family, &r.ends.local_addr, &ends.remote_addr);
+    if !same_ends {
+        return false;
+    }
+    if seg.tcp_flags & TCP_ACK != 0 {
+        r.seg.seq == seg.ack_seq
+    } else {
+        let len = seg.payload_len
+            + u32::from(seg.tcp_flags & TCP_SYN != 0)
+            + u32::from(seg.tcp_flags & TCP_FIN != 0);
+        r.seg.ack_seq == seg.seq.wrapping_add(len)
+    }
+}
+
+/// Whether the ICMP error in `r` quotes segment (`ends`, `seg`).
+#[inline(always)]
+fn icmp_quotes(r: &Reply, ends: &Endpoints, seg: &SegmentHdr) -> bool {
+    r.ends.remote_port == ends.remote_port
+        && r.ends.local_port == ends.local_port
+        && r.seg.seq == seg.seq
+        && same_addr(ends.family, &r.ends.remote_addr, &ends.remote_addr)
 }
 
 /// `skb:kfree_skb(skb, location, reason, ...)`: netfilter dropped a TCP
@@ -122,43 +212,75 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if conf!(kfree_skb_has_reason) == 0 {
         return 0;
     }
-    let reason = ctx.arg::<u64>(2) as u32;
-    if reason != conf!(drop_reason_netfilter) {
+    if ctx.arg::<u64>(2) as u32 != conf!(drop_reason_netfilter) {
         return 0;
     }
     let skb: u64 = ctx.arg(0);
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let netns = skb_netns(skb);
-    if netns_filtered(netns) {
-        return 0;
-    }
-    let Some(ev) = SCRATCH.get_ptr_mut(SLOT_FIREWALL) else {
+    let Some(r) = reply() else {
         return 0;
     };
-    let ev = unsafe { &mut *ev };
-    zero(ev);
-    if !read_segment(skb, ev) || ev.tcp_flags & TCP_RST != 0 {
+    let exact = r.exact_skb == skb;
+    r.exact_skb = 0;
+    r.armed = 0;
+    let mut ev = FirewallEvent {
+        hook: HOOK_TRACEPOINT,
+        verdict: VERDICT_DROP,
+        ..FirewallEvent::default()
+    };
+    // Already reported by nf_send_reset's hook, or not TCP, or a reset.
+    if exact
+        || !read_segment::<Typed>(skb, &mut ev.ends, &mut ev.seg)
+        || ev.seg.tcp_flags & TCP_RST != 0
+    {
+        r.kind = 0;
+        r.icmp_skb = 0;
         return 0;
     }
+    if r.kind == VERDICT_RESET && reset_answers(r, &ev.ends, &ev.seg) {
+        ev.verdict = VERDICT_RESET;
+    } else if r.icmp_skb == skb || (r.kind == VERDICT_ICMP && icmp_quotes(r, &ev.ends, &ev.seg)) {
+        ev.verdict = VERDICT_ICMP;
+        ev.icmp_type = r.icmp_type;
+        ev.icmp_code = r.icmp_code;
+    }
+    r.kind = 0;
+    r.icmp_skb = 0;
+    send(&ctx, skb_netns::<Typed>(skb), &mut ev);
+    0
+}
+
+/// `nf_send_reset(net, sk, oldskb, hook)` and `nf_send_reset6` (same
+/// arguments): netfilter answers `oldskb` with a reset.  Exact.
+#[kprobe]
+pub fn nf_send_reset_kprobe(ctx: ProbeContext) -> u32 {
+    let Some(skb) = ctx.arg::<u64>(2) else {
+        return 0;
+    };
+    let mut ev = FirewallEvent {
+        hook: HOOK_KPROBE,
+        verdict: VERDICT_RESET,
+        ..FirewallEvent::default()
+    };
+    // nf_reject_ip_tcphdr_get(): never a reset for a reset.
+    if !read_segment::<Probed>(skb, &mut ev.ends, &mut ev.seg) || ev.seg.tcp_flags & TCP_RST != 0 {
+        return 0;
+    }
+    if let Some(r) = reply() {
+        r.exact_skb = skb;
+    }
+    send(&ctx, skb_netns::<Probed>(skb), &mut ev);
+    0
+}
+
+#[inline(always)]
+fn send<C: EbpfContext>(ctx: &C, netns: u32, ev: &mut FirewallEvent) {
+    if netns_filtered(netns) {
+        return;
+    }
+    let now = now_ns();
     ev.header = header(KIND_FIREWALL, now);
     ev.netns = netns;
-    ev.flags = FLAG_HAS_SKB | FLAG_FIREWALL;
-    ev.reason = VERDICT_DROP;
-    if let Some(h) = hint() {
-        if now.wrapping_sub(h.ts_ns) < HINT_NS {
-            let by_addr = h.skb == 0 && same_addr(ev.family, &h.addr, &ev.remote_addr);
-            if h.kind == VERDICT_ICMP && (h.skb == skb || by_addr) {
-                ev.reason = VERDICT_ICMP;
-                // The ICMP type and code, for the errno the peer gets.
-                ev.sk_err = h.icmp as i32;
-            } else if h.kind == VERDICT_RESET && same_addr(ev.family, &h.addr, &ev.remote_addr) {
-                ev.reason = VERDICT_RESET;
-            }
-        }
-        h.ts_ns = 0;
-    }
-    emit(&ctx, ev, now);
-    0
+    emit(ctx, ev, now);
 }
 
 #[inline(always)]
@@ -166,6 +288,6 @@ fn same_addr(family: u16, a: &[u8; 16], b: &[u8; 16]) -> bool {
     if family == AF_INET6 {
         a == b
     } else {
-        a[..4] == b[..4]
+        family == AF_INET && a[..4] == b[..4]
     }
 }

@@ -1,9 +1,9 @@
 //! Reading kernel memory at offsets resolved at start-up.
 //!
 //! rustc emits no CO-RE relocations, so struct members are never accessed
-//! through compiled-in layouts: every read is `bpf_probe_read_kernel` at an
-//! offset from the `CONFIG` global.  The verifier sees `CONFIG` as constant,
-//! so a read of an [`ABSENT`] member is pruned before verification.
+//! through compiled-in layouts: every read is at an offset from the
+//! `CONFIG` global.  The verifier sees `CONFIG` as constant, so a read of
+//! an [`ABSENT`] member is pruned before verification.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use rsttrace_common::config::{Config, ABSENT};
@@ -16,6 +16,8 @@ pub static CONFIG: Config = Config::empty();
 /// can see its constant value) instead of folding in `Config::empty()`.
 macro_rules! conf {
     ($($field:ident).+) => {
+        // SAFETY: CONFIG is a plain static, read-only once loaded; a
+        // volatile read of it is always valid.
         unsafe { core::ptr::read_volatile(&$crate::kmem::CONFIG.$($field).+) }
     };
 }
@@ -29,20 +31,46 @@ macro_rules! off {
 }
 pub(crate) use off;
 
-/// Loads a `T` at `base + off` where `base` is a BTF-typed kernel pointer:
-/// a `tp_btf` argument, or a struct pointer member loaded with `load` from
-/// one.  The verifier checks the access against the kernel's BTF (the
-/// offset is a constant to it) and turns it into a fault-safe load, which
-/// costs a fraction of a `bpf_probe_read_kernel` call: this is what keeps
-/// the per-reset cost low under storms.  Only for members of the struct the
-/// pointer's BTF type names (not, say, tcp_sock members through a `struct
-/// sock *`).  Zero when absent, NULL, or faulting.
-#[inline(always)]
-pub fn load<T: Copy + Default>(base: u64, off: u32) -> T {
-    if off == ABSENT || base == 0 {
-        return T::default();
+/// How a program may read the kernel structures its arguments point to.
+pub trait Mem {
+    /// Whether pointers are BTF-typed (tracing programs).
+    const TYPED: bool;
+    /// Loads a `T` at `base + off`, where `base` points to a struct of the
+    /// type the argument (or a pointer member loaded from it) names and
+    /// `off` is one of its members.  Zero when absent, NULL, or faulting.
+    fn load<T: Copy + Default>(base: u64, off: u32) -> T;
+}
+
+/// Arguments typed by BTF (`tp_btf`, `fentry`): the verifier checks a
+/// direct load against the kernel's BTF (the offset is a constant to it)
+/// and makes it fault-safe, at a fraction of the cost of a helper call.
+/// This is what keeps the per-reset cost low under storms.
+pub struct Typed;
+
+/// Plain kernel addresses (`kprobe`, `raw_tp`): every read is a
+/// `bpf_probe_read_kernel`.
+pub struct Probed;
+
+impl Mem for Typed {
+    const TYPED: bool = true;
+    #[inline(always)]
+    fn load<T: Copy + Default>(base: u64, off: u32) -> T {
+        if off == ABSENT || base == 0 {
+            return T::default();
+        }
+        // SAFETY: `base` is a BTF-typed kernel pointer and `off` one of its
+        // members: the verifier checks the access against BTF and turns it
+        // into a load that yields zero if it faults.
+        unsafe { core::ptr::read_volatile((base as *const u8).add(off as usize) as *const T) }
     }
-    unsafe { core::ptr::read_volatile((base as *const u8).add(off as usize) as *const T) }
+}
+
+impl Mem for Probed {
+    const TYPED: bool = false;
+    #[inline(always)]
+    fn load<T: Copy + Default>(base: u64, off: u32) -> T {
+        read(base, off)
+    }
 }
 
 /// Reads a `T` at `base + off` for any kernel pointer (helper call); zero
@@ -53,6 +81,8 @@ pub fn read<T: Copy + Default>(base: u64, off: u32) -> T {
     if off == ABSENT || base == 0 {
         return T::default();
     }
+    // SAFETY: bpf_probe_read_kernel copies from any kernel address and
+    // reports a fault instead of taking it.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.unwrap_or_default()
 }
 
@@ -62,6 +92,7 @@ pub fn read_buf(base: u64, off: u32, dst: &mut [u8]) {
     if off == ABSENT || base == 0 {
         return;
     }
+    // SAFETY: as for `read`; `dst` is a valid buffer of its length.
     if unsafe { bpf_probe_read_kernel_buf((base + off as u64) as *const u8, dst) }.is_err() {
         dst.fill(0);
     }
@@ -74,6 +105,7 @@ pub fn read_buf(base: u64, off: u32, dst: &mut [u8]) {
 pub fn read_array<const N: usize>(addr: u64) -> [u8; N] {
     use aya_ebpf::helpers::generated::bpf_probe_read_kernel as probe_read;
     let mut buf = core::mem::MaybeUninit::<[u8; N]>::uninit();
+    // SAFETY: the helper writes all N bytes, the data or zeros on a fault.
     unsafe {
         probe_read(
             buf.as_mut_ptr().cast(),
@@ -91,6 +123,23 @@ pub fn read_array<const N: usize>(addr: u64) -> [u8; N] {
 pub fn zero<T>(record: &mut T) {
     let words = record as *mut T as *mut u64;
     for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: every record type is #[repr(C)] plain integers, a
+        // multiple of 8 bytes long (asserted in rsttrace-common), and
+        // `record` is an exclusive reference to one.
         unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+}
+
+/// The clock records carry: boot time where the kernel has it (>= 5.8),
+/// else monotonic.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns};
+    // SAFETY: both helpers take no arguments and cannot fail; the
+    // verifier prunes the branch this kernel lacks (CONFIG is constant).
+    if conf!(boot_clock) != 0 {
+        unsafe { bpf_ktime_get_boot_ns() }
+    } else {
+        unsafe { bpf_ktime_get_ns() }
     }
 }

@@ -85,10 +85,11 @@ pub struct TraceArgs {
     #[arg(short, long, default_value = "text", value_parser = format_names())]
     pub format: String,
 
-    /// Only resets in this network namespace: an inode number, or a path
-    /// such as /proc/<pid>/ns/net or /run/netns/<name>.
-    #[arg(long, value_name = "INODE|PATH")]
-    pub netns: Option<String>,
+    /// Only resets in these network namespaces (up to four,
+    /// comma-separated): inode numbers, or paths such as
+    /// /proc/<pid>/ns/net or /run/netns/<name>.
+    #[arg(long, value_name = "INODE|PATH", value_delimiter = ',')]
+    pub netns: Vec<String>,
 
     /// Only these causes (comma-separated ids; see `rsttrace causes`).
     #[arg(long = "cause", value_name = "ID", value_delimiter = ',')]
@@ -151,6 +152,12 @@ pub struct TraceArgs {
     /// Exit after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<u64>,
+
+    /// BTF of the running kernel, for kernels that do not expose
+    /// /sys/kernel/btf/vmlinux (BTFHub ships such files for distribution
+    /// kernels).  Programs then attach through raw tracepoints and kprobes.
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<std::path::PathBuf>,
 
     /// More diagnostics on stderr (-vv for debug).
     #[arg(short, long, action = clap::ArgAction::Count)]

@@ -3,16 +3,20 @@
 //! after it sees enums and options.
 
 use rsttrace_common::event::{
-    ErrorReportEvent, EventHeader, ListenEvent, ResetEvent, TcpInfo, FLAG_BORN_KNOWN,
-    FLAG_FULL_SOCK, FLAG_HAS_SK, FLAG_HAS_SKB, FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN,
-    FLAG_TCP_INFO, KIND_ERROR_REPORT, KIND_FIREWALL, KIND_LISTEN, KIND_RESET_RECEIVED,
+    Endpoints, ErrorReportEvent, EventHeader, FirewallEvent, ListenEvent, ResetEvent, TcpInfo,
+    FLAG_BACKLOG, FLAG_BORN_KNOWN, FLAG_CLOSED, FLAG_FULL_SOCK, FLAG_HAS_SK, FLAG_HAS_SKB,
+    FLAG_OWNER_CLOSED, FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN, FLAG_STACK, FLAG_TCP_INFO,
+    FLAG_TIMEWAIT, HOOK_KPROBE, KIND_ERROR_REPORT, KIND_FIREWALL, KIND_LISTEN, KIND_RESET_RECEIVED,
     KIND_RESET_SENT, REASON_ABSENT, VERDICT_ICMP, VERDICT_RESET,
 };
 use thiserror::Error;
 
 use crate::{
     classify::{Direction, Facts, SockFacts},
-    kernel::names::{KernelNames, TcpState},
+    kernel::{
+        kallsyms::PATH,
+        names::{KernelNames, TcpState},
+    },
     model::{
         conn::{Comm, Conn, Segment, Task},
         errno::Errno,
@@ -37,8 +41,12 @@ pub struct KernelOwner {
     pub pid: u32,
     pub comm: Comm,
     pub cgroup_id: u64,
+    /// The process's start (boot-time ns; 0 when unknown).
+    pub start_ns: u64,
     /// Inherited from the listener (a connection not accepted yet).
     pub from_listener: bool,
+    /// From the table of closed connections (the socket is gone).
+    pub closed: bool,
 }
 
 /// A reset as captured.
@@ -54,8 +62,12 @@ pub struct CapturedReset {
     pub conn: Conn,
     pub netns: u32,
     pub owner: Option<KernelOwner>,
+    /// When the owner closed the connection (records' clock, ns).
+    pub closed_ns: Option<u64>,
     pub context: Context,
     pub task: Task,
+    /// The IP TTL / hop limit of the segment answered.
+    pub seg_ttl: Option<u8>,
 }
 
 /// `sock:inet_sk_error_report`: the errno a local socket reports next.
@@ -101,6 +113,9 @@ pub struct FirewallVerdict {
     pub conn: Conn,
     pub segment: Segment,
     pub netns: u32,
+    /// Seen in netfilter's own reset function (exact), not matched from
+    /// tracepoints.
+    pub exact: bool,
 }
 
 // Built and consumed once per record on the stack: boxing the large
@@ -144,22 +159,51 @@ pub fn decode(bytes: &[u8], names: &KernelNames) -> Result<Captured, DecodeError
     })
 }
 
+impl KernelOwner {
+    pub fn source(&self) -> crate::model::owner::OwnerSource {
+        use crate::model::owner::OwnerSource;
+        if self.closed {
+            OwnerSource::Closed
+        } else if self.from_listener {
+            OwnerSource::Listener
+        } else {
+            OwnerSource::Socket
+        }
+    }
+}
+
 fn owner(flags: u16, o: &rsttrace_common::event::Owner) -> Option<KernelOwner> {
     (flags & FLAG_OWNER_KNOWN != 0).then(|| KernelOwner {
         pid: o.tgid,
         comm: Comm::new(o.comm),
         cgroup_id: o.cgroup_id,
+        start_ns: o.start_ns,
         from_listener: flags & FLAG_OWNER_FROM_LISTENER != 0,
+        closed: flags & FLAG_OWNER_CLOSED != 0,
     })
 }
 
+fn conn(e: &Endpoints) -> Conn {
+    Conn::from_raw(
+        e.family,
+        &e.local_addr,
+        e.local_port,
+        &e.remote_addr,
+        e.remote_port,
+    )
+}
+
+fn seg(s: &rsttrace_common::event::SegmentHdr) -> Segment {
+    Segment {
+        flags: s.tcp_flags,
+        seq: s.seq,
+        ack: s.ack_seq,
+        payload: s.payload_len,
+    }
+}
+
 fn segment(ev: &ResetEvent) -> Option<Segment> {
-    (ev.flags & FLAG_HAS_SKB != 0).then_some(Segment {
-        flags: ev.tcp_flags,
-        seq: ev.seq,
-        ack: ev.ack_seq,
-        payload: ev.payload_len,
-    })
+    (ev.flags & FLAG_HAS_SKB != 0).then(|| seg(&ev.seg))
 }
 
 /// RCV_SHUTDOWN and SHUTDOWN_MASK bits of sk_shutdown.
@@ -181,6 +225,8 @@ fn sock_facts(ev: &ResetEvent, names: &KernelNames) -> Option<SockFacts> {
         unread: tcp.map_or(0, |t| t.rcv_nxt.wrapping_sub(t.copied_seq)),
         snd_una: tcp.map(|t| t.snd_una),
         snd_nxt: tcp.map(|t| t.snd_nxt),
+        linger2: tcp.map(|t| t.linger2),
+        backlog: (ev.flags & FLAG_BACKLOG != 0).then_some((ev.ack_backlog, ev.max_ack_backlog)),
     })
 }
 
@@ -203,24 +249,32 @@ fn reset(ev: &ResetEvent, names: &KernelNames) -> CapturedReset {
             segment: segment(ev),
             sock: sock_facts(ev, names),
             firewall: false,
+            tw_substate: (ev.flags & FLAG_TIMEWAIT != 0)
+                .then(|| names.state(ev.tw_substate))
+                .flatten(),
+            path: path(ev, names),
         },
         sk: ev.sk,
         sock_cookie: (ev.sock_cookie != 0).then_some(ev.sock_cookie),
         sock_ino: ev.sock_ino,
-        conn: Conn::from_raw(
-            ev.family,
-            &ev.local_addr,
-            ev.local_port,
-            &ev.remote_addr,
-            ev.remote_port,
-        ),
+        conn: conn(&ev.ends),
         netns: ev.netns,
         owner: owner(ev.flags, &ev.owner),
+        closed_ns: (ev.flags & FLAG_CLOSED != 0).then_some(ev.closed_ns),
         context: context(ev, names.hz),
         task: Task {
             pid: ev.task_tgid,
             comm: Comm::new(ev.task_comm),
         },
+        seg_ttl: (ev.flags & FLAG_HAS_SKB != 0).then_some(ev.seg.ttl),
+    }
+}
+
+/// The call path from the kernel stack, where the programs read one.
+fn path(ev: &ResetEvent, names: &KernelNames) -> [Option<crate::kernel::kallsyms::CallSite>; PATH] {
+    match (&names.callsites, ev.flags & FLAG_STACK != 0) {
+        (Some(sites), true) => sites.path(&ev.frames),
+        _ => [None; PATH],
     }
 }
 
@@ -260,13 +314,7 @@ fn error_report(er: &ErrorReportEvent) -> ErrorReport {
         sk: er.sk,
         sock_ino: er.sock_ino,
         errno: Errno::from_raw(er.error),
-        conn: Conn::from_raw(
-            er.family,
-            &er.local_addr,
-            er.local_port,
-            &er.remote_addr,
-            er.remote_port,
-        ),
+        conn: conn(&er.ends),
         netns: er.netns,
         synced: er.synced != 0,
         owner: owner(er.flags, &er.owner),
@@ -286,14 +334,12 @@ fn listen(le: &ListenEvent) -> ListenChange {
     }
 }
 
-fn firewall(ev: &ResetEvent) -> FirewallVerdict {
-    // The wire record reuses ResetEvent: `reason` holds the verdict and
-    // `sk_err` the ICMP type and code.
-    let verdict = match ev.reason {
+fn firewall(ev: &FirewallEvent) -> FirewallVerdict {
+    let verdict = match ev.verdict {
         VERDICT_RESET => Verdict::Reset,
         VERDICT_ICMP => Verdict::Icmp {
-            icmp_type: (ev.sk_err >> 8) as u8,
-            code: ev.sk_err as u8,
+            icmp_type: ev.icmp_type,
+            code: ev.icmp_code,
         },
         _ => Verdict::Drop,
     };
@@ -301,15 +347,10 @@ fn firewall(ev: &ResetEvent) -> FirewallVerdict {
         ts_ns: ev.header.ts_ns,
         cpu: ev.header.cpu,
         verdict,
-        conn: Conn::from_raw(
-            ev.family,
-            &ev.local_addr,
-            ev.local_port,
-            &ev.remote_addr,
-            ev.remote_port,
-        ),
-        segment: segment(ev).unwrap_or_default(),
+        conn: conn(&ev.ends),
+        segment: seg(&ev.seg),
         netns: ev.netns,
+        exact: ev.hook == HOOK_KPROBE,
     }
 }
 
@@ -338,12 +379,12 @@ mod tests {
         let n = names_618();
         let mut ev = ResetEvent::default();
         ev.header.kind = KIND_RESET_SENT;
-        ev.local_port = 8080;
-        ev.family = 2;
-        ev.remote_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        ev.ends.local_port = 8080;
+        ev.ends.family = 2;
+        ev.ends.remote_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
         ev.reason = n.reason_value(Reason::NoSocket).unwrap();
         ev.flags = FLAG_HAS_SKB;
-        ev.tcp_flags = 0x02;
+        ev.seg.tcp_flags = 0x02;
         let mut raw = bytes_of(&ev);
         raw.extend_from_slice(&[0; 4]);
         let Ok(Captured::Reset(r)) = decode(&raw, &n) else {
@@ -392,10 +433,11 @@ mod tests {
             panic!()
         };
         assert_eq!((l.port, l.listening, l.owner), (80, true, None));
-        let mut fw = ResetEvent::default();
+        let mut fw = FirewallEvent::default();
         fw.header.kind = KIND_FIREWALL;
-        fw.reason = VERDICT_ICMP;
-        fw.sk_err = 3 << 8 | 3;
+        fw.verdict = VERDICT_ICMP;
+        fw.icmp_type = 3;
+        fw.icmp_code = 3;
         let Ok(Captured::Firewall(f)) = decode(&bytes_of(&fw), &n) else {
             panic!()
         };

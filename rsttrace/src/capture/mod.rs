@@ -3,28 +3,33 @@
 //! Two objects are embedded, built from the same source: one streams
 //! through a BPF ring buffer (Linux >= 5.8) whose programs wake the reader
 //! in batches, the other through per-CPU perf buffers for older kernels.
+//! Which programs are attached depends on the kernel (`plan`).
 
+pub mod attach;
+mod maps;
+mod perf;
+pub mod plan;
 mod progstats;
+mod reader;
 
-use std::{future::poll_fn, io, task::Poll, time::Duration};
+use std::{io, time::Duration};
 
 use aya::{
     include_bytes_aligned,
-    maps::{
-        perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer},
-        Array, MapData, MapType, PerCpuArray, PerCpuHashMap, RingBuf,
-    },
-    programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint, ProgramError, TracePoint},
+    maps::{MapData, MapType, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError},
     Btf, Ebpf, EbpfLoader,
 };
-use rsttrace_common::{
-    config::{Config, Control},
-    event::{AggKey, AggValue, COUNTERS_LEN},
-};
+pub use maps::Counters;
+use rsttrace_common::config::{Config, Control};
 use thiserror::Error;
-use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::kernel::layout::{Hooks, ProgInfoLayout, BTF_TRACEPOINTS, FIREWALL_TRACEPOINTS};
+use self::{
+    attach::{program, Attacher, HookStatus},
+    plan::{Plan, Want, FIREWALL_TRACEPOINTS},
+    reader::Reader,
+};
+use crate::kernel::{hooks::Hooks, layout::ProgInfoLayout};
 
 static RINGBUF_OBJECT: &[u8] =
     include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-ringbuf.o"));
@@ -67,7 +72,7 @@ pub enum CaptureError {
         program: &'static str,
         detail: String,
     },
-    #[error("eBPF map {0} missing from the object")]
+    #[error("eBPF map or program {0} missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF map {name}: {source}")]
     Map {
@@ -77,14 +82,14 @@ pub enum CaptureError {
     },
     #[error("cannot list online CPUs: {0}")]
     Cpus(io::Error),
-    #[error("cannot open perf buffer: {0}")]
-    PerfBuffer(#[from] aya::maps::perf::PerfBufferError),
+    #[error("cannot open perf buffers: {0}")]
+    Perf(io::Error),
     #[error("cannot watch the event buffer: {0}")]
     Poll(io::Error),
 }
 
 /// Turns a program load/attach failure into one readable line.
-fn program_error(action: &'static str, program: &'static str, e: ProgramError) -> CaptureError {
+pub fn program_error(action: &'static str, program: &'static str, e: ProgramError) -> CaptureError {
     let detail = match e {
         ProgramError::LoadError {
             io_error,
@@ -97,13 +102,21 @@ fn program_error(action: &'static str, program: &'static str, e: ProgramError) -
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
             if io_error.raw_os_error() == Some(libc::EPERM) && log.trim().is_empty() {
-                format!("{io_error} (rsttrace needs root, or CAP_BPF and CAP_PERFMON)")
+                format!("{io_error} (rsttrace needs root, or CAP_BPF and CAP_PERFMON; fentry also needs a kernel that allows BPF trampolines)")
             } else {
                 log::debug!("verifier log for {program}:\n{log}");
-                format!("{io_error}; verifier: {last} (run with -v for the full log)")
+                format!("{io_error}; verifier: {last} (run with -vv for the full log)")
             }
         }
-        other => other.to_string(),
+        other => {
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(&other);
+            while let Some(e) = src {
+                s = format!("{s}: {e}");
+                src = e.source();
+            }
+            s
+        }
     };
     CaptureError::Program {
         action,
@@ -116,22 +129,7 @@ pub struct Options {
     pub transport: TransportChoice,
     /// Ring buffer bytes, or per-CPU perf buffer bytes.
     pub buffer_bytes: usize,
-    /// Attach the netfilter-reset hooks.
-    pub firewall: bool,
-}
-
-/// Per-CPU counters summed (see `rsttrace_common::event::COUNTER_*`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub values: [u64; COUNTERS_LEN as usize],
-    /// Invocations the kernel skipped because the same program was
-    /// already running on that CPU (bpf_prog_info.recursion_misses).
-    pub recursion_misses: u64,
-}
-
-enum Reader {
-    Ring(AsyncFd<RingBuf<MapData>>),
-    Perf(Vec<AsyncFd<PerfEventArrayBuffer<MapData>>>),
+    pub want: Want,
 }
 
 pub struct Capture {
@@ -140,52 +138,64 @@ pub struct Capture {
     transport: Transport,
     counters: PerCpuArray<MapData, u64>,
     progstats: progstats::ProgStats,
-    /// Perf buffer PERF_RECORD_LOST counts (also counted in-kernel).
-    pub perf_lost: u64,
-    scratch: Vec<u8>,
-    /// Links of the attached firewall hooks; None when not loaded.
-    firewall_links: Option<Vec<(&'static str, BtfTracePointLinkId)>>,
+    plan: Plan,
+    statuses: Vec<HookStatus>,
 }
 
-fn register<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, CaptureError> {
-    // SAFETY: `inner` owns its fd for as long as the AsyncFd lives.
-    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
-        .map_err(|e| CaptureError::Poll(e.into_parts().1))
-}
-
-/// The BTF tracepoint program `name` in the object.
-fn btf_program<'e>(
-    ebpf: &'e mut Ebpf,
-    name: &'static str,
-    action: &'static str,
-) -> Result<&'e mut BtfTracePoint, CaptureError> {
-    ebpf.program_mut(name)
-        .ok_or(CaptureError::MissingMap(name))?
-        .try_into()
-        .map_err(|e| program_error(action, name, e))
+fn choose_transport(choice: TransportChoice) -> Result<Transport, CaptureError> {
+    let ringbuf_ok = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
+    Ok(match choice {
+        TransportChoice::Auto if ringbuf_ok => Transport::Ringbuf,
+        TransportChoice::Auto | TransportChoice::Perf => Transport::Perf,
+        TransportChoice::Ringbuf if ringbuf_ok => Transport::Ringbuf,
+        TransportChoice::Ringbuf => return Err(CaptureError::NoRingbuf),
+    })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
     ebpf.take_map(name).ok_or(CaptureError::MissingMap(name))
 }
 
+fn open_reader(
+    ebpf: &mut Ebpf,
+    transport: Transport,
+    opts: &Options,
+) -> Result<Reader, CaptureError> {
+    Ok(match transport {
+        Transport::Ringbuf => {
+            let ring = RingBuf::try_from(take_map(ebpf, "EVENTS")?).map_err(|source| {
+                CaptureError::Map {
+                    name: "EVENTS",
+                    source,
+                }
+            })?;
+            Reader::Ring(reader::register(ring)?)
+        }
+        Transport::Perf => {
+            let (
+                Some(aya::maps::Map::PerfEventArray(events)),
+                Some(aya::maps::Map::PerfEventArray(wake)),
+            ) = (ebpf.map("EVENTS"), ebpf.map("WAKE"))
+            else {
+                return Err(CaptureError::MissingMap("EVENTS"));
+            };
+            reader::perf(events, wake, opts.buffer_bytes)?
+        }
+    })
+}
+
 impl Capture {
-    /// Loads the programs with `config`, attaches them, and opens the
-    /// event buffer.  Dropping the Capture detaches everything.
+    /// Loads the programs with `config`, attaches the ones this kernel
+    /// offers, and opens the event buffer.  Dropping the Capture detaches
+    /// everything.
     pub fn start(
         config: &Config,
-        hooks: Hooks,
+        hooks: &Hooks,
         prog_info: Option<ProgInfoLayout>,
         opts: &Options,
         btf: &Btf,
     ) -> Result<Self, CaptureError> {
-        let ringbuf_ok = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
-        let transport = match opts.transport {
-            TransportChoice::Auto if ringbuf_ok => Transport::Ringbuf,
-            TransportChoice::Auto | TransportChoice::Perf => Transport::Perf,
-            TransportChoice::Ringbuf if ringbuf_ok => Transport::Ringbuf,
-            TransportChoice::Ringbuf => return Err(CaptureError::NoRingbuf),
-        };
+        let transport = choose_transport(opts.transport)?;
         let object = match transport {
             Transport::Ringbuf => RINGBUF_OBJECT,
             Transport::Perf => PERF_OBJECT,
@@ -193,78 +203,25 @@ impl Capture {
         if object.is_empty() {
             return Err(CaptureError::NoObject);
         }
-        let page = page_size();
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(btf))
             .override_global("CONFIG", config, true);
         if transport == Transport::Ringbuf {
             // A power-of-two number of pages.
-            let size = opts.buffer_bytes.max(page).next_power_of_two();
+            let size = opts.buffer_bytes.max(page_size()).next_power_of_two();
             loader.map_max_entries("EVENTS", size as u32);
         }
         let mut ebpf = loader.load(object).map_err(CaptureError::Load)?;
-
-        for &(name, _, required) in BTF_TRACEPOINTS {
-            let wanted = required || (name == "inet_sk_error_report" && hooks.error_report);
-            if !wanted {
-                continue;
-            }
-            let prog = btf_program(&mut ebpf, name, "load")?;
-            prog.load(name, btf)
-                .map_err(|e| program_error("load", name, e))?;
-            prog.attach()
-                .map_err(|e| program_error("attach", name, e))?;
-        }
-        let mut firewall_links = None;
-        if hooks.firewall && opts.firewall {
-            for &(name, _) in FIREWALL_TRACEPOINTS {
-                btf_program(&mut ebpf, name, "load")?
-                    .load(name, btf)
-                    .map_err(|e| program_error("load", name, e))?;
-            }
-            firewall_links = Some(vec![]);
-        }
-        if hooks.accept {
-            for name in ["sys_exit_accept4", "sys_exit_accept"] {
-                let prog: &mut TracePoint = ebpf
-                    .program_mut(name)
-                    .ok_or(CaptureError::MissingMap(name))?
-                    .try_into()
-                    .map_err(|e| program_error("load", name, e))?;
-                prog.load().map_err(|e| program_error("load", name, e))?;
-                prog.attach("syscalls", name)
-                    .map_err(|e| program_error("attach", name, e))?;
-            }
-        }
-
-        let reader = match transport {
-            Transport::Ringbuf => {
-                let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|source| {
-                    CaptureError::Map {
-                        name: "EVENTS",
-                        source,
-                    }
-                })?;
-                Reader::Ring(register(ring)?)
-            }
-            Transport::Perf => {
-                let mut array =
-                    PerfEventArray::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|source| {
-                        CaptureError::Map {
-                            name: "EVENTS",
-                            source,
-                        }
-                    })?;
-                let pages = (opts.buffer_bytes / page).max(1).next_power_of_two();
-                let cpus = aya::util::online_cpus().map_err(|(_, e)| CaptureError::Cpus(e))?;
-                let mut bufs = Vec::with_capacity(cpus.len());
-                for cpu in cpus {
-                    bufs.push(register(array.open(cpu, Some(pages))?)?);
-                }
-                Reader::Perf(bufs)
-            }
+        let mut a = Attacher {
+            ebpf: &mut ebpf,
+            btf,
+            statuses: vec![],
+            why_no_functions: None,
         };
+        let plan = plan::attach(&mut a, hooks, &opts.want)?;
+        let statuses = std::mem::take(&mut a.statuses);
+        let reader = open_reader(&mut ebpf, transport, opts)?;
         let counters =
             PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(|source| {
                 CaptureError::Map {
@@ -272,50 +229,79 @@ impl Capture {
                     source,
                 }
             })?;
-        let progstats = progstats::ProgStats::new(prog_info);
         let mut capture = Capture {
             ebpf,
             reader,
             transport,
             counters,
-            progstats,
-            perf_lost: 0,
-            scratch: vec![0; 1024],
-            firewall_links,
+            progstats: progstats::ProgStats::new(prog_info),
+            plan,
+            statuses,
         };
         capture.set_firewall(true)?;
         Ok(capture)
     }
 
-    /// Whether the firewall hooks are loaded (so that they can be
-    /// attached).
-    pub fn has_firewall(&self) -> bool {
-        self.firewall_links.is_some()
+    /// What each hook came to, and the plain-words notes for this kernel.
+    pub fn statuses(&self) -> &[HookStatus] {
+        &self.statuses
     }
 
-    /// Attaches or detaches the firewall hooks.  They run on every dropped
-    /// packet and route lookup, so storm mode takes them off while a storm
-    /// lasts.
+    pub fn notes(&self) -> &[String] {
+        &self.plan.notes
+    }
+
+    pub fn sent_path(&self) -> plan::SentPath {
+        self.plan.sent
+    }
+
+    /// Attaches netfilter reset hooks whose module has loaded since
+    /// start-up (called once a second).
+    pub fn retry_waiting(&mut self, btf: &Btf) {
+        if self.plan.waiting.is_empty() {
+            return;
+        }
+        let mut a = Attacher {
+            ebpf: &mut self.ebpf,
+            btf,
+            statuses: vec![],
+            why_no_functions: None,
+        };
+        for f in plan::retry_waiting(&mut a, &mut self.plan.waiting) {
+            log::info!("{f} hooked: firewall resets are exact now");
+            if let Some(s) = self.statuses.iter_mut().find(|s| s.target == f) {
+                s.state = attach::HookState::Attached;
+            }
+        }
+    }
+
+    /// Whether the firewall tracepoints are loaded (so that they can be
+    /// attached).
+    pub fn has_firewall(&self) -> bool {
+        self.plan.firewall_links.is_some()
+    }
+
+    /// Attaches or detaches the firewall tracepoints.  They run on every
+    /// dropped packet, route lookup and packet sent, so storm mode takes
+    /// them off while a storm lasts.
     pub fn set_firewall(&mut self, on: bool) -> Result<(), CaptureError> {
-        let Some(links) = self.firewall_links.as_mut() else {
+        let Some(links) = self.plan.firewall_links.as_mut() else {
             return Ok(());
         };
-        let attached = !links.is_empty();
-        if on == attached {
+        if on != links.is_empty() {
             return Ok(());
         }
         if on {
-            for &(name, _) in FIREWALL_TRACEPOINTS {
-                let prog = btf_program(&mut self.ebpf, name, "attach")?;
-                links.push((
-                    name,
-                    prog.attach()
-                        .map_err(|e| program_error("attach", name, e))?,
-                ));
+            for name in FIREWALL_TRACEPOINTS {
+                let prog: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
+                let link = prog
+                    .attach()
+                    .map_err(|e| program_error("attach", name, e))?;
+                links.push((name, link));
             }
         } else {
             for (name, link) in links.drain(..) {
-                let prog = btf_program(&mut self.ebpf, name, "detach")?;
+                let prog: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
                 prog.detach(link)
                     .map_err(|e| program_error("detach", name, e))?;
             }
@@ -327,160 +313,45 @@ impl Capture {
         self.transport
     }
 
-    /// Waits until the kernel signals records, or `recheck` passes.
-    /// Cancel-safe: nothing is consumed here.
     pub async fn ready(&mut self, recheck: Option<Duration>) -> io::Result<()> {
-        let wait = async {
-            match &mut self.reader {
-                Reader::Ring(fd) => {
-                    let mut guard = fd.readable_mut().await?;
-                    guard.clear_ready();
-                }
-                Reader::Perf(fds) => {
-                    poll_fn(|cx| {
-                        let mut any = false;
-                        for fd in fds.iter_mut() {
-                            match fd.poll_read_ready_mut(cx) {
-                                Poll::Ready(Ok(mut guard)) => {
-                                    guard.clear_ready();
-                                    any = true;
-                                }
-                                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                                Poll::Pending => {}
-                            }
-                        }
-                        if any {
-                            Poll::Ready(Ok(()))
-                        } else {
-                            Poll::Pending
-                        }
-                    })
-                    .await?;
-                }
-            }
-            Ok::<(), io::Error>(())
-        };
-        match recheck {
-            Some(d) => match tokio::time::timeout(d, wait).await {
-                Ok(r) => r,
-                Err(_elapsed) => Ok(()),
-            },
-            None => wait.await,
-        }
+        self.reader.ready(recheck).await
     }
 
-    /// Hands up to `limit` waiting records to `f`.  Returns how many were
-    /// read; `limit` means more may be waiting.
     pub fn drain(&mut self, limit: usize, f: &mut impl FnMut(&[u8])) -> usize {
-        let mut n = 0;
-        match &mut self.reader {
-            Reader::Ring(fd) => {
-                let ring = fd.get_mut();
-                while n < limit {
-                    let Some(item) = ring.next() else { break };
-                    f(&item);
-                    n += 1;
-                }
-            }
-            Reader::Perf(fds) => {
-                let scratch = &mut self.scratch;
-                let mut lost = 0;
-                for fd in fds.iter_mut() {
-                    fd.get_mut().for_each(|event| match event {
-                        PerfEvent::Sample { head, tail } => {
-                            n += 1;
-                            if tail.is_empty() {
-                                f(head);
-                            } else {
-                                // The sample wraps around the ring: join it.
-                                let len = head.len() + tail.len();
-                                if scratch.len() < len {
-                                    scratch.resize(len, 0);
-                                }
-                                scratch[..head.len()].copy_from_slice(head);
-                                scratch[head.len()..len].copy_from_slice(tail);
-                                f(&scratch[..len]);
-                            }
-                        }
-                        PerfEvent::Lost { count } => lost += count,
-                    });
-                }
-                self.perf_lost += lost;
-            }
-        }
-        n
+        self.reader.drain(limit, f)
+    }
+
+    /// Records the perf buffers reported lost (also counted in-kernel).
+    pub fn perf_lost(&self) -> u64 {
+        self.reader.perf_lost()
     }
 
     pub fn counters(&mut self) -> Counters {
-        let mut out = Counters::default();
-        for (i, slot) in out.values.iter_mut().enumerate() {
-            if let Ok(per_cpu) = self.counters.get(&(i as u32), 0) {
-                *slot = per_cpu.iter().sum();
-            }
+        Counters {
+            values: maps::sum_counters(&self.counters),
+            recursion_misses: self.progstats.recursion_misses(&self.ebpf),
         }
-        out.recursion_misses = self.progstats.recursion_misses(&self.ebpf);
-        out
     }
 
     pub fn set_control(&mut self, control: Control) -> Result<(), CaptureError> {
-        let map = self
-            .ebpf
-            .map_mut("CONTROL")
-            .ok_or(CaptureError::MissingMap("CONTROL"))?;
-        let mut array: Array<&mut MapData, Control> =
-            Array::try_from(map).map_err(|source| CaptureError::Map {
-                name: "CONTROL",
-                source,
-            })?;
-        array
-            .set(0, control, 0)
-            .map_err(|source| CaptureError::Map {
-                name: "CONTROL",
-                source,
-            })
+        maps::set_control(&mut self.ebpf, control)
     }
 
-    /// Removes and returns the aggregation entries of `epoch`, summed over
-    /// CPUs (the programs count into the other epoch meanwhile).
-    pub fn take_aggregates(&mut self, epoch: u8) -> Result<Vec<(AggKey, AggValue)>, CaptureError> {
-        let map = self
-            .ebpf
-            .map_mut("AGG")
-            .ok_or(CaptureError::MissingMap("AGG"))?;
-        let mut agg: PerCpuHashMap<&mut MapData, AggKey, AggValue> =
-            PerCpuHashMap::try_from(map).map_err(|source| CaptureError::Map {
-                name: "AGG",
-                source,
-            })?;
-        let keys: Vec<AggKey> = agg
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.epoch == epoch)
-            .collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Ok(values) = agg.get(&key, 0) {
-                let mut total = AggValue::default();
-                for v in values.iter().filter(|v| v.count > 0) {
-                    if total.count == 0 {
-                        total = *v;
-                    } else {
-                        total.count += v.count;
-                        total.first_jiffies = total.first_jiffies.min(v.first_jiffies);
-                        total.last_jiffies = total.last_jiffies.max(v.last_jiffies);
-                    }
-                }
-                if total.count > 0 {
-                    out.push((key, total));
-                }
-            }
-            let _ = agg.remove(&key);
-        }
-        Ok(out)
+    pub fn take_aggregates(
+        &mut self,
+        epoch: u8,
+    ) -> Result<
+        Vec<(
+            rsttrace_common::event::AggKey,
+            rsttrace_common::event::AggValue,
+        )>,
+        CaptureError,
+    > {
+        maps::take_aggregates(&mut self.ebpf, epoch)
     }
 }
 
-fn page_size() -> usize {
+pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 {

@@ -4,7 +4,10 @@
 
 use super::causes::Direction;
 use crate::{
-    kernel::names::{KernelReason, Reason, TcpState},
+    kernel::{
+        kallsyms::{CallSite, PATH},
+        names::{KernelReason, Reason, TcpState},
+    },
     model::conn::Segment,
 };
 
@@ -26,6 +29,10 @@ pub struct SockFacts {
     /// Sequence numbers, for telling bad ACKs apart.
     pub snd_una: Option<u32>,
     pub snd_nxt: Option<u32>,
+    /// TCP_LINGER2 (negative: FIN_WAIT2 is aborted).
+    pub linger2: Option<i32>,
+    /// A listener's accept queue: (waiting, limit).
+    pub backlog: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +46,11 @@ pub struct Facts {
     pub sock: Option<SockFacts>,
     /// Made by netfilter, not by the TCP stack.
     pub firewall: bool,
+    /// A time-wait socket's substate (FIN_WAIT2: we closed first).
+    pub tw_substate: Option<TcpState>,
+    /// The functions on the way to the reset, innermost first (where the
+    /// kernel gives no reason and its stack was read).
+    pub path: [Option<CallSite>; PATH],
 }
 
 impl Facts {
@@ -59,5 +71,25 @@ impl Facts {
 
     pub fn bare_syn(&self) -> bool {
         self.segment.is_some_and(|s| s.is_bare_syn())
+    }
+
+    /// The innermost known caller, and the one after it.
+    pub fn callers(&self) -> (Option<CallSite>, Option<CallSite>) {
+        (self.path[0], self.path[1])
+    }
+
+    /// Facts with nothing known but the direction (for tests and
+    /// summaries).
+    pub fn bare(direction: Direction) -> Facts {
+        Facts {
+            direction,
+            reason: None,
+            state: None,
+            segment: None,
+            sock: None,
+            firewall: false,
+            tw_substate: None,
+            path: [None; PATH],
+        }
     }
 }

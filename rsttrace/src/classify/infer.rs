@@ -1,9 +1,13 @@
 //! Causes the kernel does not name: inferred from the segment, the socket
-//! state and the socket's flags.  Also the splits of kernel reasons that
-//! hide several stories (NO_SOCKET, TCP_STATE).
+//! state, the socket's flags and counters, and the call path.  Also the
+//! splits of kernel reasons that hide several stories (NO_SOCKET,
+//! TCP_STATE, TCP_TIMEWAIT_SOCKET).
 
 use super::{causes::Cause, facts::Facts};
-use crate::kernel::names::TcpState;
+use crate::{
+    kernel::{kallsyms::CallSite, names::TcpState},
+    model::conn::{tcp_flags, Segment},
+};
 
 /// NO_SOCKET: a SYN is a connection attempt to a closed port; anything
 /// else is a segment for a connection this host does not know.
@@ -12,6 +16,16 @@ pub fn no_socket(f: &Facts) -> Cause {
         Cause::NoListener
     } else {
         Cause::StaleConnection
+    }
+}
+
+/// A time-wait socket in its FIN_WAIT2 substate: we closed first and the
+/// peer kept sending.  In a true TIME_WAIT both ends had closed.
+pub fn time_wait(f: &Facts) -> Cause {
+    if f.tw_substate == Some(TcpState::FinWait2) {
+        Cause::FinWait2Data
+    } else {
+        Cause::TimeWaitData
     }
 }
 
@@ -42,21 +56,111 @@ pub fn sent(f: &Facts) -> Cause {
     let Some(state) = f.state else {
         return no_socket(f);
     };
+    if state == TcpState::TimeWait {
+        return time_wait(f);
+    }
+    match f.segment {
+        Some(seg) => answered(f, state, &seg),
+        None => active(f, state),
+    }
+}
+
+/// A reset answering a segment (tcp_v4_send_reset and friends).
+fn answered(f: &Facts, state: TcpState, seg: &Segment) -> Cause {
     let sock = f.sock.unwrap_or_default();
-    match (state, f.segment) {
-        (TcpState::TimeWait, _) => Cause::TimeWaitData,
-        (TcpState::Listen, Some(s)) if s.has(crate::model::conn::tcp_flags::ACK) => {
-            Cause::StaleConnection
-        }
-        (TcpState::SynSent, _) => Cause::SynSentInvalidAck,
-        (TcpState::Close, Some(s)) if s.payload == 0 => Cause::Linger2Abort,
-        (TcpState::Close, Some(_)) => Cause::DataAfterClose,
-        (_, Some(_)) => Cause::Unspecified,
-        // Resets the host starts itself (no segment to answer).
-        (TcpState::FinWait2, None) if sock.dead => Cause::FinWait2Timeout,
-        (TcpState::Close, None) if sock.unread > 0 => Cause::AbortUnreadData,
-        (TcpState::Close, None) if sock.linger_zero => Cause::AbortLinger,
-        (TcpState::Close, None) if !sock.attached => Cause::ListenerClosedUnaccepted,
+    match state {
+        TcpState::TimeWait => time_wait(f),
+        TcpState::Listen => listener(f, seg),
+        // tcp_rcv_synsent_state_process(): an ACK outside (snd_una,
+        // snd_nxt], else the PAWS check failed.
+        TcpState::SynSent => match (sock.snd_una, sock.snd_nxt) {
+            (Some(una), Some(nxt)) if seq_between(seg.ack, una.wrapping_add(1), nxt) => {
+                Cause::SynSentPaws
+            }
+            _ => Cause::SynSentInvalidAck,
+        },
+        // tcp_ack() on a child in SYN_RECV.
+        TcpState::SynRecv => match sock.snd_nxt {
+            Some(nxt) if seq_after(seg.ack, nxt) => Cause::SynRecvAckUnsentData,
+            _ => Cause::SynRecvTooOldAck,
+        },
+        // tcp_rcv_state_process() after close: data (or an out-of-order
+        // segment), or the bare ACK of our FIN with TCP_LINGER2 < 0.
+        TcpState::Close if seg.payload == 0 && !seg.has(tcp_flags::FIN) => Cause::Linger2Abort,
+        TcpState::Close => Cause::DataAfterClose,
         _ => Cause::Unspecified,
     }
+}
+
+/// A listener's reset: tcp_check_req() resets an embryonic connection (a
+/// SYN in its window, or the final ACK when the accept queue is full and
+/// tcp_abort_on_overflow is set); otherwise an ACK for a connection the
+/// listener does not know.
+fn listener(f: &Facts, seg: &Segment) -> Cause {
+    let from_check_req = f.path.contains(&Some(CallSite::CheckReq));
+    if seg.has(tcp_flags::SYN) {
+        return Cause::SynInWindow;
+    }
+    let full = f
+        .sock
+        .and_then(|s| s.backlog)
+        .is_some_and(|(waiting, limit)| waiting > limit);
+    if full || (from_check_req && seg.has(tcp_flags::ACK)) {
+        Cause::AcceptQueueOverflow
+    } else {
+        Cause::StaleConnection
+    }
+}
+
+/// A reset the host starts itself (tcp_send_active_reset), by its caller.
+fn active(f: &Facts, state: TcpState) -> Cause {
+    let sock = f.sock.unwrap_or_default();
+    match f.callers() {
+        (Some(CallSite::KeepaliveTimer), _) if state == TcpState::FinWait2 => {
+            Cause::FinWait2Timeout
+        }
+        (Some(CallSite::KeepaliveTimer), _) => Cause::KeepaliveTimeout,
+        (Some(CallSite::Abort), _) => Cause::SocketDestroyed,
+        (Some(CallSite::OutOfResources), _) => Cause::MemoryPressureAbort,
+        (Some(CallSite::Mptcp), _) => Cause::MptcpUnspecified,
+        (Some(CallSite::Disconnect), Some(CallSite::Close)) => Cause::AbortLinger,
+        (Some(CallSite::Disconnect), Some(CallSite::ListenStop)) => Cause::ListenerClosedUnaccepted,
+        (Some(CallSite::Disconnect), Some(CallSite::Connect)) => Cause::AppDisconnect,
+        (Some(CallSite::Close), _) => closing(sock),
+        _ => by_state(f, state),
+    }
+}
+
+/// __tcp_close() resets for unread data, for FIN_WAIT2 with
+/// TCP_LINGER2 < 0, or when orphans use too much memory.
+fn closing(sock: super::facts::SockFacts) -> Cause {
+    if sock.unread > 0 {
+        Cause::AbortUnreadData
+    } else if sock.linger2.is_some_and(|l| l < 0) {
+        Cause::Linger2Abort
+    } else {
+        Cause::MemoryPressureAbort
+    }
+}
+
+/// No call path: the socket's state and flags alone.
+fn by_state(f: &Facts, state: TcpState) -> Cause {
+    let sock = f.sock.unwrap_or_default();
+    match state {
+        TcpState::FinWait2 if sock.dead => Cause::FinWait2Timeout,
+        TcpState::Close if sock.unread > 0 => Cause::AbortUnreadData,
+        TcpState::Close if sock.linger_zero => Cause::AbortLinger,
+        TcpState::Close if !sock.attached => Cause::ListenerClosedUnaccepted,
+        _ => Cause::Unspecified,
+    }
+}
+
+/// `a` strictly after `b` in sequence space.
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// `lo <= x <= hi` in sequence space.
+fn seq_between(x: u32, lo: u32, hi: u32) -> bool {
+    hi.wrapping_sub(lo) >= x.wrapping_sub(lo)
 }

@@ -105,7 +105,7 @@ fn by_reason(r: Reason, f: &Facts) -> Cause {
         // (the segment is then the bare ACK of our FIN).
         TcpAbortOnData if f.segment.is_some_and(|s| s.payload == 0) => Cause::Linger2Abort,
         TcpAbortOnData => Cause::DataAfterClose,
-        TcpTimewaitSocket => Cause::TimeWaitData,
+        TcpTimewaitSocket => infer::time_wait(f),
         // tcp_check_req(): a SYN in the window of a half-open connection,
         // or (for the final ACK) an accept queue full with
         // tcp_abort_on_overflow set.

@@ -1,6 +1,9 @@
 use super::*;
 use crate::{
-    kernel::names::{testing::names_618, KernelReason, Reason},
+    kernel::{
+        kallsyms::CallSite,
+        names::{testing::names_618, KernelReason, Reason},
+    },
     model::conn::{
         tcp_flags::{ACK, PSH, SYN},
         Segment,
@@ -9,15 +12,13 @@ use crate::{
 
 fn sent(reason: Option<Reason>, state: Option<TcpState>) -> Facts {
     Facts {
-        direction: Direction::Sent,
         reason: reason.map(KernelReason::Known),
         state,
-        segment: None,
         sock: state.map(|_| SockFacts {
             attached: true,
             ..SockFacts::default()
         }),
-        firewall: false,
+        ..Facts::bare(Direction::Sent)
     }
 }
 
@@ -221,4 +222,149 @@ fn names_resolve_to_the_same_rules() {
         ..f
     };
     assert_eq!(classify(&f).cause, Cause::TimeWaitData);
+}
+
+fn path(sites: &[CallSite]) -> [Option<CallSite>; 3] {
+    let mut p = [None; 3];
+    for (slot, s) in p.iter_mut().zip(sites) {
+        *slot = Some(*s);
+    }
+    p
+}
+
+/// Linux < 6.10 gives no reason: the caller of tcp_send_active_reset()
+/// tells the story.
+#[test]
+fn active_resets_by_call_path() {
+    use CallSite::*;
+    let cases: &[(&[CallSite], TcpState, Cause)] = &[
+        (
+            &[KeepaliveTimer],
+            TcpState::Established,
+            Cause::KeepaliveTimeout,
+        ),
+        (
+            &[KeepaliveTimer],
+            TcpState::FinWait2,
+            Cause::FinWait2Timeout,
+        ),
+        (&[Abort], TcpState::Established, Cause::SocketDestroyed),
+        (
+            &[OutOfResources],
+            TcpState::FinWait1,
+            Cause::MemoryPressureAbort,
+        ),
+        (&[Disconnect, Close], TcpState::Close, Cause::AbortLinger),
+        (
+            &[Disconnect, ListenStop],
+            TcpState::Close,
+            Cause::ListenerClosedUnaccepted,
+        ),
+        (
+            &[Disconnect, Connect],
+            TcpState::Close,
+            Cause::AppDisconnect,
+        ),
+        (&[Mptcp], TcpState::Established, Cause::MptcpUnspecified),
+    ];
+    for &(sites, state, want) in cases {
+        let mut f = sent(None, Some(state));
+        f.path = path(sites);
+        let c = classify(&f);
+        assert_eq!(
+            (c.cause, c.source),
+            (want, CauseSource::Inferred),
+            "{sites:?}"
+        );
+    }
+    // __tcp_close(): unread data, TCP_LINGER2 < 0, or memory.
+    let mut f = sent(None, Some(TcpState::Close));
+    f.path = path(&[Close]);
+    f.sock.as_mut().unwrap().unread = 3;
+    assert_eq!(cause(&f), Cause::AbortUnreadData);
+    f.sock.as_mut().unwrap().unread = 0;
+    f.sock.as_mut().unwrap().linger2 = Some(-1);
+    assert_eq!(cause(&f), Cause::Linger2Abort);
+    f.sock.as_mut().unwrap().linger2 = Some(0);
+    assert_eq!(cause(&f), Cause::MemoryPressureAbort);
+}
+
+#[test]
+fn answered_resets_without_a_reason() {
+    // A listener: a SYN in the window, a full accept queue, or an ACK for
+    // a connection it does not know.
+    let mut f = sent(None, Some(TcpState::Listen));
+    f.segment = seg(SYN, 0);
+    assert_eq!(cause(&f), Cause::SynInWindow);
+    f.segment = seg(ACK, 10);
+    assert_eq!(cause(&f), Cause::StaleConnection);
+    f.sock.as_mut().unwrap().backlog = Some((2, 1));
+    assert_eq!(cause(&f), Cause::AcceptQueueOverflow);
+    f.sock.as_mut().unwrap().backlog = Some((0, 1));
+    f.path = path(&[CallSite::CheckReq]);
+    assert_eq!(cause(&f), Cause::AcceptQueueOverflow);
+    // SYN_SENT: an ACK outside (snd_una, snd_nxt], else PAWS.
+    let mut f = sent(None, Some(TcpState::SynSent));
+    f.sock.as_mut().unwrap().snd_una = Some(1000);
+    f.sock.as_mut().unwrap().snd_nxt = Some(1001);
+    f.segment = Some(Segment {
+        flags: SYN | ACK,
+        ack: 1001,
+        ..Segment::default()
+    });
+    assert_eq!(cause(&f), Cause::SynSentPaws);
+    f.segment = Some(Segment {
+        flags: SYN | ACK,
+        ack: 5000,
+        ..Segment::default()
+    });
+    assert_eq!(cause(&f), Cause::SynSentInvalidAck);
+    // SYN_RECV: an ACK for data never sent, else too old.
+    let mut f = sent(None, Some(TcpState::SynRecv));
+    f.sock.as_mut().unwrap().snd_nxt = Some(u32::MAX - 5);
+    f.segment = Some(Segment {
+        flags: ACK,
+        ack: 10,
+        ..Segment::default()
+    });
+    assert_eq!(
+        cause(&f),
+        Cause::SynRecvAckUnsentData,
+        "sequence numbers wrap"
+    );
+    f.segment = Some(Segment {
+        flags: ACK,
+        ack: u32::MAX - 100,
+        ..Segment::default()
+    });
+    assert_eq!(cause(&f), Cause::SynRecvTooOldAck);
+}
+
+/// A time-wait socket in its FIN_WAIT2 substate: we closed first.
+#[test]
+fn fin_wait2_substate_is_told_apart() {
+    for reason in [None, Some(Reason::TcpTimewaitSocket)] {
+        let mut f = sent(reason, Some(TcpState::TimeWait));
+        f.sock = None;
+        f.segment = seg(ACK | PSH, 10);
+        assert_eq!(cause(&f), Cause::TimeWaitData);
+        f.tw_substate = Some(TcpState::FinWait2);
+        assert_eq!(cause(&f), Cause::FinWait2Data);
+    }
+}
+
+#[test]
+fn availability_is_documented_for_every_cause() {
+    for &c in Cause::ALL {
+        let a = c.availability();
+        if c.direction() == Direction::Received {
+            assert!(a.iter().all(|&x| x == causes::Avail::Exact), "{c:?}");
+        }
+        assert!(!c.kernels().is_empty());
+    }
+    assert_eq!(
+        Cause::NoListener.kernels(),
+        "6.12+ exact, 6.10-6.11 exact, 5.8-6.9 inferred"
+    );
+    assert_eq!(Cause::PeerReset.kernels(), "all kernels");
 }

@@ -15,7 +15,7 @@ use std::{
 
 use super::{
     bounded::Bounded,
-    scanner::{ContainerKey, ProcOwner, Reply, Request, Scanner},
+    scanner::{ContainerKey, ProcOwner, ProcessKey, Reply, Request, Scanner},
 };
 use crate::{
     decode::KernelOwner,
@@ -43,8 +43,14 @@ pub struct OwnerResolver {
     min_rescan: Duration,
     by_cgroup: Bounded<ContainerKey, Option<Arc<Container>>>,
     asked: std::collections::HashSet<ContainerKey>,
+    /// Whether processes still run, as last checked.
+    alive: Bounded<ProcessKey, (bool, Instant)>,
+    asked_alive: std::collections::HashSet<ProcessKey>,
     pub scans: u64,
 }
+
+/// How long an answer about a process being alive holds.
+const ALIVE_FOR: Duration = Duration::from_secs(1);
 
 impl OwnerResolver {
     /// `initial`: a socket index built at start-up.
@@ -58,6 +64,8 @@ impl OwnerResolver {
             min_rescan: Duration::from_secs(1),
             by_cgroup: Bounded::new(CONTAINER_CACHE),
             asked: Default::default(),
+            alive: Bounded::new(CONTAINER_CACHE),
+            asked_alive: Default::default(),
             scans: 1,
         }
     }
@@ -84,16 +92,67 @@ impl OwnerResolver {
                 self.asked.remove(&key);
                 self.by_cgroup.insert(key, c);
             }
+            Reply::Alive(key, alive) => {
+                self.asked_alive.remove(&key);
+                self.alive.insert(key, (alive, Instant::now()));
+            }
         }
     }
 
     /// Whether anything asked of the scanner is still unanswered.
     pub fn busy(&self) -> bool {
-        self.scan_in_flight || !self.asked.is_empty()
+        self.scan_in_flight || !self.asked.is_empty() || !self.asked_alive.is_empty()
     }
 
     /// The owner of a socket: recorded by the programs, else by inode.
-    pub fn owner(&mut self, kernel: Option<&KernelOwner>, sock_ino: u64) -> Lookup<Option<Owner>> {
+    /// `closed`: the owner had closed the connection; say whether it has
+    /// exited since.
+    pub fn owner(
+        &mut self,
+        kernel: Option<&KernelOwner>,
+        sock_ino: u64,
+        closed: bool,
+    ) -> Lookup<Option<Owner>> {
+        let Lookup::Ready(owner) = self.owner_only(kernel, sock_ino) else {
+            return Lookup::Pending;
+        };
+        let Some(mut owner) = owner else {
+            return Lookup::Ready(None);
+        };
+        if closed {
+            let key = ProcessKey {
+                pid: owner.pid,
+                start_ns: kernel.map_or(0, |k| k.start_ns),
+            };
+            match self.exited(key) {
+                Lookup::Ready(e) => owner.exited = e,
+                Lookup::Pending => return Lookup::Pending,
+            }
+        }
+        Lookup::Ready(Some(owner))
+    }
+
+    fn exited(&mut self, key: ProcessKey) -> Lookup<Option<bool>> {
+        if let Some(&(alive, at)) = self.alive.get(&key) {
+            if at.elapsed() < ALIVE_FOR {
+                return Lookup::Ready(Some(!alive));
+            }
+        }
+        if self.asked_alive.contains(&key) {
+            return Lookup::Pending;
+        }
+        if self
+            .scanner
+            .as_ref()
+            .is_some_and(|s| s.ask(Request::Alive(key)))
+        {
+            self.asked_alive.insert(key);
+            return Lookup::Pending;
+        }
+        Lookup::Ready(None)
+    }
+
+    fn owner_only(&mut self, kernel: Option<&KernelOwner>, sock_ino: u64) -> Lookup<Option<Owner>> {
         if let Some(k) = kernel {
             let key = ContainerKey::Cgroup {
                 id: k.cgroup_id,
@@ -110,12 +169,9 @@ impl OwnerResolver {
             return Lookup::Ready(Some(Owner {
                 pid: k.pid,
                 comm: k.comm,
-                source: if k.from_listener {
-                    OwnerSource::Listener
-                } else {
-                    OwnerSource::Socket
-                },
+                source: k.source(),
                 container,
+                exited: None,
             }));
         }
         let p = match self.by_inode_lookup(sock_ino) {
@@ -133,6 +189,7 @@ impl OwnerResolver {
                 comm: p.comm,
                 source: OwnerSource::Procfs,
                 container,
+                exited: None,
             })),
             Lookup::Pending => Lookup::Pending,
         }
@@ -217,17 +274,17 @@ mod tests {
         let ino = inode_of(&listener);
         let mut r = OwnerResolver::new(Some(Scanner::start().unwrap()), scan_sockets());
         assert_eq!(
-            r.owner(None, ino),
+            r.owner(None, ino, false),
             Lookup::Pending,
             "the container is looked up"
         );
         settle(&mut r).await;
-        let Lookup::Ready(Some(o)) = r.owner(None, ino) else {
+        let Lookup::Ready(Some(o)) = r.owner(None, ino, false) else {
             panic!("no owner");
         };
         assert_eq!((o.pid, o.source), (std::process::id(), OwnerSource::Procfs));
         assert!(o.container.is_some());
-        assert_eq!(r.owner(None, 0), Lookup::Ready(None));
+        assert_eq!(r.owner(None, 0, false), Lookup::Ready(None));
     }
 
     #[tokio::test]
@@ -236,9 +293,9 @@ mod tests {
         r.min_rescan = Duration::ZERO;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let ino = inode_of(&listener);
-        assert_eq!(r.owner(None, ino), Lookup::Pending);
+        assert_eq!(r.owner(None, ino, false), Lookup::Pending);
         assert_eq!(
-            r.owner(None, u64::MAX - 1),
+            r.owner(None, u64::MAX - 1, false),
             Lookup::Pending,
             "one scan at a time"
         );
@@ -247,7 +304,7 @@ mod tests {
         assert!(r.peek(ino).is_some());
         // Rescans are rate-limited: a miss right after a scan is remembered.
         r.min_rescan = Duration::from_secs(3600);
-        assert_eq!(r.owner(None, u64::MAX - 2), Lookup::Ready(None));
+        assert_eq!(r.owner(None, u64::MAX - 2, false), Lookup::Ready(None));
         assert_eq!(r.scans, 2);
     }
 
@@ -258,9 +315,11 @@ mod tests {
             pid: 42,
             comm: Comm::from_str_lossy("nginx"),
             cgroup_id: 0,
+            start_ns: 0,
             from_listener: true,
+            closed: false,
         };
-        let Lookup::Ready(Some(o)) = r.owner(Some(&k), 0) else {
+        let Lookup::Ready(Some(o)) = r.owner(Some(&k), 0, false) else {
             panic!()
         };
         assert_eq!(

@@ -36,16 +36,26 @@ pub enum ContainerKey {
     Process { pid: u32, start: u64 },
 }
 
+/// A process by pid and start time (`start_boottime` in ns; 0 unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    pub pid: u32,
+    pub start_ns: u64,
+}
+
 #[derive(Debug)]
 pub enum Request {
     Sockets,
     Container(ContainerKey),
+    /// Whether a process still runs.
+    Alive(ProcessKey),
 }
 
 #[derive(Debug)]
 pub enum Reply {
     Sockets(HashMap<u64, ProcOwner>),
     Container(ContainerKey, Option<Arc<Container>>),
+    Alive(ProcessKey, bool),
 }
 
 pub struct Scanner {
@@ -79,6 +89,7 @@ fn serve(rx: &mpsc::Receiver<Request>, tx: &UnboundedSender<Reply>) {
                 let c = container(key, root.as_ref(), &mut cgroups);
                 Reply::Container(key, c.map(Arc::new))
             }
+            Request::Alive(p) => Reply::Alive(p, alive(p)),
         };
         if tx.send(reply).is_err() {
             return;
@@ -115,6 +126,20 @@ fn container(
                 .map(|p| Container::from_cgroup(p))
         }
     }
+}
+
+/// Whether the process still runs: its pid exists with the same start
+/// time (field 22 of /proc/<pid>/stat counts clock ticks of boot time).
+pub fn alive(p: ProcessKey) -> bool {
+    let Some(start) = process_start(p.pid) else {
+        return false;
+    };
+    if p.start_ns == 0 {
+        return true;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    start == p.start_ns / (1_000_000_000 / hz)
 }
 
 /// A process's start time: field 22 of /proc/<pid>/stat, after the
@@ -202,6 +227,24 @@ mod tests {
         assert!(!owner.comm.is_empty());
         assert!(owner.start > 0);
         assert_eq!(process_start(std::process::id()), Some(owner.start));
+    }
+
+    #[test]
+    fn tells_a_live_process_from_a_reused_pid() {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let me = std::process::id();
+        let start = process_start(me).unwrap();
+        let start_ns = start * (1_000_000_000 / hz) + 1234;
+        assert!(alive(ProcessKey { pid: me, start_ns }));
+        assert!(!alive(ProcessKey {
+            pid: me,
+            start_ns: start_ns + 1_000_000_000
+        }));
+        assert!(!alive(ProcessKey {
+            pid: u32::MAX - 1,
+            start_ns: 0
+        }));
     }
 
     #[tokio::test]

@@ -13,8 +13,21 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+static BOOT_CLOCK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Which clock the programs stamp records with: boot time (Linux >= 5.8,
+/// the default) or monotonic.
+pub fn set_boot_clock(boot: bool) {
+    BOOT_CLOCK.store(boot, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Now, on the clock records carry.
 pub fn boottime_ns() -> u64 {
-    clock_ns(libc::CLOCK_BOOTTIME)
+    if BOOT_CLOCK.load(std::sync::atomic::Ordering::Relaxed) {
+        clock_ns(libc::CLOCK_BOOTTIME)
+    } else {
+        clock_ns(libc::CLOCK_MONOTONIC)
+    }
 }
 
 /// Converts CLOCK_BOOTTIME to wall-clock time.  Re-synced periodically so

@@ -3,12 +3,13 @@
 //! tracepoint signatures, and the names behind numbers (reset reasons, TCP
 //! states, socket flag bits).  Nothing here is compiled in for one kernel.
 
-use rsttrace_common::config::{Config, Offsets, ABSENT};
+use rsttrace_common::config::{Config, Offsets};
 use thiserror::Error;
 
 use super::{
     btf::Btf,
-    names::{BitSpec, KernelNames, TcpState},
+    hooks::{self, Hooks},
+    names::{BitSpec, KernelNames, Reason, TcpState},
     tracefs::EventFormat,
 };
 
@@ -26,19 +27,6 @@ pub enum LayoutError {
     },
     #[error("kernel BTF has no enumerator {0}")]
     MissingEnumerator(String),
-}
-
-/// Features that depend on what the kernel offers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Hooks {
-    /// `tcp_send_reset` carries a reason (Linux >= 6.10).
-    pub reset_reason: bool,
-    /// Owners of accepted sockets via `syscalls:sys_exit_accept*`.
-    pub accept: bool,
-    /// `sock:inet_sk_error_report` (Linux >= 5.14).
-    pub error_report: bool,
-    /// Netfilter resets via kfree_skb/fib/icmp tracepoints (Linux >= 5.17).
-    pub firewall: bool,
 }
 
 /// Where `recursion_misses` sits in uapi `struct bpf_prog_info`.
@@ -111,6 +99,9 @@ const MEMBERS: &[Member] = members![
     ("sock", "sk_socket", sk_socket, 8, true),
     ("sock", "sk_err", sk_err, 4, true),
     ("sock", "sk_lingertime", sk_lingertime, 8, true),
+    ("sock", "sk_ack_backlog", sk_ack_backlog, 4, false),
+    ("sock", "sk_max_ack_backlog", sk_max_ack_backlog, 4, false),
+    ("inet_timewait_sock", "tw_substate", tw_substate, 1, false),
     ("socket", "file", socket_file, 8, true),
     ("socket", "sk", socket_sk, 8, true),
     ("file", "f_inode", file_inode, 8, true),
@@ -138,9 +129,17 @@ const MEMBERS: &[Member] = members![
         4,
         false
     ),
+    ("tcp_sock", "linger2", tcp_linger2, 4, false),
     ("task_struct", "files", task_files, 8, false),
     ("task_struct", "group_leader", task_group_leader, 8, false),
     ("task_struct", "comm", task_comm, 16, false),
+    (
+        "task_struct",
+        "start_boottime",
+        task_start_boottime,
+        8,
+        false
+    ),
     ("files_struct", "fdt", files_fdt, 8, false),
     ("fdtable", "max_fds", fdtable_max_fds, 4, false),
     ("fdtable", "fd", fdtable_fd, 8, false),
@@ -175,46 +174,9 @@ fn locate(btf: &Btf, member: &Member) -> Result<u32, String> {
     Err(why)
 }
 
-/// The BTF tracepoints rsttrace attaches to, the argument types its
-/// programs read, in order (`rsttrace-ebpf` reads them by position), and
-/// whether it can run without them.
-pub const BTF_TRACEPOINTS: &[(&str, &[&str], bool)] = &[
-    ("tcp_send_reset", &["*sock", "*sk_buff"], true),
-    ("tcp_receive_reset", &["*sock"], true),
-    ("inet_sock_set_state", &["*sock", "int", "int"], true),
-    ("tcp_destroy_sock", &["*sock"], true),
-    ("inet_sk_error_report", &["*sock"], false),
-];
-
-/// The hooks that recognise resets made by netfilter (see
-/// `rsttrace-ebpf/src/firewall.rs`).  All or none.
-pub const FIREWALL_TRACEPOINTS: &[(&str, &[&str])] = &[
-    ("kfree_skb", &["*sk_buff", "*void", "enum skb_drop_reason"]),
-    ("fib_table_lookup", &["unsigned int", "*flowi4"]),
-    (
-        "fib6_table_lookup",
-        &["*net", "*fib6_result", "*fib6_table", "*flowi6"],
-    ),
-    ("icmp_send", &["*sk_buff", "int", "int"]),
-];
-
-/// Checks a BTF tracepoint's signature; returns its argument types.
-fn check_tracepoint(btf: &Btf, name: &str, want: &[&str]) -> Result<Vec<String>, LayoutError> {
-    let args = btf
-        .tracepoint_args(name)
-        .ok_or_else(|| LayoutError::MissingTracepoint(name.to_string()))?;
-    if args.len() < want.len() || want.iter().zip(&args).any(|(w, f)| w != f) {
-        return Err(LayoutError::UnexpectedSignature {
-            name: name.to_string(),
-            found: args.join(", "),
-            expected: want.join(", "),
-        });
-    }
-    Ok(args)
-}
-
-/// Resolves everything from BTF, plus the accept syscall record layout and
-/// the reason names from tracefs when BTF lacks them.
+/// Resolves struct offsets, names and hooks from BTF, plus the accept
+/// syscall record layout and the reason names from tracefs when BTF lacks
+/// them.
 pub fn resolve(
     btf: &Btf,
     accept_exit: Option<&EventFormat>,
@@ -230,7 +192,40 @@ pub fn resolve(
             Err(why) => missing_optional.push(why),
         }
     }
+    let names = names(btf, &mut config, send_reset)?;
+    let hooks = hooks::detect(btf, &mut config, accept_exit, &mut degraded)?;
+    if !missing_optional.is_empty() {
+        degraded.push(format!(
+            "not in this kernel's BTF (fields left empty): {}",
+            missing_optional.join(", ")
+        ));
+    }
+    let prog_info = btf
+        .member_path("bpf_prog_info", "recursion_misses")
+        .and_then(|l| l.byte_offset())
+        .zip(
+            btf.struct_id("bpf_prog_info")
+                .and_then(|id| btf.size_of(id)),
+        )
+        .map(|(recursion_misses, size)| ProgInfoLayout {
+            recursion_misses,
+            size,
+        });
+    Ok(KernelFacts {
+        config,
+        prog_info,
+        names,
+        hooks,
+        degraded,
+    })
+}
 
+/// TCP states, socket flag bits, `sk_shutdown` and reset reason names.
+fn names(
+    btf: &Btf,
+    config: &mut Config,
+    send_reset: Option<&EventFormat>,
+) -> Result<KernelNames, LayoutError> {
     let mut names = KernelNames::default();
     // sk_shutdown: a u8 since 5.x, a 2-bit field before.
     let shutdown = btf.member_path("sock", "sk_shutdown").ok_or_else(|| {
@@ -252,8 +247,35 @@ pub fn resolve(
             config.offsets.sk_protocol = off;
         }
     }
+    states(btf, config, &mut names)?;
+    if let Some(flags) = btf.enum_values("sock_flags") {
+        for (name, value) in flags {
+            match name {
+                "SOCK_DEAD" => names.sock_dead_bit = Some(value as u32),
+                "SOCK_LINGER" => names.sock_linger_bit = Some(value as u32),
+                _ => {}
+            }
+        }
+    }
+    // Reset reason names: BTF enum, else the tracepoint's print format.
+    if let Some(values) = btf.enum_values("sk_rst_reason") {
+        for (name, value) in values {
+            let short = name.strip_prefix("SK_RST_REASON_").unwrap_or(name);
+            names.add_reason(value as u32, short);
+        }
+    } else if let Some(fmt) = send_reset {
+        for (value, name) in fmt.symbols("reason") {
+            names.add_reason(value as u32, &name);
+        }
+    }
+    if let Some(v) = names.reason_value(Reason::NotSpecified) {
+        config.reason_not_specified = v;
+    }
+    Ok(names)
+}
 
-    // TCP states (include/net/tcp_states.h), by name.
+/// TCP states (include/net/tcp_states.h), by name.
+fn states(btf: &Btf, config: &mut Config, names: &mut KernelNames) -> Result<(), LayoutError> {
     let states = btf
         .enum_containing("TCP_ESTABLISHED")
         .ok_or_else(|| LayoutError::MissingEnumerator("TCP_ESTABLISHED".into()))?;
@@ -272,143 +294,17 @@ pub fn resolve(
     config.tcp_syn_recv = state(TcpState::SynRecv)?;
     config.tcp_time_wait = state(TcpState::TimeWait)?;
     config.tcp_new_syn_recv = state(TcpState::NewSynRecv)?;
-
-    if let Some(flags) = btf.enum_values("sock_flags") {
-        for (name, value) in flags {
-            match name {
-                "SOCK_DEAD" => names.sock_dead_bit = Some(value as u32),
-                "SOCK_LINGER" => names.sock_linger_bit = Some(value as u32),
-                _ => {}
-            }
-        }
-    }
-
-    // Tracepoint signatures.
-    let mut hooks = Hooks::default();
-    for &(name, want, required) in BTF_TRACEPOINTS {
-        match check_tracepoint(btf, name, want) {
-            Ok(args) => {
-                if name == "tcp_send_reset" {
-                    hooks.reset_reason = args.get(2).is_some_and(|a| a == "enum sk_rst_reason");
-                }
-                if name == "inet_sk_error_report" {
-                    hooks.error_report = config.offsets.sk_protocol != ABSENT;
-                }
-            }
-            Err(e) if required => return Err(e),
-            Err(e) => degraded.push(format!("delivered-errno correlation off: {e}")),
-        }
-    }
-    config.send_reset_has_reason = u8::from(hooks.reset_reason);
-    if !hooks.reset_reason {
-        degraded.push(
-            "this kernel's tcp_send_reset has no reason (Linux < 6.10): causes are inferred \
-             from socket state, and resets sent with no socket or from TIME_WAIT are not reported"
-                .into(),
-        );
-    }
-
-    // Reset reason names: BTF enum, else the tracepoint's print format.
-    if let Some(values) = btf.enum_values("sk_rst_reason") {
-        for (name, value) in values {
-            let short = name.strip_prefix("SK_RST_REASON_").unwrap_or(name);
-            names.add_reason(value as u32, short);
-        }
-    } else if let Some(fmt) = send_reset {
-        for (value, name) in fmt.symbols("reason") {
-            names.add_reason(value as u32, &name);
-        }
-    }
-
-    // Netfilter resets: every hook, the drop reason and the flow members.
-    let firewall = FIREWALL_TRACEPOINTS
-        .iter()
-        .map(|&(name, want)| check_tracepoint(btf, name, want).map(|_| ()))
-        .collect::<Result<Vec<()>, _>>();
-    let netfilter_drop = btf
-        .enum_values("skb_drop_reason")
-        .and_then(|v| {
-            v.into_iter()
-                .find(|(n, _)| *n == "SKB_DROP_REASON_NETFILTER_DROP")
-        })
-        .map(|(_, v)| v as u32);
-    let flows = [
-        config.offsets.flowi4_proto,
-        config.offsets.flowi4_daddr,
-        config.offsets.flowi6_proto,
-        config.offsets.flowi6_daddr,
-    ]
-    .iter()
-    .all(|&o| o != ABSENT);
-    match (firewall, netfilter_drop) {
-        (Ok(_), Some(reason)) if flows => {
-            hooks.firewall = true;
-            config.kfree_skb_has_reason = 1;
-            config.drop_reason_netfilter = reason;
-        }
-        (Err(e), _) => degraded.push(format!("firewall (netfilter) resets not reported: {e}")),
-        _ => degraded.push(
-            "firewall (netfilter) resets not reported: this kernel's BTF lacks \
-             SKB_DROP_REASON_NETFILTER_DROP or the route lookup flows"
-                .into(),
-        ),
-    }
-
-    // bpf_get_socket_cookie() for tracing programs came with this function.
-    config.socket_cookie_helper = u8::from(btf.has_func("bpf_get_socket_ptr_cookie"));
-
-    // Owners of accepted sockets need the fd-table walk and the syscall record.
-    let fd_walk = [
-        config.offsets.task_files,
-        config.offsets.files_fdt,
-        config.offsets.fdtable_max_fds,
-        config.offsets.fdtable_fd,
-    ]
-    .iter()
-    .all(|&o| o != ABSENT);
-    match accept_exit.and_then(|f| f.fields.get("ret")) {
-        Some(ret) if fd_walk && ret.size == 8 => {
-            config.accept_ret_offset = ret.offset;
-            hooks.accept = true;
-        }
-        _ => degraded.push(
-            "accept() owner registration off (no syscalls:sys_exit_accept4 or fd table in BTF): \
-             accepted sockets resolve through /proc instead"
-                .into(),
-        ),
-    }
-    if !missing_optional.is_empty() {
-        degraded.push(format!(
-            "not in this kernel's BTF (fields left empty): {}",
-            missing_optional.join(", ")
-        ));
-    }
-
-    let prog_info = btf
-        .member_path("bpf_prog_info", "recursion_misses")
-        .and_then(|l| l.byte_offset())
-        .zip(
-            btf.struct_id("bpf_prog_info")
-                .and_then(|id| btf.size_of(id)),
-        )
-        .map(|(recursion_misses, size)| ProgInfoLayout {
-            recursion_misses,
-            size,
-        });
-
-    Ok(KernelFacts {
-        config,
-        prog_info,
-        names,
-        hooks,
-        degraded,
-    })
+    config.tcp_fin_wait1 = state(TcpState::FinWait1)?;
+    config.tcp_last_ack = state(TcpState::LastAck)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use rsttrace_common::config::ABSENT;
+
     use super::*;
-    use crate::kernel::btf::testing::Builder;
+    use crate::kernel::{btf::testing::Builder, hooks::check_tracepoint};
 
     /// A miniature kernel: every member rsttrace requires, nothing more.
     fn mini_kernel(with_reason: bool, shutdown_bitfield: bool) -> Vec<u8> {
@@ -489,8 +385,10 @@ mod tests {
                 ("TCP_ESTABLISHED", 1),
                 ("TCP_SYN_SENT", 2),
                 ("TCP_SYN_RECV", 3),
+                ("TCP_FIN_WAIT1", 4),
                 ("TCP_TIME_WAIT", 6),
                 ("TCP_CLOSE", 7),
+                ("TCP_LAST_ACK", 9),
                 ("TCP_LISTEN", 10),
                 ("TCP_NEW_SYN_RECV", 12),
                 ("TCP_MAX_STATES", 14),
@@ -573,7 +471,7 @@ mod tests {
             })
         );
         assert_eq!(facts.names.sk_shutdown.unwrap().extract(0b0001_1000), 0b11);
-        assert!(facts.degraded.iter().any(|d| d.contains("no reason")));
+        assert!(!facts.hooks.reset_reason);
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub struct KernelNames {
     pub sk_shutdown: Option<BitSpec>,
     /// Kernel HZ, to turn jiffies into time.
     pub hz: u32,
+    /// Where the callers of the reset builders live (call-path inference).
+    pub callsites: Option<super::kallsyms::CallSites>,
 }
 
 impl KernelNames {

@@ -14,6 +14,9 @@ pub enum OwnerSource {
     Listener,
     /// Found in /proc/<pid>/fd by the socket's inode.
     Procfs,
+    /// The connection outlived its socket (time-wait): the process that
+    /// owned it before it closed.
+    Closed,
 }
 
 impl OwnerSource {
@@ -22,6 +25,7 @@ impl OwnerSource {
             OwnerSource::Socket => "socket",
             OwnerSource::Listener => "listener",
             OwnerSource::Procfs => "procfs",
+            OwnerSource::Closed => "closed",
         }
     }
 }
@@ -46,6 +50,9 @@ pub struct Owner {
     pub comm: Comm,
     pub source: OwnerSource,
     pub container: Option<Arc<Container>>,
+    /// For a connection its owner had closed: whether that process has
+    /// exited since (None when not asked or unknown).
+    pub exited: Option<bool>,
 }
 
 impl Owner {

@@ -72,6 +72,8 @@ pub struct Reset {
     pub sock_cookie: Option<u64>,
     pub sock_inode: Option<u64>,
     pub cpu: u32,
+    /// How long before the reset the owner closed the connection.
+    pub owner_closed_ms: Option<u64>,
 }
 
 impl Reset {
@@ -135,7 +137,9 @@ pub const FIELDS: &[Field<Reset>] = &[
     field("state", Ty::OptStr, Text::Kv("state"), "TCP state of the local socket when the reset happened (ESTABLISHED, LISTEN, TIME_WAIT, CLOSE, ...); null when there is no socket.", |r| Value::str(r.state.map(TcpState::name))),
     field("pid", Ty::OptNum, Text::Kv("owner"), "Process id (thread group) of the process owning the local socket (for an orphan, closed by its application but still finishing, the process that owned it last); null when there is no local socket (closed port, TIME_WAIT) or it cannot be found. Never the task that happened to run.", |r| Value::num(r.owner_task().map(|o| u64::from(o.0)))),
     field("comm", Ty::OptStr, Text::Join, "That process's name.", |r| Value::str(r.owner_task().map(|o| o.1))),
-    field("owner_source", Ty::OptStr, Text::Omit, "How the owner was found: \"socket\" (recorded at connect/listen/accept), \"listener\" (a connection not accepted yet: its listener's owner), \"procfs\" (the socket's inode in /proc/<pid>/fd).", |r| Value::str(r.owner.as_ref().map(|o| o.source.as_str()))),
+    field("owner_source", Ty::OptStr, Text::Omit, "How the owner was found: \"socket\" (recorded at connect/listen/accept), \"listener\" (a connection not accepted yet: its listener's owner), \"procfs\" (the socket's inode in /proc/<pid>/fd), \"closed\" (the socket is gone, the kernel holds the connection in time-wait: the process that owned it until it closed it).", |r| Value::str(r.owner.as_ref().map(|o| o.source.as_str()))),
+    field("owner_closed_ms", Ty::OptNum, Text::Kv("closed_ms_ago"), "For a connection its owner had already closed (an orphan finishing, or time-wait): how long before the reset the owner closed it, in ms.", |r| Value::num(r.owner_closed_ms)),
+    field("owner_exited", Ty::OptBool, Text::Kv("owner_exited"), "For such a closed connection: whether the owner process has exited since (a server that crashed or restarted).", |r| Value::bool(r.owner.as_ref().and_then(|o| o.exited))),
     field("netns", Ty::Num, Text::Kv("netns"), "Inode of the socket's network namespace (as in /proc/<pid>/ns/net); for resets with no socket, of the receiving device's namespace.", |r| Value::U64(u64::from(r.netns))),
     field("app_errno", Ty::OptStr, Text::Kv("errno"), "The error the affected application gets: ECONNREFUSED, ECONNRESET, EPIPE, ...; null when none does.", |r| Value::str(r.app_errno.map(Errno::name))),
     field("app_errno_for", Ty::Str, Text::Join, "Whose application gets app_errno: \"peer\" for sent resets, \"local\" for received ones.", |r| Value::Str(r.affected())),

@@ -62,6 +62,7 @@ pub fn full_reset() -> Reset {
                 id: Some("a".repeat(64)),
                 pod_uid: Some("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0".into()),
             })),
+            exited: Some(false),
         }),
         app_errno: Some(Errno::ECONNRESET),
         listener: Some(true),
@@ -95,6 +96,7 @@ pub fn full_reset() -> Reset {
         sock_cookie: Some(12345),
         sock_inode: Some(678),
         cpu: 1,
+        owner_closed_ms: Some(300),
     }
 }
 
@@ -113,6 +115,7 @@ pub fn bare_reset() -> Reset {
         delivered: None,
         sock_cookie: None,
         sock_inode: None,
+        owner_closed_ms: None,
         conn: conn(true),
         ..full_reset()
     }

@@ -54,6 +54,7 @@ pub fn reset(
         sock_cookie: ev.sock_cookie,
         sock_inode: (ev.sock_ino != 0).then_some(ev.sock_ino),
         cpu: ev.cpu,
+        owner_closed_ms: ev.closed_ns.map(|c| ev.ts_ns.saturating_sub(c) / 1_000_000),
         owner,
     }
 }

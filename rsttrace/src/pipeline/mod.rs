@@ -196,12 +196,9 @@ impl<W: Write> Pipeline<W> {
 
     fn firewall_reset(&mut self, v: &FirewallVerdict, now: Instant) {
         let facts = Facts {
-            direction: Direction::Sent,
-            reason: None,
-            state: None,
             segment: Some(v.segment),
-            sock: None,
             firewall: true,
+            ..Facts::bare(Direction::Sent)
         };
         let ev = CapturedReset {
             ts_ns: v.ts_ns,
@@ -213,11 +210,13 @@ impl<W: Write> Pipeline<W> {
             conn: v.conn,
             netns: v.netns,
             owner: None,
+            closed_ns: None,
             context: Default::default(),
             task: Task {
                 pid: 0,
                 comm: Default::default(),
             },
+            seg_ttl: None,
         };
         self.on_reset(ev, now);
     }
@@ -237,7 +236,11 @@ impl<W: Write> Pipeline<W> {
     /// Writes a reset once its owner is known; parks it while the scanner
     /// looks (`late`: give up waiting and use what is known).
     fn reset(&mut self, d: Draft, late: bool) {
-        let owner = match self.owners.owner(d.ev.owner.as_ref(), d.ev.sock_ino) {
+        let closed = d.ev.closed_ns.is_some();
+        let owner = match self
+            .owners
+            .owner(d.ev.owner.as_ref(), d.ev.sock_ino, closed)
+        {
             Lookup::Ready(o) => o,
             Lookup::Pending if !late => {
                 self.parked.push_back((Parked::Reset(d), Instant::now()));
@@ -268,7 +271,7 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn failure(&mut self, er: ErrorReport, kind: FailureKind, late: bool) {
-        let owner = match self.owners.owner(er.owner.as_ref(), er.sock_ino) {
+        let owner = match self.owners.owner(er.owner.as_ref(), er.sock_ino, false) {
             Lookup::Ready(o) => o,
             Lookup::Pending if !late => {
                 self.parked
@@ -286,16 +289,12 @@ impl<W: Write> Pipeline<W> {
     fn owner_now(&self, kernel: Option<&crate::decode::KernelOwner>, ino: u64) -> Option<Owner> {
         use crate::model::owner::OwnerSource;
         if let Some(k) = kernel {
-            let source = if k.from_listener {
-                OwnerSource::Listener
-            } else {
-                OwnerSource::Socket
-            };
             return Some(Owner {
                 pid: k.pid,
                 comm: k.comm,
-                source,
+                source: k.source(),
                 container: None,
+                exited: None,
             });
         }
         self.owners.peek(ino).map(|p| Owner {
@@ -303,6 +302,7 @@ impl<W: Write> Pipeline<W> {
             comm: p.comm,
             source: OwnerSource::Procfs,
             container: None,
+            exited: None,
         })
     }
 

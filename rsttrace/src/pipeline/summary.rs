@@ -34,6 +34,8 @@ fn facts(key: &AggKey, names: &KernelNames) -> Facts {
         }),
         sock: None,
         firewall: false,
+        tw_substate: None,
+        path: Default::default(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::{thread, time::Duration};
 
 use serde_json::Value;
 
-use crate::harness::{exclusive, GlobalSysctl, Link, Peer, Tracer};
+use crate::harness::{exclusive, kernel_reasons, GlobalSysctl, Link, Peer, Tracer};
 
 fn is(v: &Value, direction: &str, cause: &str) -> bool {
     v["direction"] == direction && v["cause"] == cause
@@ -31,14 +31,15 @@ fn pid(p: &Peer) -> u64 {
 }
 
 /// Client closes; the server writes to it: the client host answers from
-/// TIME_WAIT (FIN_WAIT2 substate).  Softirq, the server process running.
+/// the time-wait remnant of the connection (FIN_WAIT2 substate).  Softirq,
+/// the server process running; the owner is the client that closed.
 #[test]
-fn time_wait_data() {
+fn fin_wait2_data() {
     let link = Link::new();
     let mut t = Tracer::start(&link.b, &[]);
     let (mut server, mut client, cport) = connected(&link, 9001);
     // Reach FIN_WAIT2 first (the server's ACK of our FIN may be delayed),
-    // so that close() turns the socket into a TIME_WAIT mini-socket at once.
+    // so that close() turns the socket into a time-wait mini-socket at once.
     client.ok("shutdown c wr");
     assert_eq!(server.ask("recv s"), "read 0");
     link.b.wait_for_state("fin-wait-2");
@@ -49,14 +50,43 @@ fn time_wait_data() {
     thread::sleep(Duration::from_millis(100));
     assert_eq!(server.ask("send s 10"), "err EPIPE");
 
-    let ev = t.expect("time_wait_data", |v| is(v, "sent", "time_wait_data"));
-    assert_eq!(ev["kernel_reason"], "TCP_TIMEWAIT_SOCKET");
+    let ev = t.expect("fin_wait2_data", |v| is(v, "sent", "fin_wait2_data"));
     assert_eq!(ev["state"], "TIME_WAIT");
     assert_eq!(ev["local_port"], cport);
     assert_eq!(ev["remote_port"], 9001);
-    assert_eq!(ev["pid"], Value::Null, "a TIME_WAIT socket has no owner");
+    assert_eq!(ev["pid"], pid(&client), "the process that closed it");
+    assert_eq!(ev["owner_source"], "closed");
+    assert_eq!(ev["owner_exited"], false);
+    assert!(ev["owner_closed_ms"].as_u64().is_some(), "{ev}");
     assert_eq!(ev["app_errno"], "EPIPE");
     assert_eq!(ev["payload_len"], 10);
+    if kernel_reasons(&t) {
+        assert_eq!(ev["kernel_reason"], "TCP_TIMEWAIT_SOCKET");
+    }
+}
+
+/// The seed's third case: a server exits while a client keeps a pooled
+/// connection; the client's next request meets the dead server's
+/// time-wait remnant.  The record names the server that is gone.
+#[test]
+fn a_dead_servers_connection() {
+    let link = Link::new();
+    let mut t = Tracer::start(&link.a, &[]);
+    let (mut server, mut client, cport) = connected(&link, 9015);
+    let server_pid = pid(&server);
+    server.kill();
+    // The server's kernel closed the socket: FIN, acknowledged.
+    assert_eq!(client.ask("recv c"), "read 0");
+    link.a.wait_for_state("fin-wait-2");
+    client.ok("send c 10");
+    let ev = t.expect("fin_wait2_data", |v| {
+        is(v, "sent", "fin_wait2_data") && v["remote_port"] == cport
+    });
+    assert_eq!(ev["pid"], server_pid, "the dead server");
+    assert_eq!(ev["owner_source"], "closed");
+    assert_eq!(ev["owner_exited"], true);
+    assert!(ev["owner_closed_ms"].as_u64().is_some(), "{ev}");
+    assert_eq!(ev["local_port"], 9015);
 }
 
 /// Client shuts down both directions; data arrives: the client host resets

@@ -560,6 +560,14 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// SIGKILL: the process dies, the kernel closes its sockets.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "exit");
@@ -582,4 +590,10 @@ pub fn port(n: u16) -> u16 {
 
 pub fn pid() -> u64 {
     u64::from(std::process::id())
+}
+
+/// Whether this kernel gives reset reasons (Linux >= 6.10): the tracer
+/// says so at start-up when it does not.
+pub fn kernel_reasons(t: &Tracer) -> bool {
+    !t.stderr().contains("no reset reasons")
 }

@@ -13,7 +13,7 @@ use clap::ValueEnum as _;
 use rsttrace_common::config::{Control, MODE_AGGREGATE, MODE_AUTO, MODE_EVENTS};
 
 use crate::{
-    capture::{Capture, Options},
+    capture::{plan::Want, Capture, Options},
     cli::{StormMode, TraceArgs},
     enrich::{
         listeners::{proc_listeners, ListenerHistory},
@@ -36,13 +36,13 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         port: args.port,
         pid: args.pid,
     };
-    let netns = args.netns.as_deref().map(setup::parse_netns).transpose()?;
+    let netns = setup::parse_netns_list(&args.netns)?;
     let format = format_named(&args.format).context("unknown --format")?;
     setup::check_privileges()?;
-    let mut kernel = setup::read_kernel()?;
+    let mut kernel = setup::read_kernel(args.btf.as_deref())?;
     let buffer_bytes = args.buffer_size as usize * 1024 * 1024;
     let config = &mut kernel.facts.config;
-    config.netns_filter = netns.unwrap_or(0);
+    config.netns_filter = netns;
     config.wakeup_interval_ns = args.wakeup_ms * 1_000_000;
     config.wakeup_bytes = (buffer_bytes / 4) as u64;
 
@@ -52,10 +52,14 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         .context("cannot start the event loop")?;
     runtime.block_on(async {
         let names = std::mem::take(&mut kernel.facts.names);
+        let kernel_notes = std::mem::take(&mut kernel.facts.degraded);
         let (hz, error_reports) = (names.hz, kernel.facts.hooks.error_report);
         let mut capture = start_capture(&args, kernel, buffer_bytes)?;
         let mut control = control(&args, hz);
         capture.set_control(control)?;
+        for note in kernel_notes.iter().chain(capture.notes()) {
+            log::warn!("{note}");
+        }
         let mut pipeline = pipeline(names, format, &args, filter, error_reports)?;
         if control.mode != MODE_EVENTS {
             let anchor = clock::JiffiesAnchor::now(hz);
@@ -69,7 +73,7 @@ pub fn execute(args: TraceArgs) -> Result<()> {
             capture.transport().as_str(),
             pipeline.owners().indexed(),
             args.storm.to_possible_value().expect("a value").get_name(),
-            netns.map(|n| format!(", netns {n}")).unwrap_or_default(),
+            netns_text(&netns),
         );
         let outcome = run::run(&mut capture, &mut pipeline, &args, &mut control).await;
         totals::finish(&mut capture, &mut pipeline, &mut control, outcome)
@@ -78,17 +82,21 @@ pub fn execute(args: TraceArgs) -> Result<()> {
 
 fn start_capture(args: &TraceArgs, kernel: setup::Kernel, buffer_bytes: usize) -> Result<Capture> {
     let aya_btf = aya::Btf::parse(&kernel.btf_bytes, aya::Endianness::default())
-        .context("cannot parse /sys/kernel/btf/vmlinux for the loader")?;
+        .context("cannot parse the kernel's BTF for the loader")?;
     drop(kernel.btf_bytes);
     let facts = kernel.facts;
     let capture = Capture::start(
         &facts.config,
-        facts.hooks,
+        &facts.hooks,
         facts.prog_info,
         &Options {
             transport: args.transport,
             buffer_bytes,
-            firewall: !args.no_firewall,
+            want: Want {
+                kernel_btf: kernel.kernel_btf,
+                firewall: !args.no_firewall,
+                failures: args.failures,
+            },
         },
         &aya_btf,
     )?;
@@ -98,6 +106,19 @@ fn start_capture(args: &TraceArgs, kernel: setup::Kernel, buffer_bytes: usize) -
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
     Ok(capture)
+}
+
+fn netns_text(netns: &[u32]) -> String {
+    let set: Vec<String> = netns
+        .iter()
+        .filter(|&&n| n != 0)
+        .map(u32::to_string)
+        .collect();
+    if set.is_empty() {
+        String::new()
+    } else {
+        format!(", netns {}", set.join(","))
+    }
 }
 
 fn control(args: &TraceArgs, hz: u32) -> Control {

@@ -148,6 +148,7 @@ impl Loop<'_> {
         pipeline: &mut Pipeline<W>,
     ) -> Result<Option<Stop>> {
         pipeline.tick();
+        capture.retry_waiting(&aya::Btf::new());
         pipeline.release(false);
         self.losses.report(capture, pipeline);
         let every = Duration::from_secs(self.args.summary_interval.max(1));

@@ -1,12 +1,13 @@
 //! Start-up checks and the kernel facts the programs are loaded with.
 
-use std::{collections::HashSet, os::unix::fs::MetadataExt};
+use std::{collections::HashSet, os::unix::fs::MetadataExt, path::Path};
 
 use anyhow::{bail, Context as _, Result};
+use rsttrace_common::config::NETNS_FILTER;
 
 use crate::{
     classify::Cause,
-    kernel::{btf::Btf, clock, layout, tracefs::Tracefs},
+    kernel::{btf::Btf, clock, kallsyms::CallSites, layout, tracefs::Tracefs},
 };
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -78,15 +79,31 @@ pub struct Kernel {
     pub facts: layout::KernelFacts,
     /// The raw BTF, for the loader.
     pub btf_bytes: Vec<u8>,
+    /// The kernel has its own BTF (BTF tracepoints and fentry work).
+    pub kernel_btf: bool,
 }
 
-pub fn read_kernel() -> Result<Kernel> {
-    let btf_bytes = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|e| {
-        anyhow::anyhow!(
-            "this kernel exposes no BTF (/sys/kernel/btf/vmlinux: {e}); rsttrace needs Linux >= 5.5 built with CONFIG_DEBUG_INFO_BTF=y"
-        )
-    })?;
-    let btf = Btf::parse(&btf_bytes).context("cannot parse /sys/kernel/btf/vmlinux")?;
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// The kernel's BTF, or the file `--btf` names for kernels without it.
+pub fn read_btf(path: Option<&Path>) -> Result<(Vec<u8>, bool)> {
+    let kernel_btf = Path::new(VMLINUX).exists();
+    let path = match path {
+        Some(p) => p,
+        None if kernel_btf => Path::new(VMLINUX),
+        None => bail!(
+            "this kernel exposes no BTF ({VMLINUX} is missing): give rsttrace one for it with              --btf PATH (BTFHub ships them for distribution kernels), or use a kernel built              with CONFIG_DEBUG_INFO_BTF=y"
+        ),
+    };
+    let bytes =
+        std::fs::read(path).with_context(|| format!("--btf {}: cannot read", path.display()))?;
+    Ok((bytes, kernel_btf))
+}
+
+pub fn read_kernel(btf_path: Option<&Path>) -> Result<Kernel> {
+    let (btf_bytes, kernel_btf) = read_btf(btf_path)?;
+    let what = btf_path.map_or(VMLINUX.to_string(), |p| p.display().to_string());
+    let btf = Btf::parse(&btf_bytes).with_context(|| format!("cannot parse BTF from {what}"))?;
     let tracefs = Tracefs::locate_or_mount()?;
     for (system, event) in [("tcp", "tcp_send_reset"), ("tcp", "tcp_receive_reset")] {
         if !tracefs.has_event(system, event) {
@@ -102,9 +119,28 @@ pub fn read_kernel() -> Result<Kernel> {
     let (hz, hz_source) = clock::kernel_hz();
     facts.names.hz = hz;
     log::info!("kernel HZ {hz} ({hz_source})");
-    for d in &facts.degraded {
-        log::warn!("{d}");
-    }
+    facts.names.callsites = CallSites::load();
+    facts.config.want_stack = u8::from(facts.names.callsites.is_some());
+    let boot_clock = aya::util::KernelVersion::current()
+        .map_or(true, |v| v >= aya::util::KernelVersion::new(5, 8, 0));
+    facts.config.boot_clock = u8::from(boot_clock);
+    clock::set_boot_clock(boot_clock);
     drop(btf);
-    Ok(Kernel { facts, btf_bytes })
+    Ok(Kernel {
+        facts,
+        btf_bytes,
+        kernel_btf,
+    })
+}
+
+/// `--netns`: up to four namespaces (inode numbers or namespace files).
+pub fn parse_netns_list(args: &[String]) -> Result<[u32; NETNS_FILTER]> {
+    if args.len() > NETNS_FILTER {
+        bail!("--netns: at most {NETNS_FILTER} namespaces");
+    }
+    let mut out = [0; NETNS_FILTER];
+    for (slot, a) in out.iter_mut().zip(args) {
+        *slot = parse_netns(a)?;
+    }
+    Ok(out)
 }

@@ -29,7 +29,7 @@ pub struct Losses {
 /// counter covers them, so take the larger rather than the sum.
 fn buffer_full(capture: &mut Capture) -> u64 {
     let c = capture.counters();
-    c.values[COUNTER_LOST as usize].max(capture.perf_lost)
+    c.values[COUNTER_LOST as usize].max(capture.perf_lost())
 }
 
 impl Losses {

@@ -1,0 +1,241 @@
+//! One reset, sent or received: the record userspace explains.  The same
+//! body serves every hook (tracepoint, fentry, kprobe, raw tracepoint);
+//! `M` says how its pointers may be read.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_jiffies64},
+    macros::map,
+    maps::PerCpuArray,
+    EbpfContext,
+};
+use rsttrace_common::event::{
+    ResetEvent, TcpInfo, COUNTER_FILTERED, COUNTER_SEEN, FLAG_BACKLOG, FLAG_BORN_KNOWN,
+    FLAG_CLOSED, FLAG_FULL_SOCK, FLAG_HAS_SK, FLAG_HAS_SKB, FLAG_OWNER_CLOSED,
+    FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN, FLAG_STACK, FLAG_TCP_INFO, FLAG_TIMEWAIT, FRAMES,
+    REASON_ABSENT,
+};
+
+use crate::{
+    emit::{aggregate, count, emit, header, should_emit},
+    kmem::{conf, now_ns, off, read, zero, Mem},
+    net::{
+        current_comm, is_full_sock, netns_filtered, read_segment, skb_netns, sock_endpoints,
+        sock_inode, sock_netns, sock_state, TCP_RST,
+    },
+    owners::{closed_owner, lookup},
+};
+
+/// Per-CPU space to build records in (too big for the 512-byte stack).
+/// One slot per direction: a program never nests with itself on a CPU,
+/// but the send and receive programs can interrupt each other.
+#[map]
+pub static SCRATCH: PerCpuArray<ResetEvent> = PerCpuArray::with_max_entries(2, 0);
+
+pub const SLOT_SENT: u32 = 0;
+pub const SLOT_RECEIVED: u32 = 1;
+
+/// A reset as a hook sees it.
+pub struct Reset {
+    pub kind: u8,
+    pub slot: u32,
+    pub sk: u64,
+    /// The segment answered (0 for resets the host starts itself).
+    pub skb: u64,
+    pub reason: u32,
+    pub hook: u8,
+    /// The functions that build resets also run for an incoming RST,
+    /// which they never answer: skip those.
+    pub skip_rst: bool,
+}
+
+#[inline(always)]
+pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
+    let netns = if r.sk != 0 {
+        sock_netns::<M>(r.sk)
+    } else {
+        skb_netns::<M>(r.skb)
+    };
+    let Some(ev) = SCRATCH.get_ptr_mut(r.slot) else {
+        return;
+    };
+    // SAFETY: this program's own per-CPU slot (see SCRATCH).
+    let ev = unsafe { &mut *ev };
+    zero(ev);
+    if r.skb != 0 && read_segment::<M>(r.skb, &mut ev.ends, &mut ev.seg) {
+        if r.skip_rst && ev.seg.tcp_flags & TCP_RST != 0 {
+            return;
+        }
+        ev.flags |= FLAG_HAS_SKB;
+    }
+    count(COUNTER_SEEN);
+    if netns_filtered(netns) {
+        count(COUNTER_FILTERED);
+        return;
+    }
+    ev.header.kind = r.kind;
+    ev.sk = r.sk;
+    ev.reason = r.reason;
+    ev.netns = netns;
+    ev.hook = r.hook;
+    let full = r.sk != 0 && socket_basics::<M>(r.sk, ev);
+    owner(ev);
+    // Counting needs no precise time: jiffies are an inlined load, the
+    // clock a helper call that shows under storms.
+    // SAFETY: no arguments.
+    let jiffies = unsafe { bpf_jiffies64() };
+    if !should_emit(jiffies) {
+        aggregate(r.kind, ev, jiffies);
+        return;
+    }
+    let now = now_ns();
+    ev.header = header(r.kind, now);
+    details::<M, C>(ctx, r.sk, full, ev);
+    emit(ctx, ev, now);
+}
+
+/// State, endpoints (when the segment gave none) and the time-wait
+/// substate; returns whether `sk` is a full socket.
+#[inline(always)]
+fn socket_basics<M: Mem>(sk: u64, ev: &mut ResetEvent) -> bool {
+    ev.flags |= FLAG_HAS_SK;
+    ev.state = sock_state::<M>(sk);
+    let full = is_full_sock(ev.state);
+    if full {
+        ev.flags |= FLAG_FULL_SOCK;
+    }
+    // The segment being answered names both ends exactly (a listener's
+    // socket has no remote address); otherwise the socket does.
+    if ev.flags & FLAG_HAS_SKB == 0 {
+        sock_endpoints::<M>(sk, full, &mut ev.ends);
+    }
+    if ev.state == conf!(tcp_time_wait) {
+        // tw_substate lies beyond sock_common: a helper read.
+        ev.tw_substate = read(sk, off!(tw_substate));
+        ev.flags |= FLAG_TIMEWAIT;
+    }
+    full
+}
+
+/// The owner from the socket table, or for a time-wait socket from the
+/// table of closed connections.
+#[inline(always)]
+fn owner(ev: &mut ResetEvent) {
+    if ev.sk == 0 {
+        return;
+    }
+    if let Some(entry) = lookup(ev.sk) {
+        if entry.has_owner != 0 {
+            ev.owner = entry.owner;
+            ev.flags |= FLAG_OWNER_KNOWN;
+            if entry.from_listener != 0 {
+                ev.flags |= FLAG_OWNER_FROM_LISTENER;
+            }
+        }
+        if entry.born_ns != 0 {
+            ev.born_ns = entry.born_ns;
+            ev.flags |= FLAG_BORN_KNOWN;
+        }
+        if entry.closed_ns != 0 {
+            ev.closed_ns = entry.closed_ns;
+            ev.flags |= FLAG_CLOSED;
+        }
+    } else if ev.flags & FLAG_TIMEWAIT != 0 {
+        if let Some(c) = closed_owner(ev.netns, &ev.ends) {
+            ev.owner = c.owner;
+            ev.born_ns = c.born_ns;
+            ev.closed_ns = c.closed_ns;
+            ev.flags |= FLAG_OWNER_KNOWN | FLAG_OWNER_CLOSED | FLAG_CLOSED | FLAG_BORN_KNOWN;
+        }
+    }
+}
+
+/// What only a reported (not aggregated) reset needs.
+#[inline(always)]
+fn details<M: Mem, C: EbpfContext>(ctx: &C, sk: u64, full: bool, ev: &mut ResetEvent) {
+    // The kernel assigns a socket's cookie the first time something asks
+    // (ss -e, SO_COOKIE...): ask, so that every record can be matched.
+    ev.sock_cookie = cookie::<M>(sk);
+    if full {
+        ev.sock_ino = sock_inode::<M>(sk);
+        ev.sk_err = M::load(sk, off!(sk_err));
+        ev.sk_flags = M::load(sk, off!(sk_flags));
+        ev.sk_lingertime = M::load(sk, off!(sk_lingertime));
+        ev.sk_shutdown_byte = M::load(sk, off!(sk_shutdown_byte));
+        if ev.state != conf!(tcp_listen) {
+            read_tcp_info(sk, &mut ev.tcp);
+            ev.flags |= FLAG_TCP_INFO;
+        } else if off!(sk_max_ack_backlog) != rsttrace_common::config::ABSENT {
+            ev.ack_backlog = M::load(sk, off!(sk_ack_backlog));
+            ev.max_ack_backlog = M::load(sk, off!(sk_max_ack_backlog));
+            ev.flags |= FLAG_BACKLOG;
+        }
+    }
+    ev.task_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    ev.task_comm = current_comm();
+    if wants_stack(ev) {
+        stack(ctx, ev);
+    }
+}
+
+/// `bpf_get_socket_cookie` creates a missing cookie, but only tracing
+/// programs (BTF-typed) may call it, from Linux 5.12.
+#[inline(always)]
+fn cookie<M: Mem>(sk: u64) -> u64 {
+    if sk == 0 {
+        return 0;
+    }
+    if M::TYPED && conf!(socket_cookie_helper) != 0 {
+        // SAFETY: `sk` is a BTF-typed socket pointer (M::TYPED).
+        return unsafe {
+            aya_ebpf::helpers::generated::bpf_get_socket_cookie(sk as *mut core::ffi::c_void)
+        };
+    }
+    M::load(sk, off!(skc_cookie))
+}
+
+/// A reset whose cause userspace must infer from the call path: the
+/// kernel gives no reason, and the state alone does not tell.
+#[inline(always)]
+fn wants_stack(ev: &ResetEvent) -> bool {
+    conf!(want_stack) != 0
+        && ev.sk != 0
+        && ev.flags & FLAG_TIMEWAIT == 0
+        && (ev.reason == REASON_ABSENT || ev.reason == conf!(reason_not_specified))
+}
+
+#[inline(always)]
+fn stack<C: EbpfContext>(ctx: &C, ev: &mut ResetEvent) {
+    use aya_ebpf::helpers::generated::bpf_get_stack;
+    // SAFETY: `frames` is FRAMES u64s inside the record; the helper writes
+    // at most that many bytes and returns how many it wrote.
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            ev.frames.as_mut_ptr().cast(),
+            (FRAMES * 8) as u32,
+            0,
+        )
+    };
+    if n > 0 {
+        ev.flags |= FLAG_STACK;
+    }
+}
+
+/// TCP counters live in `struct tcp_sock`, beyond the `struct sock` the
+/// argument's BTF type names: helper reads.
+#[inline(always)]
+fn read_tcp_info(sk: u64, t: &mut TcpInfo) {
+    t.bytes_received = read(sk, off!(tcp_bytes_received));
+    t.bytes_acked = read(sk, off!(tcp_bytes_acked));
+    t.bytes_sent = read(sk, off!(tcp_bytes_sent));
+    t.snd_una = read(sk, off!(tcp_snd_una));
+    t.snd_nxt = read(sk, off!(tcp_snd_nxt));
+    t.rcv_nxt = read(sk, off!(tcp_rcv_nxt));
+    t.copied_seq = read(sk, off!(tcp_copied_seq));
+    t.lsndtime = read(sk, off!(tcp_lsndtime));
+    t.rcv_tstamp = read(sk, off!(tcp_rcv_tstamp));
+    t.lrcvtime = read(sk, off!(icsk_lrcvtime));
+    t.linger2 = read(sk, off!(tcp_linger2));
+    // SAFETY: no arguments.
+    t.now_jiffies = unsafe { bpf_jiffies64() };
+}
