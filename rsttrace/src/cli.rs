@@ -40,10 +40,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = SchemaFormat::Text)]
         format: SchemaFormat,
     },
+    /// Say what this kernel and this process let rsttrace see, and how to
+    /// fix what is missing.
+    Doctor {
+        #[arg(long, value_enum, default_value_t = DoctorFormat::Text)]
+        format: DoctorFormat,
+        /// BTF of the running kernel (see the tracer's --btf).
+        #[arg(long, value_name = "PATH")]
+        btf: Option<std::path::PathBuf>,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Man,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DoctorFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -78,6 +78,21 @@ fn main() -> ExitCode {
         Some(Command::Causes { format }) => print(&cmd::docs::causes(format)),
         Some(Command::Schema { format }) => print(&cmd::docs::schema(format)),
         Some(Command::Completions { shell }) => print(&cmd::docs::completions(shell)),
+        Some(Command::Doctor { format, btf }) => {
+            init_logging(0);
+            let json = format == cli::DoctorFormat::Json;
+            match cmd::doctor::execute(btf.as_deref(), json) {
+                Ok((text, runnable)) => {
+                    let code = print(&text);
+                    if runnable {
+                        code
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Some(Command::Man) => match cmd::docs::man() {
             Ok(text) => print(&text),
             Err(e) => fail(&e),

@@ -255,6 +255,18 @@ impl Capture {
         self.plan.sent
     }
 
+    /// Whether fentry programs load here (BPF trampolines), trying one
+    /// that is not in use (for `rsttrace doctor`).
+    pub fn probe_fentry(&mut self, btf: &Btf) -> Result<(), String> {
+        let prog: &mut aya::programs::FEntry =
+            program(&mut self.ebpf, "tcp_send_active_reset_fentry").map_err(|e| e.to_string())?;
+        if prog.fd().is_ok() {
+            return Ok(());
+        }
+        prog.load("tcp_send_active_reset", btf)
+            .map_err(|e| program_error("load", "tcp_send_active_reset_fentry", e).to_string())
+    }
+
     /// Attaches netfilter reset hooks whose module has loaded since
     /// start-up (called once a second).
     pub fn retry_waiting(&mut self, btf: &Btf) {

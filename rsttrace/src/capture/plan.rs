@@ -213,9 +213,14 @@ fn firewall(
                 plan.waiting.push(f);
             }
         }
-    } else {
+    } else if let Err(why) = &exact {
+        let instead = if hooks.firewall_off.is_none() && want.kernel_btf {
+            "; tracepoints match firewall resets instead"
+        } else {
+            ""
+        };
         for (f, _) in NF_RESET {
-            a.note(f, Kind::Kprobe, HookState::Off(exact.clone().unwrap_err()));
+            a.note(f, Kind::Kprobe, HookState::Off(format!("{why}{instead}")));
         }
     }
     let tracepoints_needed = exact.is_err() || want.failures;

@@ -1,4 +1,5 @@
 //! One `execute()` per subcommand.
 
 pub mod docs;
+pub mod doctor;
 pub mod trace;

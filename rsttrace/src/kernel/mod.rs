@@ -2,6 +2,7 @@
 //! the hooks it offers, and the names behind the numbers in events.
 
 pub mod btf;
+pub mod caps;
 pub mod clock;
 pub mod hooks;
 pub mod kallsyms;

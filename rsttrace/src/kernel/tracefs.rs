@@ -29,16 +29,21 @@ pub struct Tracefs {
 }
 
 impl Tracefs {
-    /// Finds a mounted tracefs, mounting one on /sys/kernel/tracing if none.
-    pub fn locate_or_mount() -> Result<Self, TracefsError> {
-        if let Some(root) = CANDIDATES
+    /// A mounted tracefs, if there is one.
+    pub fn locate() -> Option<Self> {
+        CANDIDATES
             .iter()
             .map(Path::new)
             .find(|p| p.join("events").is_dir())
-        {
-            return Ok(Tracefs {
+            .map(|root| Tracefs {
                 root: root.to_path_buf(),
-            });
+            })
+    }
+
+    /// Finds a mounted tracefs, mounting one on /sys/kernel/tracing if none.
+    pub fn locate_or_mount() -> Result<Self, TracefsError> {
+        if let Some(t) = Self::locate() {
+            return Ok(t);
         }
         let target = CANDIDATES[0];
         let c_target = CString::new(target).expect("no NUL");

@@ -592,8 +592,37 @@ pub fn pid() -> u64 {
     u64::from(std::process::id())
 }
 
-/// Whether this kernel gives reset reasons (Linux >= 6.10): the tracer
-/// says so at start-up when it does not.
-pub fn kernel_reasons(t: &Tracer) -> bool {
-    !t.stderr().contains("no reset reasons")
+/// `rsttrace doctor --format json` on this kernel, run once.
+pub fn doctor() -> &'static Value {
+    static DOCTOR: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOCTOR.get_or_init(|| {
+        require_root();
+        let out = Command::new(TRACER)
+            .args(["doctor", "--format", "json"])
+            .output()
+            .expect("run rsttrace doctor");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "doctor printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    })
+}
+
+/// The status of one of doctor's checks ("ok", "missing", ...).
+pub fn doctor_status(item: &str) -> String {
+    doctor()["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["item"] == item)
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_else(|| panic!("doctor has no check {item}"))
+        .to_string()
+}
+
+/// Whether this kernel gives reset reasons (Linux >= 6.10).
+pub fn kernel_reasons(_t: &Tracer) -> bool {
+    doctor_status("reset reason") == "ok"
 }

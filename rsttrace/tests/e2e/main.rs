@@ -9,6 +9,7 @@ mod sockets;
 
 mod causes;
 mod containers;
+mod doctor;
 mod edges;
 mod firewall;
 mod resets;

@@ -39,6 +39,7 @@ pub fn execute(args: TraceArgs) -> Result<()> {
     let netns = setup::parse_netns_list(&args.netns)?;
     let format = format_named(&args.format).context("unknown --format")?;
     setup::check_privileges()?;
+    setup::raise_memlock();
     let mut kernel = setup::read_kernel(args.btf.as_deref())?;
     let buffer_bytes = args.buffer_size as usize * 1024 * 1024;
     let config = &mut kernel.facts.config;

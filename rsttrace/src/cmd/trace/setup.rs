@@ -38,6 +38,24 @@ pub fn check_privileges() -> Result<()> {
     bail!("rsttrace needs root (or CAP_BPF and CAP_PERFMON) to load its eBPF programs; run it with sudo")
 }
 
+/// Kernels older than 5.11 charge BPF maps to RLIMIT_MEMLOCK: lift it
+/// where allowed.  Newer kernels charge the memory cgroup instead, so a
+/// refusal (no CAP_SYS_RESOURCE) only matters on old kernels, where the
+/// loader then says which map did not fit.
+pub fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "cannot raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// `--netns`: an inode number or a namespace file.
 pub fn parse_netns(arg: &str) -> Result<u32> {
     if let Ok(n) = arg.parse::<u32>() {

@@ -1,0 +1,154 @@
+//! Linux capabilities: which ones rsttrace uses, which this process has,
+//! and giving up those it no longer needs once its programs are attached.
+
+/// A capability rsttrace uses, and what for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    pub name: &'static str,
+    pub bit: u32,
+    pub why: &'static str,
+    /// Needed to start at all (else only some features are lost).
+    pub required: bool,
+}
+
+pub const CAP_DAC_READ_SEARCH: Cap = Cap {
+    name: "CAP_DAC_READ_SEARCH",
+    bit: 2,
+    why: "read tracefs (tracepoint formats) and other processes' /proc entries",
+    required: false,
+};
+pub const CAP_SYS_PTRACE: Cap = Cap {
+    name: "CAP_SYS_PTRACE",
+    bit: 19,
+    why: "find the owners of sockets older than rsttrace in /proc/<pid>/fd",
+    required: false,
+};
+pub const CAP_SYS_ADMIN: Cap = Cap {
+    name: "CAP_SYS_ADMIN",
+    bit: 21,
+    why: "mount tracefs when it is not mounted; stands in for CAP_BPF and CAP_PERFMON on kernels older than 5.8",
+    required: false,
+};
+pub const CAP_SYS_RESOURCE: Cap = Cap {
+    name: "CAP_SYS_RESOURCE",
+    bit: 24,
+    why: "raise RLIMIT_MEMLOCK for BPF maps on kernels older than 5.11",
+    required: false,
+};
+pub const CAP_SYSLOG: Cap = Cap {
+    name: "CAP_SYSLOG",
+    bit: 34,
+    why: "read kernel addresses in /proc/kallsyms (call-path inference on kernels without reset reasons)",
+    required: false,
+};
+pub const CAP_PERFMON: Cap = Cap {
+    name: "CAP_PERFMON",
+    bit: 38,
+    why: "attach tracing programs and read kernel memory from them",
+    required: true,
+};
+pub const CAP_BPF: Cap = Cap {
+    name: "CAP_BPF",
+    bit: 39,
+    why: "load eBPF programs and create their maps",
+    required: true,
+};
+
+/// Every capability rsttrace uses.
+pub const ALL: [Cap; 7] = [
+    CAP_BPF,
+    CAP_PERFMON,
+    CAP_SYS_PTRACE,
+    CAP_DAC_READ_SEARCH,
+    CAP_SYSLOG,
+    CAP_SYS_ADMIN,
+    CAP_SYS_RESOURCE,
+];
+
+/// The capability sets of this process, from /proc/self/status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sets {
+    pub effective: u64,
+    pub permitted: u64,
+}
+
+impl Sets {
+    pub fn current() -> Sets {
+        let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        Sets {
+            effective: field("CapEff:"),
+            permitted: field("CapPrm:"),
+        }
+    }
+
+    pub fn has(&self, cap: Cap) -> bool {
+        self.effective & (1 << cap.bit) != 0
+    }
+
+    /// Can load and attach the programs: CAP_BPF and CAP_PERFMON, or
+    /// CAP_SYS_ADMIN (which implies both).
+    pub fn can_trace(&self) -> bool {
+        self.has(CAP_SYS_ADMIN) || (self.has(CAP_BPF) && self.has(CAP_PERFMON))
+    }
+
+    /// The capabilities rsttrace uses that this process lacks.
+    pub fn missing(&self) -> Vec<Cap> {
+        ALL.into_iter().filter(|&c| !self.has(c)).collect()
+    }
+}
+
+/// Keeps only `keep` in the effective, permitted and inheritable sets
+/// (and the bounding set, so they cannot come back).
+pub fn drop_all_but(keep: &[Cap]) -> std::io::Result<()> {
+    let mask: u64 = keep.iter().fold(0, |m, c| m | (1 << c.bit));
+    for bit in 0..64 {
+        if mask & (1 << bit) == 0 {
+            // SAFETY: PR_CAPBSET_DROP with a capability number; EINVAL for
+            // numbers past the kernel's last capability is ignored.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, bit as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let (lo, hi) = (mask as u32, (mask >> 32) as u32);
+    let data = [
+        Data {
+            effective: lo,
+            permitted: lo,
+            inheritable: 0,
+        },
+        Data {
+            effective: hi,
+            permitted: hi,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset with a version-3 header and two data structs, as
+    // capset(2) documents.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
