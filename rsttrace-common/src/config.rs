@@ -53,6 +53,10 @@ pub struct Offsets {
     pub net_inum: u32,
     // struct sk_buff
     pub skb_head: u32,
+    /// `skb->data` and `skb->protocol`: the receive path reads packets
+    /// before their network header offset is set.
+    pub skb_data: u32,
+    pub skb_protocol: u32,
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
     pub skb_dev: u32,
@@ -100,6 +104,7 @@ pub struct Config {
     pub tcp_new_syn_recv: u8,
     /// Our FIN went out: ESTABLISHED -> FIN_WAIT1, CLOSE_WAIT -> LAST_ACK.
     pub tcp_fin_wait1: u8,
+    pub tcp_established: u8,
     pub tcp_last_ack: u8,
     /// 1 when `tcp_send_reset` carries `enum sk_rst_reason` (Linux >= 6.10).
     pub send_reset_has_reason: u8,
@@ -114,6 +119,13 @@ pub struct Config {
     /// inferred (the kernel gives no reason; userspace can read
     /// /proc/kallsyms).
     pub want_stack: u8,
+    /// Report ICMP errors about TCP segments (--failures).
+    pub want_icmp: u8,
+    /// Report resets that arrive for no socket (--stray-resets).
+    pub want_stray: u8,
+    /// The firewall tracepoints (route lookups, net_dev_queue) run:
+    /// kfree_skb's NETFILTER_DROP gives verdicts.
+    pub want_firewall_tp: u8,
     /// Only report events from these network namespaces (0 = unused
     /// slot; all four 0 = every namespace).
     pub netns_filter: [u32; NETNS_FILTER],
@@ -121,6 +133,8 @@ pub struct Config {
     pub drop_reason_netfilter: u32,
     /// `SK_RST_REASON_NOT_SPECIFIED` on this kernel (Linux >= 6.10).
     pub reason_not_specified: u32,
+    /// `SKB_DROP_REASON_NO_SOCKET` on this kernel (Linux >= 5.17).
+    pub drop_reason_no_socket: u32,
     pub _pad1: u32,
     /// Ring buffer wake-up policy: wake the reader at most once per
     /// `wakeup_interval_ns` unless `wakeup_bytes` are waiting.
@@ -129,9 +143,10 @@ pub struct Config {
 }
 
 // The layout is shared with the eBPF object byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<Offsets>() == 53 * 4);
-const _: () =
-    assert!(core::mem::size_of::<Config>() == 53 * 4 + 4 + 12 + 4 * NETNS_FILTER + 4 + 4 + 4 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 55 * 4);
+const _: () = assert!(
+    core::mem::size_of::<Config>() == 55 * 4 + 4 + 16 + 4 * NETNS_FILTER + 4 + 4 + 4 + 4 + 16
+);
 
 impl Config {
     /// A configuration with every offset absent: the programs then read
@@ -166,6 +181,8 @@ impl Config {
                 inode_ino: ABSENT,
                 net_inum: ABSENT,
                 skb_head: ABSENT,
+                skb_data: ABSENT,
+                skb_protocol: ABSENT,
                 skb_network_header: ABSENT,
                 skb_transport_header: ABSENT,
                 skb_dev: ABSENT,
@@ -200,15 +217,20 @@ impl Config {
             tcp_time_wait: 0,
             tcp_new_syn_recv: 0,
             tcp_fin_wait1: 0,
+            tcp_established: 0,
             tcp_last_ack: 0,
             send_reset_has_reason: 0,
             kfree_skb_has_reason: 0,
             socket_cookie_helper: 0,
             boot_clock: 0,
             want_stack: 0,
+            want_icmp: 0,
+            want_stray: 0,
+            want_firewall_tp: 0,
             netns_filter: [0; NETNS_FILTER],
             drop_reason_netfilter: ABSENT,
             reason_not_specified: ABSENT,
+            drop_reason_no_socket: ABSENT,
             _pad1: 0,
             wakeup_interval_ns: 0,
             wakeup_bytes: 0,

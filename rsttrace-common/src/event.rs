@@ -12,6 +12,10 @@ pub const KIND_ERROR_REPORT: u8 = 3;
 pub const KIND_LISTEN: u8 = 4;
 /// Netfilter dropped or rejected a TCP segment ([`FirewallEvent`]).
 pub const KIND_FIREWALL: u8 = 5;
+/// An ICMP error arrived about one of our TCP segments ([`IcmpEvent`]).
+pub const KIND_ICMP: u8 = 6;
+/// A reset arrived for no socket at all ([`StrayEvent`]).
+pub const KIND_STRAY: u8 = 7;
 
 /// The firewall answered the segment with a TCP reset (REJECT tcp-reset).
 pub const VERDICT_RESET: u8 = 1;
@@ -126,7 +130,9 @@ pub struct SockEntry {
     pub has_owner: u8,
     /// 1 when the owner was inherited from the listener.
     pub from_listener: u8,
-    pub _pad0: u16,
+    /// IP TTL / hop limit of the peer's handshake segment (0 = unknown).
+    pub peer_ttl: u8,
+    pub _pad0: u8,
     pub _pad1: u32,
     /// When the socket was destroyed (0 = alive).  The entry outlives the
     /// socket briefly: an orphan is destroyed *before* some of its resets
@@ -220,7 +226,10 @@ pub struct ResetEvent {
     pub tw_substate: u8,
     /// One of the `HOOK_*` values.
     pub hook: u8,
-    pub _pad0: u16,
+    /// A received reset's IP TTL / hop limit, and the one the peer used
+    /// on its SYN or SYN-ACK (0 = unknown).
+    pub rst_ttl: u8,
+    pub peer_ttl: u8,
     /// A listener's accept queue: connections waiting, and its limit.
     pub ack_backlog: u32,
     pub max_ack_backlog: u32,
@@ -288,6 +297,35 @@ pub struct FirewallEvent {
     pub seg: SegmentHdr,
 }
 
+/// An ICMP error about a TCP segment this host sent: `ends` and `seg`
+/// are the quoted segment, seen from this host (local = its source).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpEvent {
+    pub header: EventHeader,
+    pub netns: u32,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// TTL / hop limit of the ICMP packet.
+    pub ttl: u8,
+    pub _pad: u8,
+    /// Who sent the error (a router on the path, or the destination).
+    pub from: [u8; 16],
+    pub ends: Endpoints,
+    pub seg: SegmentHdr,
+}
+
+/// A reset that arrived for no socket: the kernel drops it silently.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrayEvent {
+    pub header: EventHeader,
+    pub netns: u32,
+    pub _pad: u32,
+    pub ends: Endpoints,
+    pub seg: SegmentHdr,
+}
+
 /// Key of the storm aggregation table: one counter per
 /// (epoch, direction, reason, service port, netns, owner).
 #[repr(C)]
@@ -339,6 +377,8 @@ pub const COUNTER_AGG_OVERFLOW: u32 = 3;
 pub const COUNTER_SEEN: u32 = 4;
 /// Resets skipped by the netns filter.
 pub const COUNTER_FILTERED: u32 = 5;
+/// Resets that arrived for no socket (reported with --stray-resets).
+pub const COUNTER_STRAY: u32 = 6;
 pub const COUNTERS_LEN: u32 = 8;
 
 #[cfg(feature = "user")]
@@ -357,6 +397,8 @@ mod user {
     unsafe impl aya::Pod for ErrorReportEvent {}
     unsafe impl aya::Pod for ListenEvent {}
     unsafe impl aya::Pod for FirewallEvent {}
+    unsafe impl aya::Pod for IcmpEvent {}
+    unsafe impl aya::Pod for StrayEvent {}
 }
 
 // Layouts are shared with the eBPF object byte for byte: no implicit padding.
@@ -366,6 +408,8 @@ const _: () = assert!(core::mem::size_of::<ResetEvent>() == 352);
 const _: () = assert!(core::mem::size_of::<ErrorReportEvent>() == 128);
 const _: () = assert!(core::mem::size_of::<ListenEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<FirewallEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<IcmpEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<StrayEvent>() == 80);
 const _: () = assert!(core::mem::size_of::<SockEntry>() == 72);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 48);
 const _: () = assert!(core::mem::size_of::<ClosedEntry>() == 56);

@@ -205,19 +205,12 @@ fn icmp_quotes(r: &Reply, ends: &Endpoints, seg: &SegmentHdr) -> bool {
         && same_addr(ends.family, &r.ends.remote_addr, &ends.remote_addr)
 }
 
-/// `skb:kfree_skb(skb, location, reason, ...)`: netfilter dropped a TCP
-/// segment.  Everything else returns at the first comparison.
-#[btf_tracepoint(function = "kfree_skb")]
-pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
-    if conf!(kfree_skb_has_reason) == 0 {
-        return 0;
-    }
-    if ctx.arg::<u64>(2) as u32 != conf!(drop_reason_netfilter) {
-        return 0;
-    }
-    let skb: u64 = ctx.arg(0);
+/// `kfree_skb` with reason NETFILTER_DROP: netfilter dropped a TCP
+/// segment, answered with the pending reply, if any.
+#[inline(always)]
+pub fn on_netfilter_drop<C: EbpfContext>(ctx: &C, skb: u64) {
     let Some(r) = reply() else {
-        return 0;
+        return;
     };
     let exact = r.exact_skb == skb;
     r.exact_skb = 0;
@@ -229,12 +222,13 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     };
     // Already reported by nf_send_reset's hook, or not TCP, or a reset.
     if exact
+        || conf!(want_firewall_tp) == 0
         || !read_segment::<Typed>(skb, &mut ev.ends, &mut ev.seg)
         || ev.seg.tcp_flags & TCP_RST != 0
     {
         r.kind = 0;
         r.icmp_skb = 0;
-        return 0;
+        return;
     }
     if r.kind == VERDICT_RESET && reset_answers(r, &ev.ends, &ev.seg) {
         ev.verdict = VERDICT_RESET;
@@ -245,8 +239,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     }
     r.kind = 0;
     r.icmp_skb = 0;
-    send(&ctx, skb_netns::<Typed>(skb), &mut ev);
-    0
+    send(ctx, skb_netns::<Typed>(skb), &mut ev);
 }
 
 /// `nf_send_reset(net, sk, oldskb, hook)` and `nf_send_reset6` (same

@@ -19,6 +19,7 @@ mod firewall;
 mod kmem;
 mod net;
 mod owners;
+mod path;
 mod reset;
 
 use aya_ebpf::{
@@ -210,6 +211,25 @@ pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock_raw(ctx: RawTracePointContext) -> i32 {
     on_destroy::<Probed>(ctx.arg(0));
+    0
+}
+
+// ---- drops -------------------------------------------------------------
+
+/// `skb:kfree_skb(skb, location, reason, ...)`: a segment netfilter
+/// dropped (a firewall verdict), or a reset that found no socket.
+/// Everything else returns at the first comparisons.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    if conf!(kfree_skb_has_reason) == 0 {
+        return 0;
+    }
+    let reason = ctx.arg::<u64>(2) as u32;
+    if reason == conf!(drop_reason_netfilter) {
+        firewall::on_netfilter_drop(&ctx, ctx.arg(0));
+    } else if reason == conf!(drop_reason_no_socket) {
+        path::on_no_socket(&ctx, ctx.arg(0));
+    }
     0
 }
 

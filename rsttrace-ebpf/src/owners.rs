@@ -18,6 +18,7 @@ use crate::{
     emit::{emit, header},
     kmem::{conf, now_ns, off, read, Mem},
     net::{current_owner, netns_filtered, sock_endpoints, sock_netns, AF_INET, AF_INET6},
+    path::{handshake_ttl, synack_ttl},
 };
 
 /// Socket address -> owner and start time.  Written in process context
@@ -99,6 +100,13 @@ pub fn on_set_state<M: Mem, C: EbpfContext>(ctx: &C, sk: u64, old: u8, new: u8) 
             // run; a plain store of one field.
             unsafe { (*e).closed_ns = now };
         }
+    } else if old == conf!(tcp_syn_sent) && new == conf!(tcp_established) {
+        if let Some(e) = SOCKS.get_ptr_mut(sk) {
+            let mut ends = Endpoints::default();
+            sock_endpoints::<M>(sk, true, &mut ends);
+            // SAFETY: as above.
+            unsafe { (*e).peer_ttl = synack_ttl(&ends) };
+        }
     }
 }
 
@@ -113,6 +121,8 @@ fn inherit_from_listener<M: Mem>(sk: u64, now: u64) {
         born_ns: now,
         has_owner: 1,
         from_listener: 1,
+        // The handshake's last ACK is being processed on this CPU.
+        peer_ttl: handshake_ttl(M::load(sk, off!(skc_num))),
         ..SockEntry::default()
     };
     let _ = SOCKS.insert(sk, entry, 0);

@@ -12,7 +12,7 @@ use rsttrace_common::event::{
     ResetEvent, TcpInfo, COUNTER_FILTERED, COUNTER_SEEN, FLAG_BACKLOG, FLAG_BORN_KNOWN,
     FLAG_CLOSED, FLAG_FULL_SOCK, FLAG_HAS_SK, FLAG_HAS_SKB, FLAG_OWNER_CLOSED,
     FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN, FLAG_STACK, FLAG_TCP_INFO, FLAG_TIMEWAIT, FRAMES,
-    REASON_ABSENT,
+    KIND_RESET_RECEIVED, REASON_ABSENT,
 };
 
 use crate::{
@@ -23,6 +23,7 @@ use crate::{
         sock_inode, sock_netns, sock_state, TCP_RST,
     },
     owners::{closed_owner, lookup},
+    path::last_segment,
 };
 
 /// Per-CPU space to build records in (too big for the 512-byte stack).
@@ -79,6 +80,14 @@ pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     ev.hook = r.hook;
     let full = r.sk != 0 && socket_basics::<M>(r.sk, ev);
     owner(ev);
+    if r.kind == KIND_RESET_RECEIVED {
+        // The reset segment being processed now, on this CPU.
+        if let Some(l) = last_segment(&ev.ends) {
+            if l.seg.tcp_flags & TCP_RST != 0 {
+                ev.rst_ttl = l.seg.ttl;
+            }
+        }
+    }
     // Counting needs no precise time: jiffies are an inlined load, the
     // clock a helper call that shows under storms.
     // SAFETY: no arguments.
@@ -139,6 +148,7 @@ fn owner(ev: &mut ResetEvent) {
             ev.closed_ns = entry.closed_ns;
             ev.flags |= FLAG_CLOSED;
         }
+        ev.peer_ttl = entry.peer_ttl;
     } else if ev.flags & FLAG_TIMEWAIT != 0 {
         if let Some(c) = closed_owner(ev.netns, &ev.ends) {
             ev.owner = c.owner;

@@ -65,6 +65,7 @@ pub enum DoctorFormat {
 pub enum DocFormat {
     Text,
     Markdown,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,6 +132,17 @@ pub struct TraceArgs {
     /// (netfilter REJECT); they run on every dropped packet and route lookup.
     #[arg(long)]
     pub no_firewall: bool,
+
+    /// Do not attach the receive-path hook (it runs for every packet
+    /// received): received resets then carry no rst_ttl, peer_ttl or
+    /// origin, failures no ICMP details.
+    #[arg(long)]
+    pub no_path_check: bool,
+
+    /// Also report resets that arrive for no socket at all (the kernel
+    /// drops them silently; they are counted either way).
+    #[arg(long)]
+    pub stray_resets: bool,
 
     /// Storm handling: `auto` counts resets in the kernel once a CPU sees
     /// more than --storm-threshold a second, and reports the counts.

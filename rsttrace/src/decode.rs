@@ -3,11 +3,12 @@
 //! after it sees enums and options.
 
 use rsttrace_common::event::{
-    Endpoints, ErrorReportEvent, EventHeader, FirewallEvent, ListenEvent, ResetEvent, TcpInfo,
-    FLAG_BACKLOG, FLAG_BORN_KNOWN, FLAG_CLOSED, FLAG_FULL_SOCK, FLAG_HAS_SK, FLAG_HAS_SKB,
-    FLAG_OWNER_CLOSED, FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN, FLAG_STACK, FLAG_TCP_INFO,
-    FLAG_TIMEWAIT, HOOK_KPROBE, KIND_ERROR_REPORT, KIND_FIREWALL, KIND_LISTEN, KIND_RESET_RECEIVED,
-    KIND_RESET_SENT, REASON_ABSENT, VERDICT_ICMP, VERDICT_RESET,
+    Endpoints, ErrorReportEvent, EventHeader, FirewallEvent, IcmpEvent, ListenEvent, ResetEvent,
+    StrayEvent, TcpInfo, FLAG_BACKLOG, FLAG_BORN_KNOWN, FLAG_CLOSED, FLAG_FULL_SOCK, FLAG_HAS_SK,
+    FLAG_HAS_SKB, FLAG_OWNER_CLOSED, FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN, FLAG_STACK,
+    FLAG_TCP_INFO, FLAG_TIMEWAIT, HOOK_KPROBE, KIND_ERROR_REPORT, KIND_FIREWALL, KIND_ICMP,
+    KIND_LISTEN, KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_STRAY, REASON_ABSENT, VERDICT_ICMP,
+    VERDICT_RESET,
 };
 use thiserror::Error;
 
@@ -68,6 +69,27 @@ pub struct CapturedReset {
     pub task: Task,
     /// The IP TTL / hop limit of the segment answered.
     pub seg_ttl: Option<u8>,
+    /// A received reset's TTL, and the peer's handshake TTL.
+    pub rst_ttl: Option<u8>,
+    pub peer_ttl: Option<u8>,
+}
+
+/// An ICMP error about one of our TCP segments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IcmpSeen {
+    pub conn: Conn,
+    pub netns: u32,
+    pub icmp: crate::model::failure::Icmp,
+}
+
+/// A reset for no socket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StrayReset {
+    pub ts_ns: u64,
+    pub conn: Conn,
+    pub netns: u32,
+    pub ttl: u8,
+    pub seq: u32,
 }
 
 /// `sock:inet_sk_error_report`: the errno a local socket reports next.
@@ -127,6 +149,8 @@ pub enum Captured {
     ErrorReport(ErrorReport),
     Listen(ListenChange),
     Firewall(FirewallVerdict),
+    Icmp(IcmpSeen),
+    Stray(StrayReset),
 }
 
 /// Reads a `T` from the front of `bytes`.
@@ -155,6 +179,8 @@ pub fn decode(bytes: &[u8], names: &KernelNames) -> Result<Captured, DecodeError
         KIND_ERROR_REPORT => Captured::ErrorReport(error_report(&read(bytes, kind)?)),
         KIND_LISTEN => Captured::Listen(listen(&read(bytes, kind)?)),
         KIND_FIREWALL => Captured::Firewall(firewall(&read(bytes, kind)?)),
+        KIND_ICMP => Captured::Icmp(icmp(&read(bytes, kind)?)),
+        KIND_STRAY => Captured::Stray(stray(&read(bytes, kind)?)),
         other => return Err(DecodeError::UnknownKind(other)),
     })
 }
@@ -267,6 +293,8 @@ fn reset(ev: &ResetEvent, names: &KernelNames) -> CapturedReset {
             comm: Comm::new(ev.task_comm),
         },
         seg_ttl: (ev.flags & FLAG_HAS_SKB != 0).then_some(ev.seg.ttl),
+        rst_ttl: (ev.rst_ttl != 0).then_some(ev.rst_ttl),
+        peer_ttl: (ev.peer_ttl != 0).then_some(ev.peer_ttl),
     }
 }
 
@@ -351,6 +379,30 @@ fn firewall(ev: &FirewallEvent) -> FirewallVerdict {
         segment: seg(&ev.seg),
         netns: ev.netns,
         exact: ev.hook == HOOK_KPROBE,
+    }
+}
+
+fn icmp(ev: &IcmpEvent) -> IcmpSeen {
+    let v6 = ev.ends.family == crate::model::conn::AF_INET6;
+    IcmpSeen {
+        conn: conn(&ev.ends),
+        netns: ev.netns,
+        icmp: crate::model::failure::Icmp {
+            v6,
+            icmp_type: ev.icmp_type,
+            code: ev.icmp_code,
+            from: crate::model::conn::ip_addr(ev.ends.family, &ev.from),
+        },
+    }
+}
+
+fn stray(ev: &StrayEvent) -> StrayReset {
+    StrayReset {
+        ts_ns: ev.header.ts_ns,
+        conn: conn(&ev.ends),
+        netns: ev.netns,
+        ttl: ev.seg.ttl,
+        seq: ev.seg.seq,
     }
 }
 

@@ -6,8 +6,10 @@
 //! - `lint`: rustfmt, clippy on the userspace crates, clippy on the eBPF
 //!   crate for the bpf target (both transports)
 //! - `docs`: regenerate docs/causes.md and docs/json.md from the binary
-//! - `bench`: the storm benchmark (docs/benchmark.md); `storm` is its load
-//! - `vm`: rsttrace on Debian's Linux 6.1 under qemu (opt-in)
+//! - `bench`: the benchmark (docs/benchmark.md); `storm` and `throughput`
+//!   are its loads
+//! - `vm`: the end-to-end tests on Debian's 5.10, 6.1 and 6.12 kernels
+//!   under qemu (opt-in)
 
 mod bench;
 mod storm;
@@ -58,13 +60,11 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Storm benchmark: rsttrace side by side with no tracer, bpftrace and tcpdump.
+    /// Benchmark: a reset storm and a loopback transfer with no tracer,
+    /// rsttrace variants, bpftrace and tcpdump.
     Bench(bench::Args),
-    /// Boot Debian's Linux 6.1 under qemu and check rsttrace there (opt-in).
+    /// Run the end-to-end tests on Debian's 5.10, 6.1 and 6.12 kernels under qemu (as root).
     Vm(vm::Args),
-    /// Inside that VM: make the resets the check expects.
-    #[command(hide = true)]
-    VmScenarios,
     /// The benchmark's load: SYNs to a closed loopback port (run in a namespace).
     #[command(hide = true)]
     Storm {
@@ -72,6 +72,13 @@ enum Task {
         seconds: u64,
         #[arg(long)]
         cpu: Option<usize>,
+    },
+    /// The benchmark's ordinary traffic: a TCP bulk transfer over loopback
+    /// (run in a namespace); prints Gbit/s.
+    #[command(hide = true)]
+    Throughput {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
     },
 }
 
@@ -244,13 +251,24 @@ fn main() -> ExitCode {
         Task::Lint => lint().map(|()| ExitCode::SUCCESS),
         Task::Docs { check } => docs(check).map(|()| ExitCode::SUCCESS),
         Task::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
-        Task::Vm(args) => vm::run(&args).map(|()| ExitCode::SUCCESS),
-        Task::VmScenarios => vm::scenarios().map(|()| ExitCode::SUCCESS),
+        Task::Vm(args) => vm::run(&args).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Task::Storm { seconds, cpu } => storm::run(std::time::Duration::from_secs(seconds), cpu)
             .map(|sent| {
                 println!("{sent}");
                 ExitCode::SUCCESS
             }),
+        Task::Throughput { seconds } => {
+            bench::throughput::load(std::time::Duration::from_secs(seconds)).map(|(bytes, secs)| {
+                println!("{}", bench::throughput::line(bytes, secs));
+                ExitCode::SUCCESS
+            })
+        }
     };
     match result {
         Ok(code) => code,

@@ -189,7 +189,7 @@ impl Capture {
     /// offers, and opens the event buffer.  Dropping the Capture detaches
     /// everything.
     pub fn start(
-        config: &Config,
+        mut config: Config,
         hooks: &Hooks,
         prog_info: Option<ProgInfoLayout>,
         opts: &Options,
@@ -203,10 +203,17 @@ impl Capture {
         if object.is_empty() {
             return Err(CaptureError::NoObject);
         }
+        let decisions = plan::decide(hooks, &opts.want);
+        config.want_firewall_tp = u8::from(decisions.firewall_tp);
+        config.want_icmp = u8::from(decisions.path && opts.want.failures);
+        config.want_stray = u8::from(decisions.path && opts.want.stray);
+        if !decisions.kfree_skb {
+            config.kfree_skb_has_reason = 0;
+        }
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(btf))
-            .override_global("CONFIG", config, true);
+            .override_global("CONFIG", &config, true);
         if transport == Transport::Ringbuf {
             // A power-of-two number of pages.
             let size = opts.buffer_bytes.max(page_size()).next_power_of_two();
@@ -219,7 +226,7 @@ impl Capture {
             statuses: vec![],
             why_no_functions: None,
         };
-        let plan = plan::attach(&mut a, hooks, &opts.want)?;
+        let plan = plan::attach(&mut a, hooks, &opts.want, decisions)?;
         let statuses = std::mem::take(&mut a.statuses);
         let reader = open_reader(&mut ebpf, transport, opts)?;
         let counters =

@@ -39,6 +39,33 @@ pub struct Want {
     pub firewall: bool,
     /// --failures: ICMP rejects and drops are reported too.
     pub failures: bool,
+    /// The receive-path hook (not --no-path-check).
+    pub path: bool,
+    /// --stray-resets: report resets that arrive for no socket.
+    pub stray: bool,
+}
+
+/// Decisions that must be made before loading (they go into CONFIG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decisions {
+    /// Firewall verdicts from tracepoints.
+    pub firewall_tp: bool,
+    /// The receive-path hook.
+    pub path: bool,
+    /// kfree_skb: for firewall verdicts, or for resets with no socket.
+    pub kfree_skb: bool,
+}
+
+pub fn decide(hooks: &Hooks, want: &Want) -> Decisions {
+    let exact = kprobes_supported().is_ok();
+    let firewall_tp =
+        want.firewall && want.kernel_btf && hooks.firewall_tracepoints && (!exact || want.failures);
+    let path = want.path && want.kernel_btf && hooks.receive_path;
+    Decisions {
+        firewall_tp,
+        path,
+        kfree_skb: firewall_tp || (path && hooks.no_socket_drops),
+    }
 }
 
 /// Everything attached, and what was left out.
@@ -53,7 +80,12 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-pub fn attach(a: &mut Attacher, hooks: &Hooks, want: &Want) -> Result<Plan, CaptureError> {
+pub fn attach(
+    a: &mut Attacher,
+    hooks: &Hooks,
+    want: &Want,
+    d: Decisions,
+) -> Result<Plan, CaptureError> {
     let mut plan = Plan {
         sent: sent(a, hooks, want)?,
         firewall_links: None,
@@ -85,9 +117,49 @@ pub fn attach(a: &mut Attacher, hooks: &Hooks, want: &Want) -> Result<Plan, Capt
         SentPath::Tracepoint => {}
     }
     if want.firewall {
-        firewall(a, hooks, want, &mut plan)?;
+        firewall(a, hooks, want, d, &mut plan)?;
     }
+    receive_path(a, hooks, want, d, &mut plan)?;
     Ok(plan)
+}
+
+fn receive_path(
+    a: &mut Attacher,
+    hooks: &Hooks,
+    want: &Want,
+    d: Decisions,
+    plan: &mut Plan,
+) -> Result<(), CaptureError> {
+    if d.path {
+        // Optional: without it only origins and ICMP details are missing.
+        if let Err(e) = a.btf_tp("netif_receive_skb", "netif_receive_skb", true) {
+            plan.notes.push(format!(
+                "the origin of received resets (rst_ttl, peer_ttl) and ICMP details are not \
+                 reported: {e}"
+            ));
+        }
+    } else if want.path {
+        plan.notes.push(
+            "the origin of received resets (rst_ttl, peer_ttl) and ICMP details are not \
+             reported: the receive-path hook needs net:netif_receive_skb and the kernel's BTF"
+                .into(),
+        );
+    }
+    if d.kfree_skb && !d.firewall_tp {
+        // Only for resets with no socket: not paused in storms.
+        if let Err(e) = a.btf_tp("kfree_skb", "kfree_skb", true) {
+            plan.notes
+                .push(format!("resets for no socket are not counted: {e}"));
+        }
+    }
+    if want.stray && !(d.path && hooks.no_socket_drops) {
+        plan.notes.push(
+            "--stray-resets: resets for no socket cannot be seen here (they need the \
+             receive-path hook and kfree_skb drop reasons, Linux 5.17+)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// A tracepoint program: BTF-typed where the kernel has BTF, raw otherwise.
@@ -194,6 +266,7 @@ fn firewall(
     a: &mut Attacher,
     hooks: &Hooks,
     want: &Want,
+    d: Decisions,
     plan: &mut Plan,
 ) -> Result<(), CaptureError> {
     let exact = kprobes_supported();
@@ -223,7 +296,6 @@ fn firewall(
             a.note(f, Kind::Kprobe, HookState::Off(format!("{why}{instead}")));
         }
     }
-    let tracepoints_needed = exact.is_err() || want.failures;
     match (&hooks.firewall_off, want.kernel_btf) {
         (Some(why), _) => {
             if let Err(no_kprobes) = &exact {
@@ -239,14 +311,19 @@ fn firewall(
         (None, false) => plan
             .notes
             .push("firewall verdicts from tracepoints need the kernel's BTF".into()),
-        (None, true) if tracepoints_needed => {
-            for name in FIREWALL_TRACEPOINTS {
-                a.btf_tp(name, name, false)?;
+        (None, true) if d.firewall_tp => {
+            let loaded = FIREWALL_TRACEPOINTS
+                .iter()
+                .try_for_each(|name| a.btf_tp(name, name, false).map(drop));
+            match loaded {
+                Ok(()) => plan.firewall_links = Some(vec![]),
+                Err(e) => plan
+                    .notes
+                    .push(format!("firewall verdicts from tracepoints are off: {e}")),
             }
-            if hooks.icmp_send {
-                a.btf_tp("icmp_send", "icmp_send", true)?;
+            if hooks.icmp_send && plan.firewall_links.is_some() {
+                let _ = a.btf_tp("icmp_send", "icmp_send", true);
             }
-            plan.firewall_links = Some(vec![]);
         }
         (None, true) => {}
     }

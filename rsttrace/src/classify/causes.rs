@@ -57,6 +57,18 @@ pub const KERNEL_RANGES: [(&str, &str); 3] = [
     ("5.8-6.9", "no reasons, and tcp_send_reset misses resets without a full socket: rsttrace hooks the functions that build resets (fentry or kprobes) and infers causes"),
 ];
 
+/// Which of [`KERNEL_RANGES`] a kernel with these reset reasons is in.
+pub fn kernel_range(names: &crate::kernel::names::KernelNames) -> usize {
+    use crate::kernel::names::Reason;
+    if names.reason_value(Reason::TcpKeepaliveTimeout).is_some() {
+        0
+    } else if names.has_reasons() {
+        1
+    } else {
+        2
+    }
+}
+
 use Avail::{Exact as E, Inferred as I, Unavailable as U};
 
 macro_rules! causes {

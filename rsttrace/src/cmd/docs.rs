@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result};
 
 use crate::{
-    classify::{Cause, Direction},
+    classify::{causes::KERNEL_RANGES, Cause, Direction},
     cli::{self, DocFormat},
     model::failure::FailureKind,
     output::schema::{self, SchemaFormat},
@@ -63,7 +63,68 @@ pub fn causes(format: DocFormat) -> String {
     match format {
         DocFormat::Text => causes_text(),
         DocFormat::Markdown => causes_markdown(),
+        DocFormat::Json => causes_json(),
     }
+}
+
+/// The catalogue for machines: every cause with how each kernel range
+/// tells it.
+pub fn causes_json() -> String {
+    let ranges: Vec<&str> = KERNEL_RANGES.iter().map(|(r, _)| *r).collect();
+    let causes: Vec<serde_json::Value> = Cause::ALL
+        .iter()
+        .map(|c| {
+            let kernels: serde_json::Map<String, serde_json::Value> = ranges
+                .iter()
+                .zip(c.availability())
+                .map(|(r, a)| (r.to_string(), a.as_str().into()))
+                .collect();
+            serde_json::json!({
+                "cause": c.id(),
+                "direction": c.direction().as_str(),
+                "app_errno": c.app_errno().map(|e| e.name()),
+                "explanation": c.explanation(),
+                "kernels": kernels,
+            })
+        })
+        .collect();
+    let failures: Vec<serde_json::Value> = FailureKind::ALL
+        .iter()
+        .map(|f| serde_json::json!({"failure": f.id(), "explanation": f.explanation()}))
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({
+        "kernel_ranges": ranges,
+        "causes": causes,
+        "failures": failures,
+    }))
+    .expect("plain JSON")
+        + "\n"
+}
+
+/// docs/kernels.md's first part: per kernel range, which causes are
+/// exact, inferred or unavailable.
+pub fn kernel_table() -> String {
+    let mut out = String::from("| cause | direction |");
+    for (r, _) in KERNEL_RANGES {
+        let _ = write!(out, " {r} |");
+    }
+    out.push_str("\n|---|---|");
+    for _ in KERNEL_RANGES {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for c in Cause::ALL {
+        let _ = write!(out, "| `{}` | {} |", c.id(), c.direction().as_str());
+        for a in c.availability() {
+            let _ = write!(out, " {} |", a.as_str());
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    for (r, how) in KERNEL_RANGES {
+        let _ = writeln!(out, "- **{r}**: {how}.");
+    }
+    out
 }
 
 pub fn schema(format: SchemaFormat) -> String {

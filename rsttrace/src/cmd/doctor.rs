@@ -56,6 +56,8 @@ pub struct Check {
 
 #[derive(Default)]
 struct Report {
+    /// Index into `KERNEL_RANGES`.
+    range: Option<usize>,
     checks: Vec<Check>,
     notes: Vec<String>,
     sent_path: Option<SentPath>,
@@ -234,6 +236,7 @@ fn kernel_files(r: &mut Report, btf_path: Option<&Path>) -> Option<(KernelFacts,
     };
     tracepoints(r, &facts, tracefs.as_ref());
     reasons(r, &facts);
+    r.range = Some(crate::classify::causes::kernel_range(&facts.names));
     r.notes.extend(facts.degraded.iter().cloned());
     Some((facts, bytes, kernel_btf))
 }
@@ -345,6 +348,8 @@ fn attach(r: &mut Report, facts: KernelFacts, bytes: &[u8], kernel_btf: bool) {
             kernel_btf,
             firewall: true,
             failures: true,
+            path: true,
+            stray: true,
         },
     };
     // The event buffers register with an event loop.
@@ -367,7 +372,7 @@ fn attach(r: &mut Report, facts: KernelFacts, bytes: &[u8], kernel_btf: bool) {
         },
         None,
     );
-    match Capture::start(&facts.config, &facts.hooks, facts.prog_info, &opts, &btf) {
+    match Capture::start(facts.config, &facts.hooks, facts.prog_info, &opts, &btf) {
         Ok(mut c) => {
             let fentry = if kernel_btf {
                 c.probe_fentry(&btf)
@@ -445,7 +450,11 @@ fn render_text(r: &Report) -> String {
             out += &format!("  {:<8} {:<32} fix: {fix}\n", "", "");
         }
     }
-    out += &format!("\nresets sent: {}\n", sent_path_text(r.sent_path));
+    if let Some(i) = r.range {
+        let (range, how) = crate::classify::causes::KERNEL_RANGES[i];
+        out += &format!("\nkernel range: {range} ({how}; see `rsttrace causes`)\n");
+    }
+    out += &format!("resets sent: {}\n", sent_path_text(r.sent_path));
     for n in &r.notes {
         out += &format!("note: {n}\n");
     }
@@ -469,8 +478,10 @@ fn render_json(r: &Report) -> String {
         SentPath::Kprobe => "kprobe",
         SentPath::PartialTracepoint => "partial_tracepoint",
     });
+    let range = r.range.map(|i| crate::classify::causes::KERNEL_RANGES[i].0);
     let v = json!({
         "kernel": release(),
+        "kernel_range": range,
         "runnable": r.runnable,
         "sent_resets": sent,
         "checks": checks,

@@ -195,6 +195,26 @@ impl OwnerResolver {
         }
     }
 
+    /// The owner from what is known now, without asking the scanner.
+    pub fn owner_now(&self, kernel: Option<&KernelOwner>, ino: u64) -> Option<Owner> {
+        if let Some(k) = kernel {
+            return Some(Owner {
+                pid: k.pid,
+                comm: k.comm,
+                source: k.source(),
+                container: None,
+                exited: None,
+            });
+        }
+        self.peek(ino).map(|p| Owner {
+            pid: p.pid,
+            comm: p.comm,
+            source: OwnerSource::Procfs,
+            container: None,
+            exited: None,
+        })
+    }
+
     /// The process holding socket `inode`, if the index knows it; no scan.
     pub fn peek(&self, inode: u64) -> Option<ProcOwner> {
         self.by_inode.get(&inode).copied()

@@ -28,6 +28,7 @@ pub const TRACEPOINTS: &[TracepointSpec] = &[
     TracepointSpec { system: "fib6", name: "fib6_table_lookup", args: &["*net", "*fib6_result", "*fib6_table", "*flowi6"], required: false, purpose: "firewall verdicts: the IPv6 reply's route" },
     TracepointSpec { system: "net", name: "net_dev_queue", args: &["*sk_buff"], required: false, purpose: "firewall verdicts: the reply itself" },
     TracepointSpec { system: "icmp", name: "icmp_send", args: &["*sk_buff", "int", "int"], required: false, purpose: "firewall ICMP rejects (Linux 6.12, 6.1.130+)" },
+    TracepointSpec { system: "net", name: "netif_receive_skb", args: &["*sk_buff"], required: false, purpose: "the receive path: TTLs of resets and handshakes (origin), ICMP errors (--failures), resets for no socket" },
 ];
 
 /// A kernel function rsttrace hooks with fentry or a kprobe.
@@ -79,6 +80,10 @@ pub struct Hooks {
     /// kfree_skb with drop reasons, route lookups and net_dev_queue.
     pub firewall_tracepoints: bool,
     pub icmp_send: bool,
+    /// netif_receive_skb with the skb members the receive path reads.
+    pub receive_path: bool,
+    /// kfree_skb names NO_SOCKET drops (resets for no socket).
+    pub no_socket_drops: bool,
     /// Each tracepoint's signature check, by name (Err: why not usable).
     pub tracepoints: Vec<(&'static str, Result<(), String>)>,
     /// Why the firewall tracepoints are off, if they are.
@@ -139,24 +144,41 @@ pub fn detect(
                 .into(),
         );
     }
-    firewall(btf, config, &mut hooks);
+    drop_reasons(btf, config, &mut hooks);
+    firewall(config, &mut hooks);
     hooks.icmp_send = hooks.firewall_tracepoints && hooks.tracepoint_ok("icmp_send");
+    hooks.receive_path = hooks.tracepoint_ok("netif_receive_skb")
+        && config.offsets.skb_data != ABSENT
+        && config.offsets.skb_protocol != ABSENT;
     // bpf_get_socket_cookie() for tracing programs came with this function.
     config.socket_cookie_helper = u8::from(btf.has_func("bpf_get_socket_ptr_cookie"));
     accept(config, accept_exit, &mut hooks, degraded);
     Ok(hooks)
 }
 
-/// Firewall verdicts from tracepoints need kfree_skb's drop reason (5.17+),
+/// kfree_skb's drop reasons (Linux 5.17+): NETFILTER_DROP for firewall
+/// verdicts, NO_SOCKET for resets that find no socket.
+fn drop_reasons(btf: &Btf, config: &mut Config, hooks: &mut Hooks) {
+    if !hooks.tracepoint_ok("kfree_skb") {
+        return;
+    }
+    let Some(reasons) = btf.enum_values("skb_drop_reason") else {
+        return;
+    };
+    config.kfree_skb_has_reason = 1;
+    for (name, value) in reasons {
+        match name {
+            "SKB_DROP_REASON_NETFILTER_DROP" => config.drop_reason_netfilter = value as u32,
+            "SKB_DROP_REASON_NO_SOCKET" => config.drop_reason_no_socket = value as u32,
+            _ => {}
+        }
+    }
+    hooks.no_socket_drops = config.drop_reason_no_socket != ABSENT;
+}
+
+/// Firewall verdicts from tracepoints need kfree_skb's NETFILTER_DROP,
 /// the route lookup tracepoints and their flow members, and net_dev_queue.
-fn firewall(btf: &Btf, config: &mut Config, hooks: &mut Hooks) {
-    let netfilter_drop = btf
-        .enum_values("skb_drop_reason")
-        .and_then(|v| {
-            v.into_iter()
-                .find(|(n, _)| *n == "SKB_DROP_REASON_NETFILTER_DROP")
-        })
-        .map(|(_, v)| v as u32);
+fn firewall(config: &Config, hooks: &mut Hooks) {
     let flows = [config.offsets.flowi4_proto, config.offsets.flowi6_proto]
         .iter()
         .all(|&o| o != ABSENT);
@@ -169,24 +191,21 @@ fn firewall(btf: &Btf, config: &mut Config, hooks: &mut Hooks) {
     .into_iter()
     .filter(|n| !hooks.tracepoint_ok(n))
     .collect();
-    hooks.firewall_off = if !missing.is_empty() {
-        Some(if missing.contains(&"kfree_skb") {
-            "kfree_skb gives no drop reason before Linux 5.17".to_string()
-        } else {
-            format!("this kernel lacks the tracepoints {}", missing.join(", "))
-        })
-    } else if netfilter_drop.is_none() {
+    hooks.firewall_off = if config.kfree_skb_has_reason == 0 {
+        Some("kfree_skb gives no drop reason before Linux 5.17".to_string())
+    } else if !missing.is_empty() {
+        Some(format!(
+            "this kernel lacks the tracepoints {}",
+            missing.join(", ")
+        ))
+    } else if config.drop_reason_netfilter == ABSENT {
         Some("this kernel's drop reasons have no NETFILTER_DROP (Linux 5.18+)".into())
     } else if !flows {
         Some("the route lookup flows are not in this kernel's BTF".into())
     } else {
         None
     };
-    if let (None, Some(reason)) = (&hooks.firewall_off, netfilter_drop) {
-        hooks.firewall_tracepoints = true;
-        config.kfree_skb_has_reason = 1;
-        config.drop_reason_netfilter = reason;
-    }
+    hooks.firewall_tracepoints = hooks.firewall_off.is_none();
 }
 
 /// Owners of accepted sockets need the fd-table walk and the syscall record.

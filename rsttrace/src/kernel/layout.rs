@@ -109,6 +109,8 @@ const MEMBERS: &[Member] = members![
     ("inode", "i_ino", inode_ino, 8, true),
     ("net", "ns.inum", net_inum, 4, true),
     ("sk_buff", "head", skb_head, 8, true),
+    ("sk_buff", "data", skb_data, 8, false),
+    ("sk_buff", "protocol", skb_protocol, 2, false),
     ("sk_buff", "network_header", skb_network_header, 2, true),
     ("sk_buff", "transport_header", skb_transport_header, 2, true),
     ("sk_buff", "dev", skb_dev, 8, true),
@@ -295,6 +297,7 @@ fn states(btf: &Btf, config: &mut Config, names: &mut KernelNames) -> Result<(),
     config.tcp_time_wait = state(TcpState::TimeWait)?;
     config.tcp_new_syn_recv = state(TcpState::NewSynRecv)?;
     config.tcp_fin_wait1 = state(TcpState::FinWait1)?;
+    config.tcp_established = state(TcpState::Established)?;
     config.tcp_last_ack = state(TcpState::LastAck)?;
     Ok(())
 }

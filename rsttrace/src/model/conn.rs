@@ -58,6 +58,21 @@ impl Conn {
         family_name(&self.local)
     }
 
+    /// Community ID v1 (seed 0) of this TCP connection: the same on both
+    /// hosts, whichever end computes it.
+    pub fn community_id(&self) -> String {
+        community_id::calculate_community_id(
+            0,
+            self.local,
+            self.remote,
+            Some(self.local_port),
+            Some(self.remote_port),
+            6,
+            false,
+        )
+        .unwrap_or_default()
+    }
+
     /// The same connection seen from the other end.
     pub fn reversed(&self) -> Conn {
         Conn {
@@ -166,6 +181,23 @@ mod tests {
         assert_eq!(
             Comm::from_str_lossy("a-very-long-process-name").as_str(),
             "a-very-long-pro"
+        );
+    }
+
+    #[test]
+    fn community_ids_match_the_reference() {
+        // The example of the community-id crate and the spec's baseline.
+        let c = Conn {
+            local: "1.2.3.4".parse().unwrap(),
+            local_port: 1122,
+            remote: "5.6.7.8".parse().unwrap(),
+            remote_port: 3344,
+        };
+        assert_eq!(c.community_id(), "1:wCb3OG7yAFWelaUydu0D+125CLM=");
+        assert_eq!(
+            c.reversed().community_id(),
+            c.community_id(),
+            "both ends agree"
         );
     }
 

@@ -14,6 +14,9 @@ pub enum FailureKind {
     IcmpPortUnreachable,
     HostUnreachable,
     NetUnreachable,
+    /// An ICMP "administratively prohibited": a firewall on the path (or
+    /// on the destination) rejected the connection.
+    AdminProhibited,
     /// This host's firewall answered a segment with an ICMP error.
     FirewallIcmp,
     /// This host's firewall dropped a segment silently.
@@ -27,6 +30,7 @@ impl FailureKind {
         FailureKind::IcmpPortUnreachable,
         FailureKind::HostUnreachable,
         FailureKind::NetUnreachable,
+        FailureKind::AdminProhibited,
         FailureKind::FirewallIcmp,
         FailureKind::FirewallDrop,
     ];
@@ -50,6 +54,7 @@ impl FailureKind {
             FailureKind::IcmpPortUnreachable => "icmp_port_unreachable",
             FailureKind::HostUnreachable => "host_unreachable",
             FailureKind::NetUnreachable => "net_unreachable",
+            FailureKind::AdminProhibited => "admin_prohibited",
             FailureKind::FirewallIcmp => "firewall_icmp_reject",
             FailureKind::FirewallDrop => "firewall_drop",
         }
@@ -61,9 +66,36 @@ impl FailureKind {
             FailureKind::Timeout => "The peer stopped acknowledging (retransmission timeout or TCP_USER_TIMEOUT); no reset was involved.",
             FailureKind::IcmpPortUnreachable => "An ICMP port-unreachable refused the connection (for example a firewall's plain reject), not a TCP reset.",
             FailureKind::HostUnreachable => "An ICMP host-unreachable or admin-prohibited message ended the connection attempt; no reset was involved.",
-            FailureKind::NetUnreachable => "An ICMP network-unreachable message ended the connection attempt; no reset was involved.",
+            FailureKind::NetUnreachable => "An ICMP network-unreachable message ended the connection attempt (a router has no route to the destination); no reset was involved.",
+            FailureKind::AdminProhibited => "An ICMP administratively-prohibited message ended the connection attempt: a firewall on the path or at the destination rejected it; no reset was involved.",
             FailureKind::FirewallIcmp => "This host's firewall rejected a segment from the peer with an ICMP error (REJECT without tcp-reset): the peer gets app_errno, not a reset.",
             FailureKind::FirewallDrop => "This host's firewall silently dropped a segment from the peer: its connect() or send times out; no reset was involved.",
+        }
+    }
+}
+
+/// What an ICMP error (type, code) about one of our segments says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Icmp {
+    pub v6: bool,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Who sent it: a router on the path, or the destination.
+    pub from: std::net::IpAddr,
+}
+
+impl Icmp {
+    /// Refines a failure kind the errno gave.
+    pub fn kind(&self, fallback: FailureKind) -> FailureKind {
+        let admin = if self.v6 {
+            self.icmp_type == 1 && matches!(self.code, 1 | 5 | 6)
+        } else {
+            self.icmp_type == 3 && matches!(self.code, 9 | 10 | 13)
+        };
+        if admin {
+            FailureKind::AdminProhibited
+        } else {
+            fallback
         }
     }
 }
@@ -93,6 +125,9 @@ pub struct Failure {
     pub conn: Conn,
     pub netns: u32,
     pub owner: Option<Task>,
+    /// The ICMP error behind it, where the receive path saw one.
+    pub icmp: Option<Icmp>,
+    pub community_id: String,
 }
 
 impl Failure {
@@ -120,6 +155,10 @@ pub const FIELDS: &[Field<Failure>] = &[
     field("pid", Ty::OptNum, Text::Kv("owner"), "Owner of the local socket; null for firewall verdicts (no local socket).", |f| Value::num(f.owner.map(|o| u64::from(o.pid)))),
     field("comm", Ty::OptStr, Text::Join, "Its name.", |f| Value::str(f.owner.as_ref().map(|o| o.comm.as_str()))),
     field("netns", Ty::Num, Text::Kv("netns"), "Network namespace inode.", |f| Value::U64(u64::from(f.netns))),
+    field("icmp_type", Ty::OptNum, Text::Omit, "The ICMP (ICMPv6) type of the error behind it, where seen.", |f| Value::num(f.icmp.map(|i| u64::from(i.icmp_type)))),
+    field("icmp_code", Ty::OptNum, Text::Omit, "Its code.", |f| Value::num(f.icmp.map(|i| u64::from(i.code)))),
+    field("icmp_from", Ty::OptStr, Text::Kv("icmp_from"), "Who sent it: a router on the path, or the destination itself.", |f| f.icmp.map_or(Value::Null, |i| Value::Ip(i.from))),
+    field("community_id", Ty::Str, Text::Omit, "Community ID v1 of the connection.", |f| Value::Str(&f.community_id)),
 ];
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod field;
 pub mod lost;
 pub mod owner;
 pub mod reset;
+pub mod stray;
 pub mod suppressed;
 
 use field::{visit, FieldInfo, Visitor};
@@ -22,6 +23,7 @@ pub enum Record {
     Failure(failure::Failure),
     Suppressed(suppressed::Suppressed),
     Lost(lost::Lost),
+    Stray(stray::Stray),
 }
 
 /// Every record kind: its `event` value and its fields, for the schema.
@@ -34,6 +36,7 @@ pub fn schema() -> Vec<(&'static str, Vec<FieldInfo>)> {
         ("connection_failure", infos(failure::FIELDS)),
         ("suppressed", infos(suppressed::FIELDS)),
         ("lost", infos(lost::FIELDS)),
+        ("stray_reset", infos(stray::FIELDS)),
     ]
 }
 
@@ -44,6 +47,7 @@ impl Record {
             Record::Failure(_) => "connection_failure",
             Record::Suppressed(_) => "suppressed",
             Record::Lost(_) => "lost",
+            Record::Stray(_) => "stray_reset",
         }
     }
 
@@ -55,6 +59,7 @@ impl Record {
             Record::Failure(f) => visit(event, failure::FIELDS, f, v),
             Record::Suppressed(s) => visit(event, suppressed::FIELDS, s, v),
             Record::Lost(l) => visit(event, lost::FIELDS, l, v),
+            Record::Stray(s) => visit(event, stray::FIELDS, s, v),
         }
     }
 
@@ -63,6 +68,7 @@ impl Record {
         match self {
             Record::Reset(r) => r.arrow(),
             Record::Failure(f) => f.arrow(),
+            Record::Stray(_) => "<-",
             Record::Suppressed(_) | Record::Lost(_) => "->",
         }
     }

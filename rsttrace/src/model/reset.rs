@@ -48,6 +48,36 @@ pub struct Delivered {
     pub to: Option<Task>,
 }
 
+/// Who sent a received reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A socket on this host (the sent reset was seen too).
+    Local,
+    /// The peer host: the reset came with the TTL its segments have.
+    Peer,
+    /// Something on the path: the TTL differs from the peer's.
+    Path,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Local => "local",
+            Origin::Peer => "peer",
+            Origin::Path => "path",
+        }
+    }
+}
+
+/// The other end of a reset, when it is on this host too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paired {
+    pub owner: Option<Task>,
+    pub netns: u32,
+    /// The sender's cause (on a received reset).
+    pub cause: Option<Cause>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reset {
     pub unix_ns: i128,
@@ -74,6 +104,15 @@ pub struct Reset {
     pub cpu: u32,
     /// How long before the reset the owner closed the connection.
     pub owner_closed_ms: Option<u64>,
+    /// Community ID v1 of the connection.
+    pub community_id: String,
+    /// A received reset's TTL / hop limit, and the peer's.
+    pub rst_ttl: Option<u8>,
+    pub peer_ttl: Option<u8>,
+    pub origin: Option<Origin>,
+    /// The sending end (received resets) or the receiving end (sent
+    /// resets), when on this host.
+    pub other_end: Option<Paired>,
 }
 
 impl Reset {
@@ -106,6 +145,19 @@ impl Reset {
 
     fn container(&self) -> Option<&super::owner::Container> {
         self.owner.as_ref().and_then(Owner::container)
+    }
+
+    /// The other end, if it is the sender (this reset was received).
+    fn sender(&self) -> Option<&Paired> {
+        self.other_end
+            .as_ref()
+            .filter(|_| self.direction == Direction::Received)
+    }
+
+    fn receiver(&self) -> Option<&Paired> {
+        self.other_end
+            .as_ref()
+            .filter(|_| self.direction == Direction::Sent)
     }
 }
 
@@ -174,4 +226,15 @@ pub const FIELDS: &[Field<Reset>] = &[
     field("sock_cookie", Ty::OptNum, Text::Omit, "The kernel's socket cookie (as in `ss -e` sk:<hex>).", |r| Value::num(r.sock_cookie)),
     field("sock_inode", Ty::OptNum, Text::Omit, "Inode of the socket's file (as in `ss -e` ino:), null when detached.", |r| Value::num(r.sock_inode)),
     field("cpu", Ty::Num, Text::Omit, "CPU the event was recorded on.", |r| Value::U64(u64::from(r.cpu))),
+    field("community_id", Ty::Str, Text::Omit, "Community ID v1 of the connection (as Zeek, Suricata and Elastic compute it): joins this record with the other host's and with flow logs.", |r| Value::Str(&r.community_id)),
+    field("origin", Ty::OptStr, Text::Kv("origin"), "For received resets, who sent it: \"local\" (a socket on this host, see sender_*), \"peer\" (its TTL matches the peer's own segments), \"path\" (its TTL differs: likely injected by a load balancer, NAT or firewall on the way); null where unknown. See docs/origin.md for its limits.", |r| Value::str(r.origin.map(Origin::as_str))),
+    field("rst_ttl", Ty::OptNum, Text::Kv("rst_ttl"), "For received resets: the IP TTL (IPv6 hop limit) the reset arrived with.", |r| Value::num(r.rst_ttl.map(u64::from))),
+    field("peer_ttl", Ty::OptNum, Text::Kv("peer_ttl"), "The TTL of the peer's own handshake segment (its SYN or SYN-ACK) on this connection.", |r| Value::num(r.peer_ttl.map(u64::from))),
+    field("sender_pid", Ty::OptNum, Text::Kv("sender"), "For a received reset sent by a socket on this host: the process owning that socket.", |r| Value::num(r.sender().and_then(|p| p.owner).map(|t| u64::from(t.pid)))),
+    field("sender_comm", Ty::OptStr, Text::Join, "Its name.", |r| Value::str(r.sender().and_then(|p| p.owner.as_ref()).map(|t| t.comm.as_str()))),
+    field("sender_cause", Ty::OptStr, Text::Kv("sender_cause"), "Why that socket sent it (a cause id).", |r| Value::str(r.sender().and_then(|p| p.cause).map(Cause::id))),
+    field("sender_netns", Ty::OptNum, Text::Omit, "That socket's network namespace.", |r| Value::num(r.sender().map(|p| u64::from(p.netns)))),
+    field("receiver_pid", Ty::OptNum, Text::Kv("receiver"), "For a sent reset received by a socket on this host: the process owning that socket.", |r| Value::num(r.receiver().and_then(|p| p.owner).map(|t| u64::from(t.pid)))),
+    field("receiver_comm", Ty::OptStr, Text::Join, "Its name.", |r| Value::str(r.receiver().and_then(|p| p.owner.as_ref()).map(|t| t.comm.as_str()))),
+    field("receiver_netns", Ty::OptNum, Text::Omit, "That socket's network namespace.", |r| Value::num(r.receiver().map(|p| u64::from(p.netns)))),
 ];

@@ -14,7 +14,7 @@ use crate::{
         field::{Field, Visitor},
         lost::{Lost, LostWhy},
         owner::{Container, Owner, OwnerSource},
-        reset::{Context, Delivered, ListenerNote, Reset},
+        reset::{Context, Delivered, ListenerNote, Origin, Paired, Reset},
         schema,
         suppressed::Suppressed,
     },
@@ -97,6 +97,15 @@ pub fn full_reset() -> Reset {
         sock_inode: Some(678),
         cpu: 1,
         owner_closed_ms: Some(300),
+        community_id: "1:wCb3OG7yAFWelaUydu0D+125CLM=".into(),
+        rst_ttl: Some(61),
+        peer_ttl: Some(61),
+        origin: Some(Origin::Local),
+        other_end: Some(Paired {
+            owner: Some(task(900, "redis-server")),
+            netns: 7,
+            cause: Some(Cause::AbortLinger),
+        }),
     }
 }
 
@@ -116,6 +125,10 @@ pub fn bare_reset() -> Reset {
         sock_cookie: None,
         sock_inode: None,
         owner_closed_ms: None,
+        rst_ttl: None,
+        peer_ttl: None,
+        origin: None,
+        other_end: None,
         conn: conn(true),
         ..full_reset()
     }
@@ -130,6 +143,13 @@ fn samples() -> Vec<Record> {
         conn: conn(false),
         netns: 1,
         owner: Some(task(7, "curl")),
+        icmp: Some(crate::model::failure::Icmp {
+            v6: false,
+            icmp_type: 3,
+            code: 13,
+            from: "10.0.0.254".parse().unwrap(),
+        }),
+        community_id: "1:x".into(),
     };
     let suppressed = Suppressed {
         count: 10,
@@ -146,13 +166,20 @@ fn samples() -> Vec<Record> {
         example: "10.0.0.2".parse().unwrap(),
         example_port: 4000,
     };
+    let received = Reset {
+        direction: Direction::Received,
+        cause: Cause::PeerReset,
+        ..full_reset()
+    };
     vec![
         Record::Reset(full_reset()),
+        Record::Reset(received),
         Record::Reset(bare_reset()),
         Record::Failure(failure.clone()),
         Record::Failure(Failure {
             errno: None,
             owner: None,
+            icmp: None,
             ..failure
         }),
         Record::Suppressed(suppressed.clone()),
@@ -166,6 +193,14 @@ fn samples() -> Vec<Record> {
             unix_ns: 0,
             count: 3,
             why: LostWhy::Nested,
+        }),
+        Record::Stray(crate::model::stray::Stray {
+            unix_ns: 0,
+            conn: conn(false),
+            netns: 1,
+            rst_ttl: 63,
+            seq: 5,
+            community_id: "1:y".into(),
         }),
     ]
 }

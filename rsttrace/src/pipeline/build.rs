@@ -1,18 +1,49 @@
 //! Records from drafts: the reset or failure, with everything enrichment
 //! found.
 
-use super::correlate::Draft;
+use super::correlate::{Draft, OtherEnd};
 use crate::{
-    classify::Cause,
-    decode::ErrorReport,
+    classify::{Cause, Direction},
+    decode::{ErrorReport, KernelOwner},
     kernel::clock::WallClock,
     model::{
         conn::Task,
-        failure::{Failure, FailureKind},
+        failure::{Failure, FailureKind, Icmp},
         owner::Owner,
-        reset::{Delivered, ListenerNote, Reset},
+        reset::{Delivered, ListenerNote, Origin, Paired, Reset},
     },
 };
+
+fn task(k: &KernelOwner) -> Task {
+    Task {
+        pid: k.pid,
+        comm: k.comm,
+    }
+}
+
+/// Who sent a received reset: a socket on this host when the other end
+/// was seen, else the TTLs tell the peer from something on the path.
+fn origin(d: &Draft) -> Option<Origin> {
+    if d.ev.facts.direction != Direction::Received {
+        return None;
+    }
+    if d.other_end.is_some() {
+        return Some(Origin::Local);
+    }
+    match (d.ev.rst_ttl, d.ev.peer_ttl) {
+        (Some(rst), Some(peer)) if rst == peer => Some(Origin::Peer),
+        (Some(_), Some(_)) => Some(Origin::Path),
+        _ => None,
+    }
+}
+
+fn paired(o: &OtherEnd) -> Paired {
+    Paired {
+        owner: o.owner.as_ref().map(task),
+        netns: o.netns,
+        cause: o.cause,
+    }
+}
 
 pub fn reset(
     d: &Draft,
@@ -44,30 +75,33 @@ pub fn reset(
         killer: (d.class.cause == Cause::SocketDestroyed).then_some(ev.task),
         delivered: d.delivered.map(|(errno, to)| Delivered {
             errno,
-            to: to
-                .map(|k| Task {
-                    pid: k.pid,
-                    comm: k.comm,
-                })
-                .or(owner_task),
+            to: to.as_ref().map(task).or(owner_task),
         }),
         sock_cookie: ev.sock_cookie,
         sock_inode: (ev.sock_ino != 0).then_some(ev.sock_ino),
         cpu: ev.cpu,
         owner_closed_ms: ev.closed_ns.map(|c| ev.ts_ns.saturating_sub(c) / 1_000_000),
         owner,
+        community_id: ev.conn.community_id(),
+        rst_ttl: ev.rst_ttl,
+        peer_ttl: ev.peer_ttl,
+        origin: origin(d),
+        other_end: d.other_end.as_ref().map(paired),
     }
 }
 
 pub fn failure(
     er: &ErrorReport,
     kind: FailureKind,
+    icmp: Option<Icmp>,
     owner: Option<&Owner>,
     clock: &WallClock,
 ) -> Failure {
     Failure {
         unix_ns: clock.unix_ns(er.ts_ns),
-        kind,
+        kind: icmp.map_or(kind, |i| i.kind(kind)),
+        icmp,
+        community_id: er.conn.community_id(),
         errno: er.errno,
         errno_for_peer: false,
         conn: er.conn,

@@ -1,4 +1,5 @@
-//! Correlation of a reset with the errno the kernel delivers for it.
+//! Correlation: a reset with the errno the kernel delivers for it, and
+//! the two ends of a reset when both are on this host.
 //!
 //! The kernel reports the errno a local socket gets
 //! (`sock:inet_sk_error_report`) right after a received reset or a
@@ -6,9 +7,14 @@
 //! *before* the reset of a destroyed socket.  Such resets wait here up to
 //! `hold` for their report; reports wait in a short history for the reset
 //! that follows them.
+//!
+//! A reset sent and received on this host (loopback, namespaces,
+//! containers) shows up twice: sent by one socket, received by the other,
+//! with the addresses reversed.  Each waits up to `hold` for the other,
+//! and both records then name the other end.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -16,8 +22,17 @@ use crate::{
     classify::{Cause, Classification, Direction},
     decode::{CapturedReset, ErrorReport, KernelOwner},
     kernel::names::{KernelReason, Reason, TcpState},
-    model::errno::Errno,
+    model::{conn::Conn, errno::Errno},
 };
+
+/// The other end of a reset, when it is on this host too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtherEnd {
+    pub owner: Option<KernelOwner>,
+    pub netns: u32,
+    /// The sender's cause (for a received reset).
+    pub cause: Option<Cause>,
+}
 
 /// A reset on its way to output.
 #[derive(Debug, Clone)]
@@ -26,14 +41,23 @@ pub struct Draft {
     pub class: Classification,
     /// The errno the kernel reported on the socket, and to whom.
     pub delivered: Option<(Errno, Option<KernelOwner>)>,
+    pub other_end: Option<OtherEnd>,
 }
 
 struct Held {
     draft: Draft,
     since: Instant,
+    wait_report: bool,
+    wait_pair: bool,
     /// A received reset in FIN_WAIT after shutdown(SHUT_RD) may be the
     /// kernel resetting its own socket (TCP_ABORT_ON_DATA follows).
     may_be_local_abort: bool,
+}
+
+impl Held {
+    fn ready(&self) -> bool {
+        !self.wait_report && !self.wait_pair && !self.may_be_local_abort
+    }
 }
 
 struct RecentReport {
@@ -50,7 +74,13 @@ pub struct Correlator {
     hold: Duration,
     /// Whether this kernel reports errnos at all (Linux >= 5.14).
     reports: bool,
-    held: VecDeque<Held>,
+    /// Held drafts by arrival (id).
+    held: BTreeMap<u64, Held>,
+    next_id: u64,
+    /// Held sent resets by the receiver's view of the connection, and
+    /// held received resets by their own: the other end looks here.
+    sent_by_conn: HashMap<Conn, u64>,
+    recv_by_conn: HashMap<Conn, u64>,
     recent: VecDeque<RecentReport>,
     /// Sockets that had a reset recently (a report for them is not a
     /// failure of its own).
@@ -62,7 +92,10 @@ impl Correlator {
         Correlator {
             hold,
             reports,
-            held: VecDeque::new(),
+            held: BTreeMap::new(),
+            next_id: 0,
+            sent_by_conn: HashMap::new(),
+            recv_by_conn: HashMap::new(),
             recent: VecDeque::new(),
             reset_socks: VecDeque::new(),
         }
@@ -72,70 +105,112 @@ impl Correlator {
         !self.held.is_empty()
     }
 
-    /// A new reset: returns the drafts ready for output (this one unless it
-    /// waits, and any it releases).
-    pub fn on_reset(&mut self, draft: Draft, now: Instant, out: &mut Vec<Draft>) {
+    /// A new reset: drafts ready for output go to `out` (this one unless
+    /// it waits, and any it completes).
+    pub fn on_reset(&mut self, mut draft: Draft, now: Instant, out: &mut Vec<Draft>) {
         let sk = draft.ev.sk;
         if sk != 0 {
             push_bounded(&mut self.reset_socks, (sk, now));
         }
         let f = draft.ev.facts;
-        if f.direction == Direction::Received {
-            let may_be_local_abort = f.sock.is_some_and(|s| s.rcv_shutdown)
+        let (wait_report, may_be_local_abort) = if f.direction == Direction::Received {
+            let abort = f.sock.is_some_and(|s| s.rcv_shutdown)
                 && matches!(f.state, Some(TcpState::FinWait1 | TcpState::FinWait2));
-            let report_expected = self.reports && !f.dead() && !f.is(TcpState::Close);
-            return self.hold_or_release(draft, report_expected, may_be_local_abort, now, out);
-        }
-        if f.reason == Some(KernelReason::Known(Reason::TcpAbortOnData)) {
-            self.release_local_abort(sk, out);
-        }
-        // The errno for the local socket is reported right after these:
-        // tcp_write_err() after a keepalive reset, tcp_done_with_error()
-        // after tcp_abort()'s (before it, on kernels older than 6.12).
-        let mut draft = draft;
-        draft.delivered = self.recent_report(sk, now);
-        let report_follows = self.reports
-            && draft.delivered.is_none()
-            && !f.dead()
-            && matches!(
-                draft.class.cause,
-                Cause::KeepaliveTimeout | Cause::SocketDestroyed
-            );
-        self.hold_or_release(draft, report_follows, false, now, out)
+            (self.reports && !f.dead() && !f.is(TcpState::Close), abort)
+        } else {
+            if f.reason == Some(KernelReason::Known(Reason::TcpAbortOnData)) {
+                self.release_local_abort(sk, out);
+            }
+            // The errno for the local socket is reported right after
+            // these: tcp_write_err() after a keepalive reset,
+            // tcp_done_with_error() after tcp_abort()'s (before it, on
+            // kernels older than 6.12).
+            draft.delivered = self.recent_report(sk, now);
+            let follows = self.reports
+                && draft.delivered.is_none()
+                && !f.dead()
+                && matches!(
+                    draft.class.cause,
+                    Cause::KeepaliveTimeout | Cause::SocketDestroyed
+                );
+            (follows, false)
+        };
+        let paired = self.pair(&mut draft, out);
+        let held = Held {
+            draft,
+            since: now,
+            wait_report,
+            wait_pair: !paired,
+            may_be_local_abort,
+        };
+        self.hold(held, out);
     }
 
-    fn hold_or_release(
-        &mut self,
-        draft: Draft,
-        wait: bool,
-        may_be_local_abort: bool,
-        now: Instant,
-        out: &mut Vec<Draft>,
-    ) {
-        if wait || may_be_local_abort {
-            self.held.push_back(Held {
-                draft,
-                since: now,
-                may_be_local_abort,
-            });
+    /// Finds the other end among the held drafts; if found, both learn of
+    /// each other.
+    fn pair(&mut self, draft: &mut Draft, out: &mut Vec<Draft>) -> bool {
+        let received = draft.ev.facts.direction == Direction::Received;
+        let id = if received {
+            self.sent_by_conn.remove(&draft.ev.conn)
         } else {
-            out.push(draft);
+            self.recv_by_conn.remove(&draft.ev.conn.reversed())
+        };
+        let Some(other) = id.and_then(|id| self.held.get_mut(&id).map(|h| (id, h))) else {
+            return false;
+        };
+        let (id, h) = other;
+        draft.other_end = Some(end_of(&h.draft, received));
+        h.draft.other_end = Some(end_of(draft, !received));
+        h.wait_pair = false;
+        if h.ready() {
+            let h = self.held.remove(&id).expect("found above");
+            out.push(h.draft);
         }
+        true
+    }
+
+    fn hold(&mut self, h: Held, out: &mut Vec<Draft>) {
+        if h.ready() && !h.wait_pair {
+            out.push(h.draft);
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        if h.wait_pair {
+            let conn = h.draft.ev.conn;
+            match h.draft.ev.facts.direction {
+                Direction::Sent => self.sent_by_conn.insert(conn.reversed(), id),
+                Direction::Received => self.recv_by_conn.insert(conn, id),
+            };
+        }
+        self.held.insert(id, h);
     }
 
     /// The received "reset" just before a TCP_ABORT_ON_DATA was the kernel
     /// resetting this same socket: released, marked as such.
     fn release_local_abort(&mut self, sk: u64, out: &mut Vec<Draft>) {
-        if let Some(i) = self
+        let found = self
             .held
             .iter()
-            .position(|h| h.draft.ev.sk == sk && h.may_be_local_abort)
-        {
-            let mut h = self.held.remove(i).expect("index from position");
+            .find(|(_, h)| h.draft.ev.sk == sk && h.may_be_local_abort)
+            .map(|(&id, _)| id);
+        if let Some(id) = found {
+            let mut h = self.held.remove(&id).expect("found above");
+            self.forget_conn(&h.draft, id);
             let c = &mut h.draft.class;
             c.cause = Cause::LocalAbortOnData;
             c.app_errno = Cause::LocalAbortOnData.app_errno();
             out.push(h.draft);
+        }
+    }
+
+    fn forget_conn(&mut self, d: &Draft, id: u64) {
+        let (map, key) = match d.ev.facts.direction {
+            Direction::Sent => (&mut self.sent_by_conn, d.ev.conn.reversed()),
+            Direction::Received => (&mut self.recv_by_conn, d.ev.conn),
+        };
+        if map.get(&key) == Some(&id) {
+            map.remove(&key);
         }
     }
 
@@ -157,11 +232,16 @@ impl Correlator {
             // tcp_disconnect() reports with no error.
             return false;
         };
-        if let Some(i) = self.held.iter().position(|h| h.draft.ev.sk == er.sk) {
-            let h = &mut self.held[i];
+        let found = self
+            .held
+            .iter_mut()
+            .find(|(_, h)| h.draft.ev.sk == er.sk && h.draft.delivered.is_none());
+        if let Some((&id, h)) = found {
             h.draft.delivered = Some((errno, er.owner));
-            if !h.may_be_local_abort {
-                let h = self.held.remove(i).expect("index from position");
+            h.wait_report = false;
+            if h.ready() {
+                let h = self.held.remove(&id).expect("found above");
+                self.forget_conn(&h.draft, id);
                 out.push(h.draft);
             }
             return false;
@@ -183,15 +263,26 @@ impl Correlator {
             .any(|(sk, _)| *sk == er.sk)
     }
 
-    /// Releases held resets whose report did not come in time (all of
-    /// them with `all`).
+    /// Releases held resets that are complete or waited `hold` (all of
+    /// them with `all`), oldest first.
     pub fn release_due(&mut self, now: Instant, all: bool, out: &mut Vec<Draft>) {
-        while let Some(h) = self.held.front() {
-            if !all && now.duration_since(h.since) < self.hold {
+        while let Some((&id, h)) = self.held.first_key_value() {
+            if !all && !h.ready() && now.duration_since(h.since) < self.hold {
                 break;
             }
-            out.push(self.held.pop_front().expect("front exists").draft);
+            let h = self.held.remove(&id).expect("first exists");
+            self.forget_conn(&h.draft, id);
+            out.push(h.draft);
         }
+    }
+}
+
+/// What `d` tells the other end about itself.
+fn end_of(d: &Draft, sender: bool) -> OtherEnd {
+    OtherEnd {
+        owner: d.ev.owner,
+        netns: d.ev.netns,
+        cause: sender.then_some(d.class.cause),
     }
 }
 

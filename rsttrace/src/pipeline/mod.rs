@@ -3,6 +3,7 @@
 
 mod build;
 pub mod correlate;
+mod failures;
 pub mod filter;
 mod summary;
 
@@ -19,9 +20,10 @@ use self::{
     filter::Filter,
 };
 use crate::{
-    classify::{classify, Cause, Direction, Facts},
-    decode::{decode, Captured, CapturedReset, DecodeError, ErrorReport, FirewallVerdict, Verdict},
+    classify::{classify, Cause, Direction},
+    decode::{decode, Captured, CapturedReset, DecodeError, ErrorReport},
     enrich::{
+        bounded::Bounded,
         listeners::ListenerHistory,
         owner::{Lookup, OwnerResolver},
         scanner::Reply,
@@ -31,10 +33,9 @@ use crate::{
         names::KernelNames,
     },
     model::{
-        conn::Task,
-        failure::{icmp_errno, Failure, FailureKind},
+        conn::Conn,
+        failure::{FailureKind, Icmp},
         lost::{Lost, LostWhy},
-        owner::Owner,
         Record,
     },
     output::{Output, OutputError},
@@ -60,6 +61,8 @@ pub struct Stats {
     pub suppressed_resets: u64,
     /// Resets left out by --cause/--direction/--port/--pid.
     pub filtered: u64,
+    /// Resets that arrived for no socket (reported with --stray-resets).
+    pub strays: u64,
     pub decode_errors: u64,
 }
 
@@ -84,6 +87,8 @@ pub struct Pipeline<W: Write> {
     settings: Settings,
     parked: VecDeque<(Parked, Instant)>,
     ready: Vec<Draft>,
+    /// Recent ICMP errors about our segments, by connection.
+    icmp: Bounded<Conn, Icmp>,
     out: Output<W>,
     pub stats: Stats,
     /// Output ended: the reader went away (quietly) or writing failed
@@ -111,6 +116,7 @@ impl<W: Write> Pipeline<W> {
             settings,
             parked: VecDeque::new(),
             ready: Vec::new(),
+            icmp: Bounded::new(1024),
             out,
             stats: Stats::default(),
             closed: false,
@@ -137,6 +143,8 @@ impl<W: Write> Pipeline<W> {
             Ok(Captured::ErrorReport(er)) => self.on_report(er, now),
             Ok(Captured::Listen(l)) => self.listeners.on_listen(&l),
             Ok(Captured::Firewall(v)) => self.on_firewall(&v, now),
+            Ok(Captured::Icmp(i)) => self.on_icmp(i),
+            Ok(Captured::Stray(r)) => self.on_stray(&r),
             Err(e) => {
                 self.stats.decode_errors += 1;
                 if self.first_decode_error.is_none() {
@@ -153,72 +161,10 @@ impl<W: Write> Pipeline<W> {
             ev,
             class,
             delivered: None,
+            other_end: None,
         };
         self.correlator.on_reset(draft, now, &mut self.ready);
         self.drain_ready();
-    }
-
-    fn on_report(&mut self, er: ErrorReport, now: Instant) {
-        let own = self.correlator.on_report(&er, now, &mut self.ready);
-        self.drain_ready();
-        if !(own && self.settings.failures) {
-            return;
-        }
-        if let Some(kind) = er.errno.and_then(|e| FailureKind::from_errno(e, er.synced)) {
-            self.failure(er, kind, false);
-        }
-    }
-
-    /// Netfilter dropped a TCP segment: a reset when it answered with one,
-    /// otherwise (with --failures) a connection failure of the peer's.
-    fn on_firewall(&mut self, v: &FirewallVerdict, now: Instant) {
-        let (kind, errno) = match v.verdict {
-            Verdict::Reset => return self.firewall_reset(v, now),
-            Verdict::Icmp { icmp_type, code } => {
-                (FailureKind::FirewallIcmp, icmp_errno(icmp_type, code))
-            }
-            Verdict::Drop => (FailureKind::FirewallDrop, None),
-        };
-        if self.settings.failures {
-            let f = Failure {
-                unix_ns: self.clock.unix_ns(v.ts_ns),
-                kind,
-                errno,
-                errno_for_peer: true,
-                conn: v.conn,
-                netns: v.netns,
-                owner: None,
-            };
-            self.write(&Record::Failure(f));
-            self.stats.failures += 1;
-        }
-    }
-
-    fn firewall_reset(&mut self, v: &FirewallVerdict, now: Instant) {
-        let facts = Facts {
-            segment: Some(v.segment),
-            firewall: true,
-            ..Facts::bare(Direction::Sent)
-        };
-        let ev = CapturedReset {
-            ts_ns: v.ts_ns,
-            cpu: v.cpu,
-            facts,
-            sk: 0,
-            sock_cookie: None,
-            sock_ino: 0,
-            conn: v.conn,
-            netns: v.netns,
-            owner: None,
-            closed_ns: None,
-            context: Default::default(),
-            task: Task {
-                pid: 0,
-                comm: Default::default(),
-            },
-            seg_ttl: None,
-        };
-        self.on_reset(ev, now);
     }
 
     fn drain_ready(&mut self) {
@@ -246,7 +192,7 @@ impl<W: Write> Pipeline<W> {
                 self.parked.push_back((Parked::Reset(d), Instant::now()));
                 return;
             }
-            Lookup::Pending => self.owner_now(d.ev.owner.as_ref(), d.ev.sock_ino),
+            Lookup::Pending => self.owners.owner_now(d.ev.owner.as_ref(), d.ev.sock_ino),
         };
         if !self
             .settings
@@ -268,42 +214,6 @@ impl<W: Write> Pipeline<W> {
             Direction::Received => self.stats.received += 1,
         }
         self.write(&Record::Reset(record));
-    }
-
-    fn failure(&mut self, er: ErrorReport, kind: FailureKind, late: bool) {
-        let owner = match self.owners.owner(er.owner.as_ref(), er.sock_ino, false) {
-            Lookup::Ready(o) => o,
-            Lookup::Pending if !late => {
-                self.parked
-                    .push_back((Parked::Failure(er, kind), Instant::now()));
-                return;
-            }
-            Lookup::Pending => self.owner_now(er.owner.as_ref(), er.sock_ino),
-        };
-        let f = build::failure(&er, kind, owner.as_ref(), &self.clock);
-        self.stats.failures += 1;
-        self.write(&Record::Failure(f));
-    }
-
-    /// The owner from what is known now, without asking the scanner.
-    fn owner_now(&self, kernel: Option<&crate::decode::KernelOwner>, ino: u64) -> Option<Owner> {
-        use crate::model::owner::OwnerSource;
-        if let Some(k) = kernel {
-            return Some(Owner {
-                pid: k.pid,
-                comm: k.comm,
-                source: k.source(),
-                container: None,
-                exited: None,
-            });
-        }
-        self.owners.peek(ino).map(|p| Owner {
-            pid: p.pid,
-            comm: p.comm,
-            source: OwnerSource::Procfs,
-            container: None,
-            exited: None,
-        })
     }
 
     /// An answer from the scanner: parked records may go now.

@@ -345,9 +345,15 @@ impl Tracer {
     }
 
     pub fn start_args(args: &[&str]) -> Self {
+        let mut cmd = Command::new(TRACER);
+        cmd.args(args);
+        Self::start_cmd(cmd)
+    }
+
+    /// Starts `cmd`, which runs rsttrace (perhaps through a wrapper).
+    pub fn start_cmd(mut cmd: Command) -> Self {
         require_root();
-        let mut child = Command::new(TRACER)
-            .args(args)
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -622,7 +628,75 @@ pub fn doctor_status(item: &str) -> String {
         .to_string()
 }
 
-/// Whether this kernel gives reset reasons (Linux >= 6.10).
-pub fn kernel_reasons(_t: &Tracer) -> bool {
-    doctor_status("reset reason") == "ok"
+/// `rsttrace causes --format json`, once.
+pub fn catalogue() -> &'static Value {
+    static CAUSES: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    CAUSES.get_or_init(|| {
+        let out = Command::new(TRACER)
+            .args(["causes", "--format", "json"])
+            .output()
+            .expect("run rsttrace causes");
+        serde_json::from_slice(&out.stdout).expect("causes JSON")
+    })
+}
+
+/// How this kernel tells `cause`: "exact", "inferred" or "unavailable".
+pub fn availability(cause: &str) -> String {
+    let range = doctor()["kernel_range"].as_str().expect("kernel_range");
+    catalogue()["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cause"] == cause)
+        .unwrap_or_else(|| panic!("no cause {cause}"))["kernels"][range]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Says on stdout that a test does not apply to this kernel, and why
+/// (the VM runner lists these lines as skips).
+pub fn skip(test: &str, why: &str) {
+    println!("SKIP {test}: {why}");
+}
+
+/// Skips (returning true) when this kernel cannot tell `cause` apart.
+pub fn skip_unless_told(test: &str, cause: &str) -> bool {
+    if availability(cause) == "unavailable" {
+        let range = doctor()["kernel_range"].as_str().unwrap_or("?");
+        skip(
+            test,
+            &format!("Linux {range} cannot tell {cause} apart (see docs/kernels.md)"),
+        );
+        return true;
+    }
+    false
+}
+
+/// The record states its cause as this kernel can: the kernel's reason
+/// `reason` where the kernel names it, inferred (no reason) otherwise.
+pub fn assert_reason(ev: &Value, reason: &str) {
+    let cause = ev["cause"].as_str().unwrap();
+    if availability(cause) == "exact" && doctor_status("reset reason") == "ok" {
+        assert_eq!(ev["kernel_reason"], reason, "{ev}");
+        assert_eq!(ev["cause_source"], "kernel_reason", "{ev}");
+    } else {
+        assert_eq!(ev["kernel_reason"], Value::Null, "{ev}");
+        assert_eq!(ev["cause_source"], "inferred", "{ev}");
+    }
+}
+
+/// Whether the kernel reports delivered errnos (sock:inet_sk_error_report,
+/// Linux 5.14+).
+pub fn error_reports() -> bool {
+    doctor_status("sock:inet_sk_error_report") == "ok"
+}
+
+/// The errno delivered to the local socket, as this kernel can tell it.
+pub fn assert_delivered(ev: &Value, errno: &str) {
+    if error_reports() {
+        assert_eq!(ev["delivered_errno"], errno, "{ev}");
+    } else {
+        assert_eq!(ev["delivered_errno"], Value::Null, "{ev}");
+    }
 }

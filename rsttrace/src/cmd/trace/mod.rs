@@ -87,7 +87,7 @@ fn start_capture(args: &TraceArgs, kernel: setup::Kernel, buffer_bytes: usize) -
     drop(kernel.btf_bytes);
     let facts = kernel.facts;
     let capture = Capture::start(
-        &facts.config,
+        facts.config,
         &facts.hooks,
         facts.prog_info,
         &Options {
@@ -97,6 +97,8 @@ fn start_capture(args: &TraceArgs, kernel: setup::Kernel, buffer_bytes: usize) -
                 kernel_btf: kernel.kernel_btf,
                 firewall: !args.no_firewall,
                 failures: args.failures,
+                path: !args.no_path_check,
+                stray: args.stray_resets,
             },
         },
         &aya_btf,

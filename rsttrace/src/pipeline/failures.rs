@@ -1,0 +1,122 @@
+//! Records other than a socket's reset: connection failures that are not
+//! resets (from errno reports, firewall verdicts and ICMP errors),
+//! firewall resets, and resets that found no socket.
+
+use std::{io::Write, time::Instant};
+
+use super::{build, Parked, Pipeline};
+use crate::{
+    classify::{Direction, Facts},
+    decode::{CapturedReset, ErrorReport, FirewallVerdict, IcmpSeen, StrayReset, Verdict},
+    enrich::owner::Lookup,
+    model::{
+        conn::Task,
+        failure::{icmp_errno, Failure, FailureKind},
+        stray::Stray,
+        Record,
+    },
+};
+
+impl<W: Write> Pipeline<W> {
+    pub(super) fn on_report(&mut self, er: ErrorReport, now: Instant) {
+        let own = self.correlator.on_report(&er, now, &mut self.ready);
+        self.drain_ready();
+        if !(own && self.settings.failures) {
+            return;
+        }
+        if let Some(kind) = er.errno.and_then(|e| FailureKind::from_errno(e, er.synced)) {
+            self.failure(er, kind, false);
+        }
+    }
+
+    /// Netfilter dropped a TCP segment: a reset when it answered with one,
+    /// otherwise (with --failures) a connection failure of the peer's.
+    pub(super) fn on_firewall(&mut self, v: &FirewallVerdict, now: Instant) {
+        let (kind, errno) = match v.verdict {
+            Verdict::Reset => return self.firewall_reset(v, now),
+            Verdict::Icmp { icmp_type, code } => {
+                (FailureKind::FirewallIcmp, icmp_errno(icmp_type, code))
+            }
+            Verdict::Drop => (FailureKind::FirewallDrop, None),
+        };
+        if self.settings.failures {
+            let f = Failure {
+                unix_ns: self.clock.unix_ns(v.ts_ns),
+                kind,
+                errno,
+                errno_for_peer: true,
+                conn: v.conn,
+                netns: v.netns,
+                owner: None,
+                icmp: None,
+                community_id: v.conn.community_id(),
+            };
+            self.write(&Record::Failure(f));
+            self.stats.failures += 1;
+        }
+    }
+
+    fn firewall_reset(&mut self, v: &FirewallVerdict, now: Instant) {
+        let facts = Facts {
+            segment: Some(v.segment),
+            firewall: true,
+            ..Facts::bare(Direction::Sent)
+        };
+        let ev = CapturedReset {
+            ts_ns: v.ts_ns,
+            cpu: v.cpu,
+            facts,
+            sk: 0,
+            sock_cookie: None,
+            sock_ino: 0,
+            conn: v.conn,
+            netns: v.netns,
+            owner: None,
+            closed_ns: None,
+            context: Default::default(),
+            task: Task {
+                pid: 0,
+                comm: Default::default(),
+            },
+            seg_ttl: None,
+            rst_ttl: None,
+            peer_ttl: None,
+        };
+        self.on_reset(ev, now);
+    }
+
+    pub(super) fn failure(&mut self, er: ErrorReport, kind: FailureKind, late: bool) {
+        let owner = match self.owners.owner(er.owner.as_ref(), er.sock_ino, false) {
+            Lookup::Ready(o) => o,
+            Lookup::Pending if !late => {
+                self.parked
+                    .push_back((Parked::Failure(er, kind), Instant::now()));
+                return;
+            }
+            Lookup::Pending => self.owners.owner_now(er.owner.as_ref(), er.sock_ino),
+        };
+        let icmp = self.icmp.get(&er.conn).copied();
+        let f = build::failure(&er, kind, icmp, owner.as_ref(), &self.clock);
+        self.stats.failures += 1;
+        self.write(&Record::Failure(f));
+    }
+
+    /// An ICMP error about one of our segments: kept for the failure its
+    /// errno report (or a later retransmission's) will describe.
+    pub(super) fn on_icmp(&mut self, i: IcmpSeen) {
+        self.icmp.insert(i.conn, i.icmp);
+    }
+
+    pub(super) fn on_stray(&mut self, r: &StrayReset) {
+        let s = Stray {
+            unix_ns: self.clock.unix_ns(r.ts_ns),
+            conn: r.conn,
+            netns: r.netns,
+            rst_ttl: r.ttl,
+            seq: r.seq,
+            community_id: r.conn.community_id(),
+        };
+        self.stats.strays += 1;
+        self.write(&Record::Stray(s));
+    }
+}

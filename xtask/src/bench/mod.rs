@@ -1,0 +1,219 @@
+//! `cargo xtask bench`: a reset storm (see `storm.rs`) and a bulk transfer
+//! (`throughput.rs`), each measured with no tracer and with each tracer
+//! variant (`variants.rs`), interleaved (`schedule.rs`), with the tracers'
+//! in-kernel cost and map memory (`stats.rs`).  `report.rs` writes the
+//! tables; docs/benchmark.md explains what each column measures.
+
+mod guard;
+mod measure;
+mod report;
+mod schedule;
+mod stats;
+mod summary;
+pub mod throughput;
+mod tracer;
+mod variants;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{bootstrap, cmd, root, status};
+use measure::{Env, Load};
+use schedule::Step;
+use variants::{Choice, Variant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds of load per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Rounds; each runs every variant once, each after a no-tracer run.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Only these variants (rsttrace, rsttrace-unpinned, rsttrace-storm,
+    /// rsttrace-perf, rsttrace-metrics, bpftrace, tcpdump,
+    /// throughput-rsttrace); the no-tracer baseline always runs.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// rsttrace's --transport for the rsttrace variants that do not set
+    /// their own.
+    #[arg(long, value_parser = ["auto", "ringbuf", "perf"])]
+    transport: Option<String>,
+    /// Seconds to measure rsttrace idle (0: not at all).
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
+    /// Also write the results to --out.
+    #[arg(long)]
+    record: bool,
+    /// Where --record writes (relative to the workspace root).
+    #[arg(long, default_value = "docs/benchmark.md")]
+    out: PathBuf,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads eBPF programs and sends raw packets: run it as root");
+    }
+    check_names(&args.only)?;
+    bootstrap(true)?;
+    status(cmd("cargo").args(["build", "--release", "--package", "rsttrace"]))?;
+    let rsttrace = root().join("target/release/rsttrace");
+    let help = rsttrace_help(&rsttrace)?;
+    let choice = Choice {
+        only: &args.only,
+        transport: args.transport.as_deref(),
+    };
+    let has_option = |o: &str| help.contains(o);
+    let storm = variants::select(variants::STORM, &choice, has_option);
+    let throughput = variants::select(variants::THROUGHPUT, &choice, has_option);
+
+    guard::catch_interrupts();
+    let _stats = guard::BpfStats::enable()?;
+    let netns = Netns::new()?;
+    let env = Env {
+        netns: netns.0.clone(),
+        rsttrace,
+        seconds: args.seconds,
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
+        .trim()
+        .to_string();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    eprintln!(
+        "bench: {} s loads, {} rounds, kernel {kernel}, {cpus} CPUs; storm on CPU 0",
+        args.seconds, args.rounds
+    );
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let report = report::Report {
+        command: format!("cargo xtask {command}"),
+        storm: run_table(&env, Load::Storm, &storm, args.rounds)?,
+        throughput: run_table(&env, Load::Throughput, &throughput, args.rounds)?,
+        idle: idle(&env, &storm, args.idle_seconds)?,
+        kernel,
+        cpus,
+        rounds: args.rounds,
+        seconds: args.seconds,
+    };
+    println!("\n{}", report::render(&report));
+    if args.record {
+        let path = root().join(&args.out);
+        std::fs::write(&path, report::document(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn check_names(only: &[String]) -> Result<()> {
+    for name in only {
+        if !variants::names().any(|n| n == name) {
+            let known: Vec<_> = variants::names().collect();
+            bail!("no variant {name:?}; there are {}", known.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// What `rsttrace --help` says: which options this build has.
+fn rsttrace_help(rsttrace: &std::path::Path) -> Result<String> {
+    let out = Command::new(rsttrace)
+        .arg("--help")
+        .output()
+        .with_context(|| format!("running {} --help", rsttrace.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Every step of the schedule, then the figures per variant.
+fn run_table(
+    env: &Env,
+    load: Load,
+    variants: &[Variant],
+    rounds: usize,
+) -> Result<Option<summary::Table>> {
+    if variants.is_empty() {
+        return Ok(None);
+    }
+    let plan = schedule::schedule(variants.len(), rounds);
+    let mut samples = Vec::with_capacity(plan.len());
+    for &(round, step) in &plan {
+        let v = match step {
+            Step::Baseline => None,
+            Step::Variant(k) => Some(&variants[k]),
+        };
+        let name = v.map_or("none", |v| v.name);
+        let sample = measure::measure(env, load, v);
+        guard::check()?;
+        let sample = sample.with_context(|| format!("measuring {name}"))?;
+        eprintln!("{}", report::progress(round, name, load, &sample));
+        if step == Step::Baseline {
+            warn_if_moved(&samples, &plan, &sample);
+        }
+        samples.push(sample);
+    }
+    let steps: Vec<Step> = plan.into_iter().map(|(_, s)| s).collect();
+    Ok(Some(summary::collect(variants, &steps, samples)))
+}
+
+/// The machine is busy if a baseline moved much since the previous one.
+fn warn_if_moved(samples: &[measure::Sample], plan: &[(usize, Step)], now: &measure::Sample) {
+    let previous = plan[..samples.len()]
+        .iter()
+        .rposition(|(_, s)| *s == Step::Baseline)
+        .map(|j| samples[j].rate);
+    if let Some(before) = previous {
+        let change = (now.rate - before) / before;
+        if change.abs() > 0.1 {
+            eprintln!(
+                "  bench: warning: no-tracer rate moved {:+.0}% since the last one; the machine is busy",
+                change * 100.0
+            );
+        }
+    }
+}
+
+/// rsttrace's CPU use while nothing happens, when rsttrace was measured.
+fn idle(env: &Env, storm: &[Variant], seconds: u64) -> Result<Option<(f64, u64)>> {
+    if seconds == 0 || !storm.iter().any(Variant::is_rsttrace) {
+        return Ok(None);
+    }
+    let share = measure::idle_cpu(&env.rsttrace, seconds);
+    guard::check()?;
+    Ok(Some((share?, seconds)))
+}
+
+/// The bench's network namespace, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Result<Self> {
+        remove_stale_namespaces();
+        let name = format!("rsttrace-bench-{}", std::process::id());
+        status(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Netns(name);
+        status(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]))?;
+        Ok(ns)
+    }
+}
+
+/// Namespaces of bench runs that ended without cleaning up (a second Ctrl-C).
+fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+        let Some(pid) = name.strip_prefix("rsttrace-bench-") else {
+            continue;
+        };
+        if !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}

@@ -1,0 +1,282 @@
+//! The tables: printed after a run, and written to docs/benchmark.md with
+//! `--record`.
+
+use std::fmt::Write;
+
+use super::{
+    measure::{Load, Sample},
+    summary::{baseline_drift, Runs, Summary, Table},
+};
+
+/// Everything one run measured.
+pub struct Report {
+    /// The bench's own arguments.
+    pub command: String,
+    pub kernel: String,
+    pub cpus: usize,
+    pub rounds: usize,
+    pub seconds: u64,
+    pub storm: Option<Table>,
+    pub throughput: Option<Table>,
+    /// rsttrace's share of a CPU with no resets, and over how many seconds.
+    pub idle: Option<(f64, u64)>,
+}
+
+const METHOD: &str = "\
+## Method
+
+- **Load.** The reset storm (`cargo xtask storm`) sends raw-socket SYNs to a closed \
+loopback port as fast as one CPU can, in a network namespace of its own, pinned to CPU 0; \
+the kernel answers each with a reset. The rate is the namespace's own count of resets \
+sent (`TcpOutRsts`) over the storm's duration. The throughput test (`cargo xtask \
+throughput`) is one TCP bulk transfer over loopback in the same namespace (a server and a \
+client thread, 1 MiB writes, unpinned), in Gbit/s: ordinary traffic, no resets.
+- **Interleaving.** Every round runs the no-tracer baseline before each tracer variant, \
+and the run ends with one more baseline, so each tracer run sits between two baselines; \
+its ratio (\"vs no tracer\") is its rate over the mean of those two, which cancels slow \
+drift of the machine. The order of the variants rotates by one each round, so none \
+always runs first. Rates and ratios are shown as median (min–max) over the rounds; the \
+spread is the noise to read them with.
+- **Noise.** The no-tracer runs' spread, and the largest change between consecutive ones, \
+are printed with each table: a ratio is only as good as the baselines around it.
+- **Pinning.** \"on CPU 1\": the tracer is pinned beside the storm's CPU, so the storm keeps \
+a CPU of its own and the rate shows the in-kernel cost plus the contention of the \
+tracer's output. \"unpinned\": the tracer may run on any CPU, the storm's included, as on \
+a busy host.
+- **Reported.** What the tracer's output accounts for, summed over the rounds, against the \
+kernel count of the same runs. rsttrace runs with `--netns /run/netns/<bench namespace>`, \
+so both count the same namespace (for rsttrace: reset records plus the counts in storm \
+summaries). tcpdump runs inside the namespace. The bpftrace one-liner cannot filter by \
+namespace, so its reported count is host-wide and may exceed the kernel count.
+- **Lost.** Events the tracer said it dropped (rsttrace's `lost` records, bpftrace's \
+`Lost N events`, tcpdump's packets dropped by kernel). On loopback the kernel hands \
+tcpdump each packet twice (sent and received), so its drop count can reach twice the \
+resets it missed.
+- **CPU per event.** The tracer process's own user + system time (rusage, start-up \
+included) over the events it reported.
+- **In-kernel per reset.** With `kernel.bpf_stats_enabled=1` for the whole run (restored \
+afterwards), the run time of all the tracer's BPF programs (`bpftool prog show`, the \
+programs the tracer's process holds), read just before it stops, over the namespace's \
+resets. This includes the programs that run on other events (state changes, packet drops, \
+route lookups), and runs for events outside the namespace (rsttrace's programs drop those \
+early; bpftrace's print them). The reset tracepoint programs alone are also given per run. \
+The statistics add two clock reads to every program run, in every \
+variant with BPF programs. tcpdump's classic BPF filter has no such statistics. In the \
+throughput table, the same run time as a share of one CPU during the transfer.
+- **Memory.** Peak RSS of the tracer process, and beside it the BPF maps it holds \
+(`bytes_memlock` from `bpftool map show`), kernel memory that RSS does not show, except \
+that the ring buffer's pages, mapped into rsttrace, count in both. Per-CPU perf buffers \
+are not BPF maps and are not in the maps column.
+";
+
+pub fn render(r: &Report) -> String {
+    let mut s = format!(
+        "`{}`: kernel {}, {} CPUs; {} rounds of {} s. Storm on CPU 0.\n\n",
+        r.command, r.kernel, r.cpus, r.rounds, r.seconds
+    );
+    if let Some(t) = &r.storm {
+        s += &storm_table(t);
+        s += &program_notes(t);
+        s += &drift_line(t, Load::Storm);
+    }
+    if let Some(t) = &r.throughput {
+        s += "\n";
+        s += &throughput_table(t);
+        s += &drift_line(t, Load::Throughput);
+    }
+    if let Some((share, seconds)) = r.idle {
+        let _ = writeln!(
+            s,
+            "\nrsttrace idle (no resets, {seconds} s): {:.3}% of one CPU.",
+            share * 100.0
+        );
+    }
+    s
+}
+
+/// The file `--record` writes.
+pub fn document(r: &Report) -> String {
+    format!(
+        "# Benchmark\n\n<!-- Written by `cargo xtask bench --record`; rerun it to refresh. -->\n\n\
+         Reproduce (as root): `cargo xtask bench` (add `--record` to rewrite this file; \
+         `--transport perf` runs the rsttrace variants over perf buffers). Every figure below \
+         comes from one run.\n\n{}\n{METHOD}",
+        render(r)
+    )
+}
+
+fn storm_table(t: &Table) -> String {
+    let mut s = String::from(
+        "| tracer | resets/s | vs no tracer | reported / kernel count | lost | CPU per event | in-kernel per reset | peak RSS | BPF maps |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let base = Summary::of(t.baseline.iter().map(|b| b.rate));
+    let _ = writeln!(
+        s,
+        "| no tracer | {} | - | - | - | - | - | - | - |",
+        range(base, 0)
+    );
+    for r in &t.runs {
+        let reported = r.total(|m| usage(m).reported);
+        let kernel = r.total(|m| m.count);
+        let cpu: f64 = r.samples.iter().map(|m| usage(m).cpu_s).sum();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {reported} / {kernel} ({:.4}) | {} | {:.2} µs | {} | {} | {} |",
+            r.variant.what,
+            range(r.rate(), 0),
+            range(r.ratio(), 2),
+            reported as f64 / kernel.max(1) as f64,
+            r.total(|m| usage(m).lost),
+            cpu * 1e6 / reported.max(1) as f64,
+            in_kernel_per_event(r),
+            mib(r.peak(|m| usage(m).max_rss_kib) * 1024),
+            maps(r),
+        );
+    }
+    s
+}
+
+fn throughput_table(t: &Table) -> String {
+    let mut s = String::from(
+        "| traffic | Gbit/s | vs no tracer | in-kernel BPF time | peak RSS | BPF maps |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    let base = Summary::of(t.baseline.iter().map(|b| b.rate));
+    let _ = writeln!(
+        s,
+        "| throughput: no tracer | {} | - | - | - | - |",
+        range(base, 2)
+    );
+    for r in &t.runs {
+        let share = r.per_round(|m| {
+            let ns = usage(m).bpf.run_time_ns;
+            (ns > 0).then(|| ns as f64 / (m.elapsed_s * 1e9) * 100.0)
+        });
+        let _ = writeln!(
+            s,
+            "| throughput: {} | {} | {} | {} | {} | {} |",
+            r.variant.what,
+            range(r.rate(), 2),
+            range(r.ratio(), 2),
+            share.map_or("-".into(), |p| format!("{:.2}% of a CPU", p.median)),
+            mib(r.peak(|m| usage(m).max_rss_kib) * 1024),
+            maps(r),
+        );
+    }
+    s
+}
+
+/// The reset programs alone, per run of the program.
+fn program_notes(t: &Table) -> String {
+    let per_variant: Vec<String> = t
+        .runs
+        .iter()
+        .filter_map(|r| {
+            let per_run = r.per_round(|m| {
+                let b = usage(m).bpf;
+                (b.reset_run_cnt > 0).then(|| b.reset_run_time_ns as f64 / b.reset_run_cnt as f64)
+            })?;
+            Some(format!("{} {:.0}", r.variant.name, per_run.median))
+        })
+        .collect();
+    if per_variant.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nThe reset tracepoint programs alone, ns per run (median): {}.\n",
+        per_variant.join(", ")
+    )
+}
+
+fn drift_line(t: &Table, load: Load) -> String {
+    baseline_drift(&t.baseline).map_or(String::new(), |d| {
+        format!(
+            "\nNo-tracer runs ({}): consecutive ones differ by up to {:.1}%.\n",
+            load.unit(),
+            d * 100.0
+        )
+    })
+}
+
+fn usage(m: &Sample) -> super::measure::TracerUsage {
+    m.tracer.clone().unwrap_or_default()
+}
+
+fn in_kernel_per_event(r: &Runs) -> String {
+    let ns = r.per_round(|m| {
+        let ns = usage(m).bpf.run_time_ns;
+        (ns > 0 && m.count > 0).then(|| ns as f64 / m.count as f64)
+    });
+    ns.map_or("-".into(), |n| format!("{:.0} ns", n.median))
+}
+
+fn maps(r: &Runs) -> String {
+    match r.peak(|m| usage(m).bpf.map_bytes) {
+        0 => "-".into(),
+        bytes => mib(bytes),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    match bytes {
+        0..=1023 => format!("{bytes} B"),
+        1024..=1048575 => format!("{:.0} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+/// `median (min–max)`.
+fn range(s: Option<Summary>, decimals: usize) -> String {
+    s.map_or("-".into(), |s| {
+        format!(
+            "{:.d$} ({:.d$}–{:.d$})",
+            s.median,
+            s.min,
+            s.max,
+            d = decimals
+        )
+    })
+}
+
+/// One line per measurement, on stderr while the run goes.
+pub fn progress(round: usize, name: &str, load: Load, m: &Sample) -> String {
+    let mut s = format!(
+        "  round {} {:<20} {:>10.2} {}",
+        round + 1,
+        name,
+        m.rate,
+        load.unit()
+    );
+    let Some(u) = &m.tracer else {
+        return s;
+    };
+    if load == Load::Storm {
+        let _ = write!(s, "  reported {}/{}  lost {}", u.reported, m.count, u.lost);
+    }
+    let _ = write!(
+        s,
+        "  cpu {:.2}s  rss {}  bpf {} ns / {} runs, maps {}",
+        u.cpu_s,
+        mib(u.max_rss_kib * 1024),
+        u.bpf.run_time_ns,
+        u.bpf.run_cnt,
+        mib(u.bpf.map_bytes)
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let s = Summary::of([0.8, 0.9, 0.85]);
+        assert_eq!(range(s, 2), "0.85 (0.80–0.90)");
+        assert_eq!(range(None, 2), "-");
+        assert_eq!(mib(47 * 1024 * 1024), "47.0 MiB");
+        assert_eq!(mib(20 * 1024), "20 KiB");
+        assert_eq!(mib(320), "320 B");
+    }
+}

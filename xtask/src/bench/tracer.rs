@@ -1,0 +1,280 @@
+//! Running one tracer: start it, count what it prints as its users would
+//! read it (rsttrace's stdout through a pipe, bpftrace's and tcpdump's
+//! lines), stop it with SIGINT and take its CPU time and peak RSS.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Child, ChildStderr, ChildStdout, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::{
+    guard,
+    variants::{Pin, Tracer, Variant},
+};
+
+/// What a tracer printed, counted as it streams.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub reported: u64,
+    pub lost: u64,
+    ready: bool,
+}
+
+pub struct Running {
+    child: Option<Child>,
+    tally: Arc<Mutex<Tally>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+pub struct Stopped {
+    pub tally: Tally,
+    pub cpu_s: f64,
+    pub max_rss_kib: u64,
+}
+
+const BPFTRACE: &str =
+    r#"tracepoint:tcp:tcp_send_reset { printf("%d %s %d\n", pid, comm, args->state); }"#;
+
+/// The tracer's command line.  `netns` is the bench namespace's name
+/// (rsttrace gets `--netns /run/netns/NAME`, tcpdump runs inside it);
+/// `None` traces the whole host.
+fn command(v: &Variant, netns: Option<&str>, rsttrace: &Path) -> Command {
+    let mut c = match v.tracer {
+        Tracer::Rsttrace(_) => {
+            let mut c = Command::new(rsttrace);
+            c.args(&v.args);
+            if let Some(ns) = netns {
+                c.arg("--netns").arg(format!("/run/netns/{ns}"));
+            }
+            c
+        }
+        Tracer::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            c.args(["-e", BPFTRACE]);
+            c
+        }
+        Tracer::Tcpdump => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", netns.unwrap_or("")]);
+            c.args([
+                "tcpdump",
+                "-i",
+                "lo",
+                "-n",
+                "-l",
+                "tcp[tcpflags] & tcp-rst != 0",
+            ]);
+            c
+        }
+    };
+    if v.pin == Pin::Cpu1 {
+        pin(&mut c, 1);
+    }
+    c
+}
+
+fn pin(cmd: &mut Command, cpu: usize) {
+    // SAFETY: sched_setaffinity is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        });
+    }
+}
+
+/// Starts the tracer and returns once it has attached.
+pub fn start(v: &Variant, netns: Option<&str>, rsttrace: &Path) -> Result<Running> {
+    let mut c = command(v, netns, rsttrace);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().with_context(|| format!("cannot start {c:?}"))?;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let json = v.is_rsttrace();
+    let readers = vec![
+        read_stdout(child.stdout.take().expect("stdout"), json, tally.clone()),
+        read_stderr(child.stderr.take().expect("stderr"), tally.clone()),
+    ];
+    let mut running = Running {
+        child: Some(child),
+        tally,
+        readers,
+    };
+    running
+        .wait_ready()
+        .with_context(|| format!("{c:?} did not start"))?;
+    // Let it settle (bpftrace attaches after printing).
+    thread::sleep(Duration::from_millis(500));
+    Ok(running)
+}
+
+fn read_stdout(out: ChildStdout, json: bool, t: Arc<Mutex<Tally>>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut r = BufReader::with_capacity(1 << 20, out);
+        let mut line = String::new();
+        while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let mut t = t.lock().unwrap();
+            if json {
+                count_json(&line, &mut t);
+            } else {
+                count_line(&line, &mut t);
+            }
+            line.clear();
+        }
+    })
+}
+
+fn read_stderr(err: ChildStderr, t: Arc<Mutex<Tally>>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut t = t.lock().unwrap();
+            if line.contains("tracing TCP resets")
+                || line.contains("listening on")
+                || line.starts_with("Attaching")
+            {
+                t.ready = true;
+            }
+            // tcpdump: "N packets dropped by kernel"
+            if let Some(n) = line.strip_suffix(" packets dropped by kernel") {
+                t.lost += n.trim().parse().unwrap_or(0);
+            }
+            if line.contains("error") {
+                eprintln!("  {line}");
+            }
+        }
+    })
+}
+
+/// rsttrace's JSON records: resets, storm summaries (counts), losses.
+pub fn count_json(line: &str, t: &mut Tally) {
+    let number = |key: &str| -> u64 {
+        line.find(key)
+            .map(|i| &line[i + key.len()..])
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    if line.contains("\"event\":\"reset\"") {
+        t.reported += 1;
+    } else if line.contains("\"event\":\"suppressed\"") {
+        t.reported += number("\"count\":");
+    } else if line.contains("\"event\":\"lost\"") {
+        t.lost += number("\"count\":");
+    }
+}
+
+/// bpftrace's and tcpdump's lines: one per reset, bar bpftrace's own.
+fn count_line(line: &str, t: &mut Tally) {
+    if line.starts_with("Attaching") {
+        t.ready = true;
+    } else if let Some(rest) = line.strip_prefix("Lost ") {
+        t.lost += rest
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+    } else {
+        t.reported += 1;
+    }
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.tally.lock().unwrap().ready {
+            guard::check()?;
+            let child = self.child.as_mut().expect("running");
+            if Instant::now() > deadline || child.try_wait()?.is_some() {
+                bail!("not ready");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+/// SIGINT, then reap with rusage.
+pub fn stop(mut r: Running) -> Result<Stopped> {
+    let pid = r.pid() as i32;
+    // SAFETY: signalling and reaping our own child.
+    let (status, usage) = unsafe {
+        libc::kill(pid, libc::SIGINT);
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(pid, &mut status, 0, &mut usage);
+        (status, usage)
+    };
+    // Reaped: nothing left for `Drop` to kill.
+    r.child = None;
+    for h in r.readers.drain(..) {
+        let _ = h.join();
+    }
+    if !libc::WIFEXITED(status) && !libc::WIFSIGNALED(status) {
+        bail!("tracer ended oddly ({status})");
+    }
+    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Stopped {
+        tally: std::mem::take(&mut *r.tally.lock().unwrap()),
+        cpu_s: cpu(usage.ru_utime) + cpu(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss as u64,
+    })
+}
+
+impl Drop for Running {
+    /// A tracer left running by an error or an interrupt.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_rsttrace_records() {
+        let mut t = Tally::default();
+        count_json(
+            r#"{"time":"x","event":"reset","cause":"no_listener"}"#,
+            &mut t,
+        );
+        count_json(
+            r#"{"time":"x","event":"suppressed","count":1234,"first_time":"y"}"#,
+            &mut t,
+        );
+        count_json(
+            r#"{"time":"x","event":"lost","count":7,"why":"buffer_full"}"#,
+            &mut t,
+        );
+        assert_eq!((t.reported, t.lost), (1235, 7));
+    }
+
+    #[test]
+    fn counts_other_tracers_lines() {
+        let mut t = Tally::default();
+        for line in [
+            "Attaching 1 probe...\n",
+            "1 x 7\n",
+            "Lost 12 events\n",
+            "2 y 7\n",
+        ] {
+            count_line(line, &mut t);
+        }
+        assert_eq!((t.reported, t.lost, t.ready), (2, 12, true));
+    }
+}

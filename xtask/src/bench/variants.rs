@@ -1,0 +1,200 @@
+//! What the benchmark compares: one table row per tracer variant.  Adding a
+//! variant is adding a row; the no-tracer baseline is not a row, it runs
+//! before every variant (see `schedule.rs`).
+
+use Pin::{Cpu1, Free};
+use Tracer::{Bpftrace, Rsttrace, Tcpdump};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracer {
+    /// rsttrace with these arguments; the bench adds `--netns` (and
+    /// `--transport` when given).
+    Rsttrace(&'static [&'static str]),
+    /// A bpftrace one-liner printing each `tcp_send_reset` (host-wide).
+    Bpftrace,
+    /// tcpdump printing RSTs, inside the bench namespace.
+    Tcpdump,
+}
+
+/// Where the tracer runs.  The storm itself always runs on CPU 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// Pinned to CPU 1, beside the storm's CPU.
+    Cpu1,
+    /// Not pinned: it competes with the load for every CPU.
+    Free,
+}
+
+pub struct Row {
+    pub name: &'static str,
+    pub tracer: Tracer,
+    pub pin: Pin,
+    /// Only run when `rsttrace --help` lists this option.
+    pub needs: Option<&'static str>,
+    /// Said after the command in the tables.
+    pub note: &'static str,
+}
+
+/// The reset storm, measured as resets per second.
+#[rustfmt::skip]
+pub const STORM: &[Row] = &[
+    Row { name: "rsttrace",          tracer: Rsttrace(&["--format", "json"]),                        pin: Cpu1, needs: None,              note: "per event, stdout through a pipe" },
+    Row { name: "rsttrace-unpinned", tracer: Rsttrace(&["--format", "json"]),                        pin: Free, needs: None,              note: "per event, as on a busy host" },
+    Row { name: "rsttrace-storm",    tracer: Rsttrace(&["--format", "json", "--storm", "auto"]),     pin: Cpu1, needs: None,              note: "counted in the kernel during storms" },
+    Row { name: "rsttrace-perf",     tracer: Rsttrace(&["--format", "json", "--transport", "perf"]), pin: Cpu1, needs: None,              note: "per event over perf buffers" },
+    Row { name: "rsttrace-metrics",  tracer: Rsttrace(&["--format", "json", "--metrics", "127.0.0.1:0"]), pin: Cpu1, needs: Some("--metrics"), note: "per event, with the metrics endpoint" },
+    Row { name: "bpftrace",          tracer: Bpftrace,                                               pin: Cpu1, needs: None,              note: "reported count is host-wide" },
+    Row { name: "tcpdump",           tracer: Tcpdump,                                                pin: Cpu1, needs: None,              note: "" },
+];
+
+/// Ordinary traffic (a bulk transfer over loopback), measured in Gbit/s.
+#[rustfmt::skip]
+pub const THROUGHPUT: &[Row] = &[
+    Row { name: "throughput-rsttrace", tracer: Rsttrace(&["--format", "json"]), pin: Free, needs: None, note: "" },
+];
+
+/// A row chosen for this run, with its final rsttrace arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub name: &'static str,
+    pub tracer: Tracer,
+    /// rsttrace's arguments without `--netns` (empty for other tracers).
+    pub args: Vec<String>,
+    pub pin: Pin,
+    /// What the tables call it.
+    pub what: String,
+}
+
+/// What the command line asked for.
+pub struct Choice<'a> {
+    /// Only these names (all when empty).
+    pub only: &'a [String],
+    /// `--transport` for the rsttrace rows that do not set their own.
+    pub transport: Option<&'a str>,
+}
+
+/// The rows to run: filtered by `--only`, rows whose option rsttrace lacks
+/// left out, and rows that became the same command (e.g. `rsttrace` with
+/// `--transport perf` and `rsttrace-perf`) run once.
+pub fn select(rows: &[Row], choice: &Choice, has_option: impl Fn(&str) -> bool) -> Vec<Variant> {
+    let mut chosen: Vec<Variant> = Vec::new();
+    for row in rows {
+        let wanted = choice.only.is_empty() || choice.only.iter().any(|o| o == row.name);
+        if !wanted || row.needs.is_some_and(|o| !has_option(o)) {
+            continue;
+        }
+        let v = variant(row, choice.transport);
+        if !chosen
+            .iter()
+            .any(|c| c.tracer_kind_eq(&v) && c.args == v.args && c.pin == v.pin)
+        {
+            chosen.push(v);
+        }
+    }
+    chosen
+}
+
+/// Names `--only` may use.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    STORM.iter().chain(THROUGHPUT).map(|r| r.name)
+}
+
+fn variant(row: &Row, transport: Option<&str>) -> Variant {
+    let mut args: Vec<String> = match row.tracer {
+        Rsttrace(a) => a.iter().map(|s| s.to_string()).collect(),
+        Bpftrace | Tcpdump => Vec::new(),
+    };
+    if let (Rsttrace(_), Some(t)) = (row.tracer, transport) {
+        if !args.iter().any(|a| a == "--transport") {
+            args.extend(["--transport".to_string(), t.to_string()]);
+        }
+    }
+    let command = match row.tracer {
+        Rsttrace(_) => format!("rsttrace {}", args.join(" ")),
+        Bpftrace => "bpftrace one-liner printing each tcp_send_reset".into(),
+        Tcpdump => "tcpdump -i lo -n -l 'tcp[tcpflags] & tcp-rst != 0'".into(),
+    };
+    let pin = match row.pin {
+        Cpu1 => "on CPU 1",
+        Free => "unpinned",
+    };
+    let mut what = format!("{command}, {pin}");
+    if !row.note.is_empty() {
+        what = format!("{what}; {}", row.note);
+    }
+    Variant {
+        name: row.name,
+        tracer: row.tracer,
+        args,
+        pin: row.pin,
+        what,
+    }
+}
+
+impl Variant {
+    fn tracer_kind_eq(&self, other: &Variant) -> bool {
+        std::mem::discriminant(&self.tracer) == std::mem::discriminant(&other.tracer)
+    }
+
+    pub fn is_rsttrace(&self) -> bool {
+        matches!(self.tracer, Rsttrace(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_of(vs: &[Variant]) -> Vec<&str> {
+        vs.iter().map(|v| v.name).collect()
+    }
+
+    #[test]
+    fn metrics_only_when_rsttrace_has_it() {
+        let all = Choice {
+            only: &[],
+            transport: None,
+        };
+        let without = select(STORM, &all, |_| false);
+        assert!(!names_of(&without).contains(&"rsttrace-metrics"));
+        let with = select(STORM, &all, |o| o == "--metrics");
+        assert!(names_of(&with).contains(&"rsttrace-metrics"));
+    }
+
+    #[test]
+    fn transport_switches_rsttrace_rows_and_drops_duplicates() {
+        let perf = Choice {
+            only: &[],
+            transport: Some("perf"),
+        };
+        let vs = select(STORM, &perf, |_| false);
+        let rst = vs.iter().find(|v| v.name == "rsttrace").unwrap();
+        assert_eq!(rst.args, ["--format", "json", "--transport", "perf"]);
+        assert!(rst
+            .what
+            .starts_with("rsttrace --format json --transport perf, on CPU 1"));
+        // Same command and pinning as `rsttrace` now: runs once.
+        assert!(!names_of(&vs).contains(&"rsttrace-perf"));
+        assert!(names_of(&vs).contains(&"rsttrace-unpinned"));
+        assert!(vs
+            .iter()
+            .find(|v| v.name == "bpftrace")
+            .unwrap()
+            .args
+            .is_empty());
+    }
+
+    #[test]
+    fn only_filters_by_name() {
+        let only = ["tcpdump".to_string(), "rsttrace-storm".to_string()];
+        let choice = Choice {
+            only: &only,
+            transport: None,
+        };
+        assert_eq!(
+            names_of(&select(STORM, &choice, |_| true)),
+            ["rsttrace-storm", "tcpdump"]
+        );
+        assert!(select(THROUGHPUT, &choice, |_| true).is_empty());
+    }
+}
