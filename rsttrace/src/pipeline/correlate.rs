@@ -21,7 +21,7 @@ use std::{
 use crate::{
     classify::{Cause, Classification, Direction},
     decode::{CapturedReset, ErrorReport, KernelOwner},
-    kernel::names::{KernelReason, Reason, TcpState},
+    kernel::names::TcpState,
     model::{conn::Conn, errno::Errno},
 };
 
@@ -118,7 +118,9 @@ impl Correlator {
                 && matches!(f.state, Some(TcpState::FinWait1 | TcpState::FinWait2));
             (self.reports && !f.dead() && !f.is(TcpState::Close), abort)
         } else {
-            if f.reason == Some(KernelReason::Known(Reason::TcpAbortOnData)) {
+            // TCP_ABORT_ON_DATA (inferred as data_after_close where the
+            // kernel gives no reason).
+            if draft.class.cause == Cause::DataAfterClose {
                 self.release_local_abort(sk, out);
             }
             // The errno for the local socket is reported right after
