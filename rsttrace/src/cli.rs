@@ -101,6 +101,11 @@ pub struct TraceArgs {
     #[arg(short, long, default_value = "text", value_parser = format_names())]
     pub format: String,
 
+    /// Append records to FILE instead of standard output.  SIGHUP reopens
+    /// it, for logrotate; no record is split or lost across a rotation.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+
     /// Only resets in these network namespaces (up to four,
     /// comma-separated): inode numbers, or paths such as
     /// /proc/<pid>/ns/net or /run/netns/<name>.
@@ -189,6 +194,42 @@ pub struct TraceArgs {
     /// More diagnostics on stderr (-vv for debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Serve Prometheus metrics on ADDR:PORT (a bare PORT means
+    /// 127.0.0.1), at /metrics.
+    #[arg(long, value_name = "ADDR:PORT", help_heading = "Service")]
+    pub metrics: Option<String>,
+
+    /// Suppression rules from a TOML file (see packaging/rsttrace.toml):
+    /// matching resets are counted, not written.
+    #[arg(long, value_name = "FILE", help_heading = "Service")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// One more suppression rule, e.g.
+    /// 'cause=abort_unread_data|abort_linger,local_port=8080,remote_cidr=10.0.0.0/8'
+    /// (conditions: cause, direction, local_port, remote_port, local_cidr,
+    /// remote_cidr, comm, container; ports as N or LO-HI).
+    #[arg(long = "suppress", value_name = "RULE", help_heading = "Service")]
+    pub suppress: Vec<String>,
+
+    /// Every SECS seconds, write the commonest (cause, process, port)
+    /// combinations as `summary` records, silenced resets included.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Service")]
+    pub summary: Option<u64>,
+
+    /// Check the options and the --config file, say what is wrong, and
+    /// exit (needs no privileges: for ExecStartPre and CI).
+    #[arg(long, help_heading = "Service")]
+    pub check: bool,
+
+    /// Where the host's /proc is mounted (in a container: /host/proc).
+    #[arg(
+        long = "proc",
+        value_name = "PATH",
+        default_value = "/proc",
+        help_heading = "Service"
+    )]
+    pub proc_root: std::path::PathBuf,
 }
 
 /// `--format` values, from the output formats rsttrace has.

@@ -294,6 +294,36 @@ impl Capture {
         }
     }
 
+    /// Each hook's state in one word, for the metrics: `attached`,
+    /// `paused` (a firewall hook storm mode took off), `waiting` (for its
+    /// module) or `off`.
+    pub fn hook_states(&self) -> Vec<(String, &'static str, &'static str)> {
+        let paused = self.plan.firewall_links.as_ref().is_some_and(Vec::is_empty);
+        self.statuses
+            .iter()
+            .map(|s| {
+                let state = match &s.state {
+                    attach::HookState::Attached
+                        if paused && FIREWALL_TRACEPOINTS.contains(&s.target.as_str()) =>
+                    {
+                        "paused"
+                    }
+                    attach::HookState::Attached => "attached",
+                    attach::HookState::Waiting(_) => "waiting",
+                    attach::HookState::Off(_) => "off",
+                };
+                (s.target.clone(), s.kind.as_str(), state)
+            })
+            .collect()
+    }
+
+    /// Whether programs may be attached after start-up (and so the
+    /// capabilities for it kept): netfilter hooks waiting for their
+    /// module, or firewall hooks that storm modes take off and put back.
+    pub fn attaches_later(&self, storm_modes: bool) -> bool {
+        !self.plan.waiting.is_empty() || (storm_modes && self.has_firewall())
+    }
+
     /// Whether the firewall tracepoints are loaded (so that they can be
     /// attached).
     pub fn has_firewall(&self) -> bool {

@@ -20,6 +20,8 @@ impl Container {
             runtime: None,
             id: None,
             pod_uid: None,
+            pod_namespace: None,
+            pod_name: None,
         };
         for segment in path.split('/').rev() {
             if c.id.is_none() {
@@ -122,7 +124,7 @@ impl Container {
 
 /// The container a live process runs in (None when it is gone).
 pub fn proc_container(pid: u32) -> Option<Container> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let text = std::fs::read_to_string(super::procfs::path(format_args!("{pid}/cgroup"))).ok()?;
     Container::from_proc_cgroup(&text)
 }
 

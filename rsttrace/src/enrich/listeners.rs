@@ -100,7 +100,7 @@ impl ListenerHistory {
 pub fn proc_listeners() -> Vec<ProcListener> {
     let mut out = vec![];
     let mut seen_ns = HashSet::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
+    let Ok(procs) = fs::read_dir(super::procfs::root()) else {
         return out;
     };
     for entry in procs.flatten() {

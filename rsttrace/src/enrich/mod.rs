@@ -5,4 +5,6 @@ pub mod bounded;
 pub mod container;
 pub mod listeners;
 pub mod owner;
+pub mod procfs;
+pub mod runtime;
 pub mod scanner;

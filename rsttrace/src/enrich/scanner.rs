@@ -86,7 +86,10 @@ fn serve(rx: &mpsc::Receiver<Request>, tx: &UnboundedSender<Reply>) {
         let reply = match req {
             Request::Sockets => Reply::Sockets(scan_sockets()),
             Request::Container(key) => {
-                let c = container(key, root.as_ref(), &mut cgroups);
+                let c = container(key, root.as_ref(), &mut cgroups).map(|mut c| {
+                    super::runtime::annotate(&mut c);
+                    c
+                });
                 Reply::Container(key, c.map(Arc::new))
             }
             Request::Alive(p) => Reply::Alive(p, alive(p)),
@@ -145,7 +148,7 @@ pub fn alive(p: ProcessKey) -> bool {
 /// A process's start time: field 22 of /proc/<pid>/stat, after the
 /// parenthesised comm (which may hold spaces and parentheses).
 pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = fs::read_to_string(super::procfs::path(format_args!("{pid}/stat"))).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(19)?.parse().ok()
 }
@@ -153,7 +156,7 @@ pub fn process_start(pid: u32) -> Option<u64> {
 /// Socket inode -> owning process, from every process's fd table.
 pub fn scan_sockets() -> HashMap<u64, ProcOwner> {
     let mut by_inode = HashMap::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
+    let Ok(procs) = fs::read_dir(super::procfs::root()) else {
         return by_inode;
     };
     for entry in procs.flatten() {

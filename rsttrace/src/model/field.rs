@@ -60,6 +60,8 @@ pub enum Text {
     Omit,
     /// At the start of the line, in table order, padded to this width.
     Head(usize),
+    /// Like `Head`, after a tag: `#1`.
+    Tagged(&'static str, usize),
     /// An endpoint's address; its port follows as `Port` of the same side.
     Addr(Side),
     Port(Side),

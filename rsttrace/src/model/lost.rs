@@ -2,19 +2,25 @@
 
 use super::field::{field, Field, Text, Ty, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LostWhy {
     /// The reader fell behind and the buffer was full.
     BufferFull,
     /// The kernel skipped a program already running on that CPU.
     Nested,
+    /// Records rsttrace rendered but could not write: the reader of its
+    /// output stalled.
+    OutputStalled,
 }
 
 impl LostWhy {
+    pub const ALL: [LostWhy; 3] = [LostWhy::BufferFull, LostWhy::Nested, LostWhy::OutputStalled];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LostWhy::BufferFull => "buffer_full",
             LostWhy::Nested => "nested",
+            LostWhy::OutputStalled => "output_stalled",
         }
     }
 }
@@ -28,7 +34,7 @@ pub struct Lost {
 
 pub const FIELDS: &[Field<Lost>] = &[
     field("time", Ty::Str, Text::Head(27), "When rsttrace noticed the loss.", |l| Value::Time(l.unix_ns)),
-    field("event", Ty::Str, Text::Head(8), "\"lost\": resets the kernel could not hand over.", |_| Value::Str("lost")),
+    field("event", Ty::Str, Text::Head(8), "\"lost\": resets the kernel could not hand over, or records rsttrace could not write.", |_| Value::Str("lost")),
     field("count", Ty::Num, Text::Kv("count"), "How many.", |l| Value::U64(l.count)),
-    field("why", Ty::Str, Text::Kv("why"), "\"buffer_full\" (the reader fell behind; raise --buffer-size or use --storm auto) or \"nested\" (the kernel skipped a program that was already running on that CPU, e.g. a reset in softirq interrupting one in process context).", |l| Value::Str(l.why.as_str())),
+    field("why", Ty::Str, Text::Kv("why"), "\"buffer_full\" (the reader fell behind; raise --buffer-size or use --storm auto) or \"nested\" (the kernel skipped a program that was already running on that CPU, e.g. a reset in softirq interrupting one in process context) or \"output_stalled\" (records rsttrace could not write because the reader of its output stopped reading; counted in records, not resets).", |l| Value::Str(l.why.as_str())),
 ];

@@ -10,6 +10,7 @@ pub mod lost;
 pub mod owner;
 pub mod reset;
 pub mod stray;
+pub mod summary;
 pub mod suppressed;
 
 use field::{visit, FieldInfo, Visitor};
@@ -24,6 +25,7 @@ pub enum Record {
     Suppressed(suppressed::Suppressed),
     Lost(lost::Lost),
     Stray(stray::Stray),
+    Summary(summary::Summary),
 }
 
 /// Every record kind: its `event` value and its fields, for the schema.
@@ -37,6 +39,7 @@ pub fn schema() -> Vec<(&'static str, Vec<FieldInfo>)> {
         ("suppressed", infos(suppressed::FIELDS)),
         ("lost", infos(lost::FIELDS)),
         ("stray_reset", infos(stray::FIELDS)),
+        ("summary", infos(summary::FIELDS)),
     ]
 }
 
@@ -48,6 +51,7 @@ impl Record {
             Record::Suppressed(_) => "suppressed",
             Record::Lost(_) => "lost",
             Record::Stray(_) => "stray_reset",
+            Record::Summary(_) => "summary",
         }
     }
 
@@ -60,6 +64,7 @@ impl Record {
             Record::Suppressed(s) => visit(event, suppressed::FIELDS, s, v),
             Record::Lost(l) => visit(event, lost::FIELDS, l, v),
             Record::Stray(s) => visit(event, stray::FIELDS, s, v),
+            Record::Summary(s) => visit(event, summary::FIELDS, s, v),
         }
     }
 
@@ -69,7 +74,7 @@ impl Record {
             Record::Reset(r) => r.arrow(),
             Record::Failure(f) => f.arrow(),
             Record::Stray(_) => "<-",
-            Record::Suppressed(_) | Record::Lost(_) => "->",
+            Record::Suppressed(_) | Record::Lost(_) | Record::Summary(_) => "->",
         }
     }
 }

@@ -41,6 +41,10 @@ pub struct Container {
     pub id: Option<String>,
     /// Kubernetes pod UID (dashed form).
     pub pod_uid: Option<String>,
+    /// The pod's namespace and name, from the container runtime's
+    /// config.json annotations (no API server involved).
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
 }
 
 /// The process that owns the local socket.

@@ -2,14 +2,19 @@
 //! field tables (see `model::field`); adding one is a file here plus its
 //! line in [`FORMATS`].
 //!
-//! Output is buffered and flushed once per batch of records read from the
-//! kernel, so a storm costs one write(2) per batch, not per record.
+//! Output is buffered and handed to a writer thread once per batch of
+//! records read from the kernel, so a storm costs one write(2) per batch,
+//! and a reader that stalls never stops the event loop (see `sink`).
 
 pub mod json;
+pub mod logfmt;
 pub mod schema;
+pub mod sink;
 pub mod text;
 
-use std::io::{self, Write};
+use std::{io::Write, time::Duration};
+
+use self::sink::{Sink, SinkTotals};
 
 use crate::{
     kernel::clock::rfc3339,
@@ -32,7 +37,7 @@ pub struct FormatInfo {
 }
 
 /// Every output format, by `--format` name.
-pub const FORMATS: &[FormatInfo] = &[text::INFO, json::INFO];
+pub const FORMATS: &[FormatInfo] = &[text::INFO, json::INFO, logfmt::INFO];
 
 pub fn format_named(name: &str) -> Option<&'static FormatInfo> {
     FORMATS.iter().find(|f| f.name == name)
@@ -86,55 +91,72 @@ impl std::fmt::Write for FlagsBuf {
 pub enum OutputError {
     /// The reader went away (EPIPE): stop quietly.
     Closed,
-    Io(io::Error),
+    /// Writing failed (a full disk, a dead device).
+    Io(String),
 }
 
-impl From<io::Error> for OutputError {
-    fn from(e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            OutputError::Closed
-        } else {
-            OutputError::Io(e)
-        }
-    }
-}
-
-/// Records rendered in one format into a buffer, written to a sink.
-pub struct Output<W: Write> {
+/// Records rendered in one format into a buffer, handed to a [`Sink`]
+/// per batch.
+pub struct Output {
     format: Box<dyn Format>,
-    sink: W,
+    sink: Sink,
     buf: Vec<u8>,
-    /// Flush when this much is buffered even within a batch.
+    /// Records in `buf`.
+    records: u64,
+    /// Hand over when this much is buffered even within a batch.
     high_water: usize,
 }
 
-impl<W: Write> Output<W> {
-    pub fn new(format: &FormatInfo, sink: W) -> Self {
+impl Output {
+    pub fn new(format: &FormatInfo, sink: Sink) -> Self {
         Output {
             format: (format.make)(),
+            buf: sink.buffer(),
             sink,
-            buf: Vec::with_capacity(256 << 10),
+            records: 0,
             high_water: 192 << 10,
         }
     }
 
-    pub fn write(&mut self, record: &Record) -> Result<(), OutputError> {
+    pub fn write(&mut self, record: &Record) {
         self.format.render(record, &mut self.buf);
+        self.records += 1;
         if self.buf.len() >= self.high_water {
-            self.flush()?;
+            self.flush();
+        }
+    }
+
+    /// Hands what is buffered to the writer; never blocks.
+    pub fn flush(&mut self) {
+        if self.records > 0 {
+            let next = self.sink.buffer();
+            let full = std::mem::replace(&mut self.buf, next);
+            self.sink.send(full, self.records);
+            self.records = 0;
+        }
+    }
+
+    /// Whether the writer is still taking records.
+    pub fn state(&self) -> Result<(), OutputError> {
+        if let Some(e) = self.sink.error() {
+            return Err(OutputError::Io(e));
+        }
+        if self.sink.closed() {
+            return Err(OutputError::Closed);
         }
         Ok(())
     }
 
-    pub fn flush(&mut self) -> Result<(), OutputError> {
-        if !self.buf.is_empty() {
-            self.sink.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        self.sink.flush()?;
-        Ok(())
+    pub fn sink(&mut self) -> &mut Sink {
+        &mut self.sink
+    }
+
+    /// Writes what is left, waiting at most `wait` for a stalled reader.
+    pub fn finish(&mut self, wait: Duration) -> SinkTotals {
+        self.flush();
+        self.sink.finish(wait)
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -61,6 +61,8 @@ pub fn full_reset() -> Reset {
                 runtime: Some("containerd"),
                 id: Some("a".repeat(64)),
                 pod_uid: Some("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0".into()),
+                pod_namespace: Some("shop".into()),
+                pod_name: Some("web-7d4b9".into()),
             })),
             exited: Some(false),
         }),
@@ -142,7 +144,8 @@ fn samples() -> Vec<Record> {
         errno_for_peer: false,
         conn: conn(false),
         netns: 1,
-        owner: Some(task(7, "curl")),
+        // A comm may hold spaces, quotes and `=`.
+        owner: Some(task(7, "my \"app\" a=b")),
         icmp: Some(crate::model::failure::Icmp {
             v6: false,
             icmp_type: 3,
@@ -193,6 +196,28 @@ fn samples() -> Vec<Record> {
             unix_ns: 0,
             count: 3,
             why: LostWhy::Nested,
+        }),
+        Record::Summary(crate::model::summary::Summary {
+            unix_ns: 0,
+            period_s: 60,
+            rank: 1,
+            count: 7,
+            suppressed: 5,
+            cause: Cause::AbortUnreadData,
+            comm: Some(Comm::from_str_lossy("nginx")),
+            port: 8080,
+            period_count: 412,
+        }),
+        Record::Summary(crate::model::summary::Summary {
+            unix_ns: 0,
+            period_s: 60,
+            rank: 2,
+            count: 3,
+            suppressed: 0,
+            cause: Cause::NoListener,
+            comm: None,
+            port: 81,
+            period_count: 412,
         }),
         Record::Stray(crate::model::stray::Stray {
             unix_ns: 0,
@@ -340,4 +365,84 @@ fn tables_are_walked_in_order() {
         t[0].info.key
     }
     assert_eq!(first(crate::model::reset::FIELDS), "time");
+}
+
+/// A logfmt line back into (key, value) pairs, as a collector reads it.
+fn parse_logfmt(line: &str) -> Vec<(String, String)> {
+    let mut pairs = vec![];
+    let mut chars = line.trim_end_matches('\n').chars().peekable();
+    while chars.peek().is_some() {
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => match chars.next().unwrap() {
+                        'n' => value.push('\n'),
+                        't' => value.push('\t'),
+                        'u' => {
+                            let hex: String = chars.by_ref().take(4).collect();
+                            value.push(
+                                char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap(),
+                            );
+                        }
+                        c => value.push(c),
+                    },
+                    c => value.push(c),
+                }
+            }
+            assert!(matches!(chars.next(), None | Some(' ')), "{line}");
+        } else {
+            value = chars.by_ref().take_while(|&c| c != ' ').collect();
+        }
+        pairs.push((key, value));
+    }
+    pairs
+}
+
+#[test]
+fn logfmt_carries_what_the_json_carries() {
+    for r in samples() {
+        let json: serde_json::Value = serde_json::from_str(&render("json", &r)).unwrap();
+        let want: Vec<(String, String)> = json
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                )
+            })
+            .collect();
+        let line = render("logfmt", &r);
+        let mut got = parse_logfmt(&line);
+        let mut want = want;
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{line}");
+    }
+}
+
+#[test]
+fn summary_rows_line_up() {
+    let rows: Vec<String> = samples()
+        .iter()
+        .filter(|r| matches!(r, Record::Summary(_)))
+        .map(|r| render("text", r))
+        .collect();
+    assert_eq!(
+        rows[0],
+        "1970-01-01T00:00:00.000000Z summary  #1   7       abort_unread_data         comm=nginx port=8080 suppressed=5 period_s=60 of=412\n"
+    );
+    assert!(
+        rows[1].starts_with(
+            "1970-01-01T00:00:00.000000Z summary  #2   3       no_listener               port=81 "
+        ),
+        "{}",
+        rows[1]
+    );
 }

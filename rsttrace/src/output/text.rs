@@ -70,8 +70,11 @@ impl<'r> Visitor<'r> for Line<'_, 'r> {
     fn field(&mut self, info: &FieldInfo, value: Value<'r>) {
         match info.text {
             Layout::Omit => {}
-            Layout::Head(width) => {
+            Layout::Head(width) | Layout::Tagged(_, width) => {
                 self.sep();
+                if let Layout::Tagged(tag, _) = info.text {
+                    self.buf.extend_from_slice(tag.as_bytes());
+                }
                 let start = self.buf.len();
                 write_plain(self.buf, value);
                 let written = self.buf.len() - start;

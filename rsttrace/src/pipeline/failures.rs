@@ -2,7 +2,7 @@
 //! resets (from errno reports, firewall verdicts and ICMP errors),
 //! firewall resets, and resets that found no socket.
 
-use std::{io::Write, time::Instant};
+use std::time::Instant;
 
 use super::{build, Parked, Pipeline};
 use crate::{
@@ -17,7 +17,7 @@ use crate::{
     },
 };
 
-impl<W: Write> Pipeline<W> {
+impl Pipeline {
     pub(super) fn on_report(&mut self, er: ErrorReport, now: Instant) {
         let own = self.correlator.on_report(&er, now, &mut self.ready);
         self.drain_ready();
@@ -53,6 +53,7 @@ impl<W: Write> Pipeline<W> {
             };
             self.write(&Record::Failure(f));
             self.stats.failures += 1;
+            self.tally.failure(kind);
         }
     }
 
@@ -98,6 +99,7 @@ impl<W: Write> Pipeline<W> {
         let icmp = self.icmp.get(&er.conn).copied();
         let f = build::failure(&er, kind, icmp, owner.as_ref(), &self.clock);
         self.stats.failures += 1;
+        self.tally.failure(kind);
         self.write(&Record::Failure(f));
     }
 

@@ -6,10 +6,10 @@ pub mod correlate;
 mod failures;
 pub mod filter;
 mod summary;
+pub mod topn;
 
 use std::{
     collections::VecDeque,
-    io::Write,
     time::{Duration, Instant},
 };
 
@@ -18,9 +18,11 @@ use rsttrace_common::event::{AggKey, AggValue};
 use self::{
     correlate::{Correlator, Draft},
     filter::Filter,
+    topn::{service_port, TopTable},
 };
 use crate::{
     classify::{classify, Cause, Direction},
+    config::Rules,
     decode::{decode, Captured, CapturedReset, DecodeError, ErrorReport},
     enrich::{
         bounded::Bounded,
@@ -32,6 +34,8 @@ use crate::{
         clock::{boottime_ns, JiffiesAnchor, WallClock},
         names::KernelNames,
     },
+    metrics::Tally,
+    model::reset::Reset,
     model::{
         conn::Conn,
         failure::{FailureKind, Icmp},
@@ -49,6 +53,10 @@ pub struct Settings {
     pub hold: Duration,
     /// Whether the kernel reports errnos (`inet_sk_error_report`).
     pub error_reports: bool,
+    /// Suppression rules (--config, --suppress).
+    pub rules: Rules,
+    /// Keep the periodic top table (--summary).
+    pub summary: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,6 +69,8 @@ pub struct Stats {
     pub suppressed_resets: u64,
     /// Resets left out by --cause/--direction/--port/--pid.
     pub filtered: u64,
+    /// Resets silenced by suppression rules.
+    pub silenced: u64,
     /// Resets that arrived for no socket (reported with --stray-resets).
     pub strays: u64,
     pub decode_errors: u64,
@@ -78,7 +88,7 @@ enum Parked {
 /// what it could not find.
 const OWNER_WAIT: Duration = Duration::from_millis(500);
 
-pub struct Pipeline<W: Write> {
+pub struct Pipeline {
     names: KernelNames,
     clock: WallClock,
     correlator: Correlator,
@@ -89,24 +99,29 @@ pub struct Pipeline<W: Write> {
     ready: Vec<Draft>,
     /// Recent ICMP errors about our segments, by connection.
     icmp: Bounded<Conn, Icmp>,
-    out: Output<W>,
+    out: Output,
     pub stats: Stats,
+    /// Counts for the metrics, of everything classified.
+    pub tally: Tally,
+    top: Option<TopTable>,
     /// Output ended: the reader went away (quietly) or writing failed
     /// (`write_error`).
     pub closed: bool,
-    pub write_error: Option<std::io::Error>,
+    pub write_error: Option<String>,
     first_decode_error: Option<DecodeError>,
     jiffies: Option<JiffiesAnchor>,
 }
 
-impl<W: Write> Pipeline<W> {
+impl Pipeline {
     pub fn new(
         names: KernelNames,
         owners: OwnerResolver,
         listeners: ListenerHistory,
-        out: Output<W>,
+        out: Output,
         settings: Settings,
     ) -> Self {
+        let tally = Tally::new(settings.rules.rules.len());
+        let top = settings.summary.then(TopTable::default);
         Pipeline {
             correlator: Correlator::new(settings.hold, settings.error_reports),
             names,
@@ -119,6 +134,8 @@ impl<W: Write> Pipeline<W> {
             icmp: Bounded::new(1024),
             out,
             stats: Stats::default(),
+            tally,
+            top,
             closed: false,
             write_error: None,
             first_decode_error: None,
@@ -208,12 +225,39 @@ impl<W: Write> Pipeline<W> {
                     .note(d.ev.netns, d.ev.conn.local_port, d.ev.ts_ns)
             });
         let record = build::reset(&d, owner, history, &self.clock);
+        let rule = self.settings.rules.silencing(&record);
+        self.count(&record, rule);
+        if rule.is_some() {
+            self.stats.silenced += 1;
+            return;
+        }
         self.stats.resets += 1;
         match record.direction {
             Direction::Sent => self.stats.sent += 1,
             Direction::Received => self.stats.received += 1,
         }
         self.write(&Record::Reset(record));
+    }
+
+    /// Counts a reset, reported or silenced by `rule`.
+    fn count(&mut self, r: &Reset, rule: Option<usize>) {
+        self.tally.reset(r, rule);
+        if let Some(top) = &mut self.top {
+            let port = service_port(r.direction, r.conn.local_port, r.conn.remote_port);
+            let comm = r.owner.as_ref().map(|o| o.comm);
+            top.add(r.cause, comm, port, 1, rule.is_some());
+        }
+    }
+
+    /// Writes the period's top table (--summary) and starts a new one.
+    pub fn summarize(&mut self) {
+        let Some(top) = &mut self.top else {
+            return;
+        };
+        let rows = top.take(self.clock.unix_ns(boottime_ns()));
+        for row in rows {
+            self.write(&Record::Summary(row));
+        }
     }
 
     /// An answer from the scanner: parked records may go now.
@@ -254,12 +298,12 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
+    /// Hands what is rendered to the writer thread (never blocks).
     pub fn flush(&mut self) -> Result<(), OutputError> {
-        if self.closed {
-            return Err(OutputError::Closed);
+        if !self.closed {
+            self.out.flush();
+            self.track();
         }
-        let r = self.out.flush();
-        self.track(r);
         if self.closed {
             Err(OutputError::Closed)
         } else {
@@ -272,8 +316,8 @@ impl<W: Write> Pipeline<W> {
         self.clock = WallClock::now();
     }
 
-    fn track(&mut self, r: Result<(), OutputError>) {
-        match r {
+    fn track(&mut self) {
+        match self.out.state() {
             Ok(()) => {}
             Err(OutputError::Closed) => self.closed = true,
             Err(OutputError::Io(e)) => {
@@ -284,11 +328,13 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn write(&mut self, record: &Record) {
-        if self.closed {
-            return;
+        if !self.closed {
+            self.out.write(record);
         }
-        let r = self.out.write(record);
-        self.track(r);
+    }
+
+    pub fn output(&mut self) -> &mut Output {
+        &mut self.out
     }
 
     /// Storm summaries drained from the kernel's aggregation table.
@@ -298,12 +344,17 @@ impl<W: Write> Pipeline<W> {
                 summary::suppressed(key, value, &self.names, &self.clock, self.jiffies.as_ref());
             self.stats.suppressed_records += 1;
             self.stats.suppressed_resets += value.count;
+            self.tally.storm(&s);
+            if let Some(top) = &mut self.top {
+                top.add(s.cause, s.owner.map(|o| o.comm), s.port, s.count, false);
+            }
             self.write(&Record::Suppressed(s));
         }
     }
 
     /// Tells the reader of the output that events were lost.
     pub fn on_lost(&mut self, count: u64, why: LostWhy) {
+        self.tally.lost(why, count);
         let unix_ns = self.clock.unix_ns(boottime_ns());
         self.write(&Record::Lost(Lost {
             unix_ns,

@@ -201,6 +201,18 @@ impl Netns {
         .expect("namespace thread panicked")
     }
 
+    /// Runs `f` in the namespace on a thread of its own, without waiting.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let path = self.path();
+        thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+    }
+
     /// Starts a peer process (this test binary in its peer role) inside
     /// the namespace.
     pub fn peer(&self) -> Peer {
@@ -385,8 +397,10 @@ impl Tracer {
             }
             let _ = ready_tx.send(false);
         });
+        // Loading takes well under a second here, but up to a minute in
+        // the emulated VM kernels (cargo xtask vm) while other tests run.
         let ready = ready_rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(120))
             .unwrap_or(false);
         let mut t = Tracer {
             child,
@@ -405,6 +419,10 @@ impl Tracer {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits for a record matching `pred`; panics with everything seen.

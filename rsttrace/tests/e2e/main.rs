@@ -5,6 +5,7 @@
 mod harness;
 mod peer;
 mod raw;
+mod real;
 mod sockets;
 
 mod causes;
@@ -13,6 +14,11 @@ mod doctor;
 mod edges;
 mod firewall;
 mod resets;
+mod service_metrics;
+mod service_output;
+mod service_pods;
+mod service_privilege;
+mod service_rules;
 mod storm;
 
 /// Entry point of peer processes (see `harness::Peer`); a no-op when run

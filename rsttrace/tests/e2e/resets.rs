@@ -16,7 +16,11 @@ use crate::{
 
 /// A listener, a connected client and the accepted server socket, all in
 /// `ns` and owned by this process.
-fn connection(ns: &Netns, addr: &'static str, port: u16) -> (TcpListener, TcpStream, TcpStream) {
+pub fn connection(
+    ns: &Netns,
+    addr: &'static str,
+    port: u16,
+) -> (TcpListener, TcpStream, TcpStream) {
     ns.run(move || {
         let l = TcpListener::bind((addr, port)).expect("bind");
         let c = TcpStream::connect((addr, port)).expect("connect");

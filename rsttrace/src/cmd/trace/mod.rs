@@ -2,27 +2,31 @@
 //! stream reports until interrupted.
 
 mod run;
+mod service;
 pub mod setup;
 mod storm;
 mod totals;
 
-use std::{io, time::Duration};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use clap::ValueEnum as _;
 use rsttrace_common::config::{Control, MODE_AGGREGATE, MODE_AUTO, MODE_EVENTS};
 
+use self::service::Service;
 use crate::{
     capture::{plan::Want, Capture, Options},
     cli::{StormMode, TraceArgs},
+    config::{self, Rules},
     enrich::{
         listeners::{proc_listeners, ListenerHistory},
         owner::OwnerResolver,
         scanner::{scan_sockets, Scanner},
     },
     kernel::clock,
+    metrics::server::parse_addr,
     model::conn::Task,
-    output::{format_named, Output},
+    output::{format_named, sink::Sink, Output},
     pipeline::{filter::Filter, Pipeline, Settings},
 };
 
@@ -36,9 +40,25 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         port: args.port,
         pid: args.pid,
     };
+    let rules = config::load(args.config.as_deref(), &args.suppress)?;
     let netns = setup::parse_netns_list(&args.netns)?;
     let format = format_named(&args.format).context("unknown --format")?;
-    setup::check_privileges()?;
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(parse_addr)
+        .transpose()
+        .map_err(|e| anyhow!("--metrics {e}"))?;
+    if args.check {
+        eprintln!(
+            "rsttrace: the options are valid ({} suppression rules)",
+            rules.rules.len()
+        );
+        return Ok(());
+    }
+    setup::set_proc_root(&args.proc_root)?;
+    setup::check_output(args.output.as_deref())?;
+    let had = setup::check_privileges()?;
     setup::raise_memlock();
     let mut kernel = setup::read_kernel(args.btf.as_deref())?;
     let buffer_bytes = args.buffer_size as usize * 1024 * 1024;
@@ -52,16 +72,21 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         .build()
         .context("cannot start the event loop")?;
     runtime.block_on(async {
+        let rule_names = rules.rules.iter().map(|r| r.name.clone()).collect();
+        let service = Service::new(metrics, args.summary, rule_names)?;
         let names = std::mem::take(&mut kernel.facts.names);
         let kernel_notes = std::mem::take(&mut kernel.facts.degraded);
         let (hz, error_reports) = (names.hz, kernel.facts.hooks.error_report);
         let mut capture = start_capture(&args, kernel, buffer_bytes)?;
         let mut control = control(&args, hz);
         capture.set_control(control)?;
+        // Before any thread starts: capabilities are per thread.
+        service::drop_capabilities(had, capture.attaches_later(control.mode != MODE_EVENTS));
         for note in kernel_notes.iter().chain(capture.notes()) {
             log::warn!("{note}");
         }
-        let mut pipeline = pipeline(names, format, &args, filter, error_reports)?;
+        let output = Output::new(format, open_output(&args)?);
+        let mut pipeline = pipeline(names, output, &args, filter, error_reports, rules)?;
         if control.mode != MODE_EVENTS {
             let anchor = clock::JiffiesAnchor::now(hz);
             if anchor.is_none() {
@@ -70,14 +95,26 @@ pub fn execute(args: TraceArgs) -> Result<()> {
             pipeline.set_jiffies_anchor(anchor);
         }
         eprintln!(
-            "rsttrace: tracing TCP resets (transport {}, {} sockets indexed, storm mode {}{}); Ctrl-C to stop",
+            "rsttrace: tracing TCP resets (transport {}, {} sockets indexed, storm mode {}{}{}); Ctrl-C to stop",
             capture.transport().as_str(),
             pipeline.owners().indexed(),
             args.storm.to_possible_value().expect("a value").get_name(),
             netns_text(&netns),
+            service
+                .metrics_addr()
+                .map(|a| format!(", metrics on http://{a}/metrics"))
+                .unwrap_or_default(),
         );
-        let outcome = run::run(&mut capture, &mut pipeline, &args, &mut control).await;
+        let outcome = run::run(&mut capture, &mut pipeline, &args, &mut control, &service).await;
         totals::finish(&mut capture, &mut pipeline, &mut control, outcome)
+    })
+}
+
+fn open_output(args: &TraceArgs) -> Result<Sink> {
+    let path = args.output.as_deref();
+    Sink::open(path).with_context(|| match path {
+        Some(p) => format!("cannot open --output {}", p.display()),
+        None => "cannot start the output thread".into(),
     })
 }
 
@@ -143,11 +180,12 @@ fn control(args: &TraceArgs, hz: u32) -> Control {
 /// none falls between the scan and the hooks.
 fn pipeline(
     names: crate::kernel::names::KernelNames,
-    format: &'static crate::output::FormatInfo,
+    output: Output,
     args: &TraceArgs,
     filter: Filter,
     error_reports: bool,
-) -> Result<Pipeline<io::StdoutLock<'static>>> {
+    rules: Rules,
+) -> Result<Pipeline> {
     let index = scan_sockets();
     let mut history = ListenerHistory::default();
     for l in proc_listeners() {
@@ -163,12 +201,17 @@ fn pipeline(
         names,
         owners,
         history,
-        Output::new(format, io::stdout().lock()),
+        output,
         Settings {
             filter,
             failures: args.failures,
-            hold: Duration::from_millis(20),
+            // Long enough for a record's partner to cross the buffer in a
+            // later batch (wake-ups every --wakeup-ms, slower under load or
+            // emulation); short enough not to be noticed.
+            hold: Duration::from_millis(50),
             error_reports,
+            rules,
+            summary: args.summary.is_some(),
         },
     ))
 }

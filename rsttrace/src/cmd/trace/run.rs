@@ -1,10 +1,7 @@
 //! The event loop: read the kernel's buffers, hand records to the
 //! pipeline, and serve signals, timers and the scanner's answers.
 
-use std::{
-    io::Write,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use rsttrace_common::{
@@ -14,6 +11,7 @@ use rsttrace_common::{
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{
+    service::Service,
     storm::{drain_aggregates, StormWatch, STORM_CHECK},
     totals::Losses,
 };
@@ -42,18 +40,24 @@ struct Loop<'a> {
     losses: Losses,
 }
 
-pub async fn run<W: Write>(
+pub async fn run(
     capture: &mut Capture,
-    pipeline: &mut Pipeline<W>,
+    pipeline: &mut Pipeline,
     args: &TraceArgs,
     control: &mut Control,
+    service: &Service,
 ) -> Result<Stop> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut storm_check = tokio::time::interval(STORM_CHECK);
     storm_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let summary_every = service.summary.unwrap_or(Duration::from_secs(3600));
+    let mut summary =
+        tokio::time::interval_at(tokio::time::Instant::now() + summary_every, summary_every);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Storm modes take the firewall hooks off while a storm lasts.
     let watch_storms = control.mode != MODE_EVENTS && capture.has_firewall();
     let deadline = args
@@ -84,6 +88,12 @@ pub async fn run<W: Write>(
             } => pipeline.on_scanner_reply(reply),
             _ = sigint.recv() => return Ok(Stop::Signal),
             _ = sigterm.recv() => return Ok(Stop::Signal),
+            // logrotate renamed the file: what is queued goes to the old
+            // one, what follows to a new one.
+            _ = sighup.recv() => {
+                let _ = pipeline.flush();
+                pipeline.output().sink().reopen();
+            }
             _ = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -91,6 +101,8 @@ pub async fn run<W: Write>(
                 }
             } => return Ok(Stop::Done),
             _ = storm_check.tick(), if watch_storms => l.watch_storm(capture)?,
+            Some(client) = service.scrape() => service.answer(client, capture, pipeline),
+            _ = summary.tick(), if service.summary.is_some() => pipeline.summarize(),
             _ = tick.tick() => {
                 if let Some(stop) = l.every_second(capture, pipeline)? {
                     return Ok(stop);
@@ -107,11 +119,7 @@ pub async fn run<W: Write>(
 }
 
 impl Loop<'_> {
-    fn read<W: Write>(
-        &mut self,
-        capture: &mut Capture,
-        pipeline: &mut Pipeline<W>,
-    ) -> Option<Stop> {
+    fn read(&mut self, capture: &mut Capture, pipeline: &mut Pipeline) -> Option<Stop> {
         let n = capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes));
         if let Err(OutputError::Closed) = pipeline.end_batch() {
             return Some(Stop::OutputClosed);
@@ -142,10 +150,10 @@ impl Loop<'_> {
         Ok(())
     }
 
-    fn every_second<W: Write>(
+    fn every_second(
         &mut self,
         capture: &mut Capture,
-        pipeline: &mut Pipeline<W>,
+        pipeline: &mut Pipeline,
     ) -> Result<Option<Stop>> {
         pipeline.tick();
         capture.retry_waiting(&aya::Btf::new());

@@ -7,35 +7,75 @@ use rsttrace_common::config::NETNS_FILTER;
 
 use crate::{
     classify::Cause,
-    kernel::{btf::Btf, clock, kallsyms::CallSites, layout, tracefs::Tracefs},
+    kernel::{
+        btf::Btf,
+        caps::{self, Sets},
+        clock,
+        kallsyms::CallSites,
+        layout,
+        tracefs::Tracefs,
+    },
 };
 
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-pub fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0)
+/// Checks that this process may load and attach the programs.  A
+/// missing capability is named, with what it is for, in one line.
+pub fn check_privileges() -> Result<Sets> {
+    let sets = Sets::current();
+    if sets.can_trace() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        // Root reads tracefs by owning it; anyone else needs to bypass
+        // the directory's permissions.
+        if !root && !sets.has(caps::CAP_DAC_READ_SEARCH) {
+            bail!(missing(caps::CAP_DAC_READ_SEARCH));
+        }
+        for cap in [caps::CAP_SYS_PTRACE] {
+            if !sets.has(cap) && !sets.has(caps::CAP_SYS_ADMIN) {
+                log::warn!("without {}, rsttrace cannot {}", cap.name, cap.why);
+            }
+        }
+        return Ok(sets);
+    }
+    if sets.effective == 0 {
+        bail!("rsttrace needs root (or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; see packaging/rsttrace.service) to load its eBPF programs; run it with sudo");
+    }
+    let lacking = [caps::CAP_BPF, caps::CAP_PERFMON]
+        .into_iter()
+        .find(|&c| !sets.has(c))
+        .expect("can_trace is false, so one of the two is missing");
+    bail!(missing(lacking))
 }
 
-pub fn check_privileges() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return Ok(());
+fn missing(cap: caps::Cap) -> String {
+    format!("missing capability {}: needed to {}", cap.name, cap.why)
+}
+
+/// `--proc`: where the host's /proc is (checked to be a procfs).
+pub fn set_proc_root(root: &Path) -> Result<()> {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let path = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+        .context("--proc: path with a NUL byte")?;
+    // SAFETY: a zeroed statfs buffer is valid; the path is NUL-terminated.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut fs) };
+    if rc != 0 || fs.f_type as i64 != PROC_SUPER_MAGIC {
+        bail!("--proc {}: not a proc filesystem", root.display());
     }
-    let caps = effective_caps();
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return Ok(());
+    crate::enrich::procfs::set_root(root);
+    Ok(())
+}
+
+/// `--output FILE`: can it be appended to?  Asked before loading
+/// anything, so that a typo costs nothing.
+pub fn check_output(path: Option<&Path>) -> Result<()> {
+    if let Some(p) = path {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .with_context(|| format!("cannot open --output {}", p.display()))?;
     }
-    bail!("rsttrace needs root (or CAP_BPF and CAP_PERFMON) to load its eBPF programs; run it with sudo")
+    Ok(())
 }
 
 /// Kernels older than 5.11 charge BPF maps to RLIMIT_MEMLOCK: lift it

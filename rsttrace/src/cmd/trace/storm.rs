@@ -1,7 +1,7 @@
 //! Storm handling in userspace: draining the kernel's per-key counts, and
 //! telling when a storm starts and ends.
 
-use std::{io::Write, time::Duration};
+use std::time::Duration;
 
 use anyhow::Result;
 use rsttrace_common::config::Control;
@@ -52,9 +52,9 @@ impl StormWatch {
 }
 
 /// Switches the programs to the other epoch and reports the old one.
-pub fn drain_aggregates<W: Write>(
+pub fn drain_aggregates(
     capture: &mut Capture,
-    pipeline: &mut Pipeline<W>,
+    pipeline: &mut Pipeline,
     control: &mut Control,
 ) -> Result<()> {
     let old = control.epoch as u8;

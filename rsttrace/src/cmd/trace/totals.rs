@@ -1,6 +1,6 @@
 //! Losses as they happen, and the totals printed at exit.
 
-use std::io::Write;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use rsttrace_common::{
@@ -22,7 +22,12 @@ use crate::{capture::Capture, model::lost::LostWhy, pipeline::Pipeline};
 pub struct Losses {
     buffer_full: u64,
     nested: u64,
+    unwritten: u64,
 }
+
+/// How long a stalled reader gets at exit before its records are given
+/// up (and counted).
+const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// Records the kernel could not hand over because the buffer was full.
 /// Perf buffers also report their losses to the reader; the kernel
@@ -34,7 +39,7 @@ fn buffer_full(capture: &mut Capture) -> u64 {
 
 impl Losses {
     /// Reports new losses as `lost` records and on stderr.
-    pub fn report<W: Write>(&mut self, capture: &mut Capture, pipeline: &mut Pipeline<W>) {
+    pub fn report(&mut self, capture: &mut Capture, pipeline: &mut Pipeline) {
         let full = buffer_full(capture);
         if full > self.buffer_full {
             let delta = full - self.buffer_full;
@@ -51,36 +56,46 @@ impl Losses {
             pipeline.on_lost(delta, LostWhy::Nested);
             self.nested = nested;
         }
+        let sink = pipeline.output().sink();
+        let (unwritten, flowing) = (sink.dropped(), sink.flowing());
+        if unwritten > self.unwritten && flowing {
+            // Said on stderr when it started (see `Sink::send`).
+            pipeline.on_lost(unwritten - self.unwritten, LostWhy::OutputStalled);
+            self.unwritten = unwritten;
+        }
     }
 }
 
-pub fn finish<W: Write>(
+pub fn finish(
     capture: &mut Capture,
-    pipeline: &mut Pipeline<W>,
+    pipeline: &mut Pipeline,
     control: &mut Control,
     outcome: Result<Stop>,
 ) -> Result<()> {
     let stop = outcome?;
-    if let Some(e) = pipeline.write_error.take() {
-        bail!("cannot write to standard output: {e}");
-    }
-    if matches!(stop, Stop::OutputClosed) {
-        // `rsttrace | head`: the reader has what it wanted.
-        return Ok(());
-    }
-    // Stop producing, hand over what is buffered, then report.
-    while capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes)) >= DRAIN_LIMIT {}
-    pipeline.release(true);
-    if control.mode != MODE_EVENTS {
-        drain_aggregates(capture, pipeline, control)?;
-        drain_aggregates(capture, pipeline, control)?;
+    let reading = !matches!(stop, Stop::OutputClosed) && !pipeline.closed;
+    if reading {
+        // Stop producing, hand over what is buffered, then report.
+        while capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes)) >= DRAIN_LIMIT {}
+        pipeline.release(true);
+        if control.mode != MODE_EVENTS {
+            drain_aggregates(capture, pipeline, control)?;
+            drain_aggregates(capture, pipeline, control)?;
+        }
+        // The period so far (--summary).
+        pipeline.summarize();
     }
     let counters = capture.counters();
     let lost = buffer_full(capture) + counters.recursion_misses;
-    if pipeline.flush().is_err() {
-        if let Some(e) = pipeline.write_error.take() {
-            bail!("cannot write to standard output: {e}");
-        }
+    let _ = pipeline.flush();
+    let sunk = pipeline.output().finish(EXIT_WAIT);
+    let sink = pipeline.output().sink();
+    let (name, error, closed) = (sink.name().to_string(), sink.error(), sink.closed());
+    if let Some(e) = pipeline.write_error.take().or(error) {
+        bail!("cannot write to {name}: {e}");
+    }
+    if !reading || closed {
+        // `rsttrace | head`: the reader has what it wanted.
         return Ok(());
     }
     let v = &counters.values;
@@ -92,11 +107,17 @@ pub fn finish<W: Write>(
             s.suppressed_resets, s.suppressed_records
         );
     }
+    if s.silenced > 0 {
+        extra += &format!(", {} suppressed by rules", s.silenced);
+    }
     if s.failures > 0 {
         extra += &format!(", {} connection failures", s.failures);
     }
     if s.filtered > 0 {
         extra += &format!(", {} filtered out", s.filtered);
+    }
+    if sunk.unwritten > 0 {
+        extra += &format!(", {} records not written ({name} stalled)", sunk.unwritten);
     }
     let undecodable = match s.decode_errors {
         0 => String::new(),

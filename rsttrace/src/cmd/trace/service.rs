@@ -1,0 +1,109 @@
+//! What running as a service adds to the event loop: the metrics
+//! endpoint, the periodic summary, and giving up capabilities once the
+//! programs are attached.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context as _, Result};
+use rsttrace_common::event::COUNTER_SEEN;
+
+use crate::{
+    capture::Capture,
+    kernel::caps::{self, Cap, Sets},
+    metrics::{
+        exposition::{render, Snapshot},
+        server::{serve, Server},
+    },
+    pipeline::Pipeline,
+};
+
+pub struct Service {
+    server: Option<Server>,
+    /// --summary period.
+    pub summary: Option<Duration>,
+    rule_names: Vec<String>,
+    kernel: String,
+}
+
+impl Service {
+    pub fn new(
+        metrics: Option<SocketAddr>,
+        summary: Option<u64>,
+        rule_names: Vec<String>,
+    ) -> Result<Self> {
+        let server = match metrics {
+            Some(addr) => Some(
+                Server::bind(addr)
+                    .with_context(|| format!("--metrics: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Ok(Service {
+            server,
+            summary: summary.map(Duration::from_secs),
+            rule_names,
+            kernel,
+        })
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// The next scrape (never, without --metrics).
+    pub async fn scrape(&self) -> Option<tokio::net::TcpStream> {
+        match &self.server {
+            Some(s) => s.accept().await.ok(),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Answers a scrape with the counts as they are now; the reply is
+    /// written by a task of its own.
+    pub fn answer(
+        &self,
+        client: tokio::net::TcpStream,
+        capture: &mut Capture,
+        pipeline: &mut Pipeline,
+    ) {
+        let kernel_seen = capture.counters().values[COUNTER_SEEN as usize];
+        let unwritten = pipeline.output().sink().dropped();
+        let body = render(&Snapshot {
+            tally: &pipeline.tally,
+            rule_names: self.rule_names.iter().map(String::as_str).collect(),
+            kernel: &self.kernel,
+            transport: capture.transport().as_str(),
+            hooks: capture.hook_states(),
+            filtered: pipeline.stats.filtered,
+            kernel_seen,
+            unwritten,
+        });
+        tokio::spawn(serve(client, body));
+    }
+}
+
+/// Gives up every capability the rest of the run does not need: reading
+/// other processes' /proc entries (owners, containers) always; attaching
+/// programs only if some may be attached later.  Capabilities are per
+/// thread: call this before starting any thread.
+pub fn drop_capabilities(had: Sets, attach_later: bool) {
+    let mut keep: Vec<Cap> = vec![caps::CAP_SYS_PTRACE, caps::CAP_DAC_READ_SEARCH];
+    if attach_later {
+        if had.has(caps::CAP_BPF) && had.has(caps::CAP_PERFMON) {
+            keep.extend([caps::CAP_BPF, caps::CAP_PERFMON]);
+        } else {
+            keep.push(caps::CAP_SYS_ADMIN);
+        }
+    }
+    keep.retain(|&c| had.has(c));
+    match caps::drop_all_but(&keep) {
+        Ok(()) => log::info!(
+            "programs attached; capabilities kept: {}",
+            keep.iter().map(|c| c.name).collect::<Vec<_>>().join(" ")
+        ),
+        Err(e) => log::warn!("cannot drop capabilities after attaching: {e}"),
+    }
+}

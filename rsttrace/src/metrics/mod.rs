@@ -1,0 +1,106 @@
+//! `--metrics ADDR:PORT`: counts for Prometheus.  The pipeline tallies
+//! every reset it classifies (reported, silenced by a rule, or counted
+//! in a storm summary) by direction, cause, the owner's process name and
+//! its container; a scrape renders the tally with what the capture and
+//! the output say (hooks, losses).  Labels never carry addresses, ports
+//! or pids, and process names and containers are bounded (see `labels`).
+
+pub mod exposition;
+pub mod labels;
+pub mod server;
+
+use std::collections::HashMap;
+
+use self::labels::BoundedLabel;
+use crate::{
+    classify::{Cause, Direction},
+    model::{failure::FailureKind, lost::LostWhy, reset::Reset, suppressed::Suppressed},
+};
+
+/// Distinct process names kept as their own label value.
+pub const MAX_COMMS: usize = 64;
+/// Distinct containers kept as their own label value.
+pub const MAX_CONTAINERS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ResetKey {
+    direction: Direction,
+    cause: Cause,
+    comm: u16,
+    container: u16,
+}
+
+/// What the pipeline counted.
+pub struct Tally {
+    resets: HashMap<ResetKey, u64>,
+    comms: BoundedLabel,
+    containers: BoundedLabel,
+    /// Resets silenced, by rule (in the rules' order).
+    pub by_rule: Vec<u64>,
+    pub storm_aggregated: u64,
+    failures: HashMap<FailureKind, u64>,
+    lost: HashMap<LostWhy, u64>,
+}
+
+impl Tally {
+    pub fn new(rules: usize) -> Self {
+        Tally {
+            resets: HashMap::new(),
+            comms: BoundedLabel::new(MAX_COMMS),
+            containers: BoundedLabel::new(MAX_CONTAINERS),
+            by_rule: vec![0; rules],
+            storm_aggregated: 0,
+            failures: HashMap::new(),
+            lost: HashMap::new(),
+        }
+    }
+
+    fn count(&mut self, direction: Direction, cause: Cause, comm: &str, container: &str, n: u64) {
+        let key = ResetKey {
+            direction,
+            cause,
+            comm: self.comms.id(comm),
+            container: self.containers.id(container),
+        };
+        *self.resets.entry(key).or_insert(0) += n;
+    }
+
+    /// A reset reported, or silenced by rule `rule`.
+    pub fn reset(&mut self, r: &Reset, rule: Option<usize>) {
+        let owner = r.owner.as_ref();
+        let comm = owner.map_or("", |o| o.comm.as_str());
+        let container = owner
+            .and_then(|o| o.container())
+            .and_then(|c| c.id.as_deref())
+            .map_or("", short_id);
+        self.count(r.direction, r.cause, comm, container, 1);
+        if let Some(i) = rule {
+            self.by_rule[i] += 1;
+        }
+    }
+
+    /// A storm summary: resets the kernel counted instead of reporting.
+    pub fn storm(&mut self, s: &Suppressed) {
+        let comm = s.owner.as_ref().map_or("", |o| o.comm.as_str());
+        self.count(s.direction, s.cause, comm, "", s.count);
+        self.storm_aggregated += s.count;
+    }
+
+    pub fn failure(&mut self, kind: FailureKind) {
+        *self.failures.entry(kind).or_insert(0) += 1;
+    }
+
+    /// Resets the kernel could not hand over.  (Records the output could
+    /// not write are the sink's to count.)
+    pub fn lost(&mut self, why: LostWhy, n: u64) {
+        if why != LostWhy::OutputStalled {
+            *self.lost.entry(why).or_insert(0) += n;
+        }
+    }
+}
+
+/// The 12-digit form of a container id that `docker ps` and `podman ps`
+/// show.
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

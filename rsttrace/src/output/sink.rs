@@ -1,0 +1,268 @@
+//! Where rendered records go: standard output or a file, written by a
+//! thread of its own.  The event loop never blocks on a slow reader: it
+//! hands over whole batches of records through a bounded queue, and when
+//! the queue is full it counts the batch's records as unwritten instead
+//! of waiting.  A file is opened for appending and reopened on request
+//! (SIGHUP, after logrotate renamed it) between two batches, so no record
+//! is split or lost across a rotation.
+
+use std::{
+    fs::OpenOptions,
+    io::{self, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+        Arc, Mutex,
+    },
+    thread,
+    time::Duration,
+};
+
+/// Batches that may wait for the writer (each at most ~256 KiB).
+const QUEUE: usize = 64;
+
+/// What the writer thread reports back.
+#[derive(Default)]
+struct Shared {
+    written: AtomicU64,
+    /// Reopen the file before the next batch (SIGHUP).
+    reopen: AtomicBool,
+    /// The reader went away (EPIPE).
+    closed: AtomicBool,
+    error: Mutex<Option<String>>,
+    done: AtomicBool,
+}
+
+pub struct Sink {
+    tx: Option<SyncSender<(Vec<u8>, u64)>>,
+    shared: Arc<Shared>,
+    /// Buffers the writer has finished with, for reuse.
+    spare: Receiver<Vec<u8>>,
+    handed: u64,
+    dropped: u64,
+    /// The last batch was taken (the reader keeps up).
+    flowing: bool,
+    name: String,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// How a sink ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkTotals {
+    pub written: u64,
+    /// Records the reader did not take in time (dropped, or still queued
+    /// at exit).
+    pub unwritten: u64,
+}
+
+fn open_file(path: &Path) -> io::Result<std::fs::File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+impl Sink {
+    /// Standard output (`None`) or a file, appended to.
+    pub fn open(path: Option<&Path>) -> io::Result<Sink> {
+        let (out, name): (Box<dyn Write + Send>, String) = match path {
+            None => (Box::new(io::stdout()), "standard output".into()),
+            Some(p) => (Box::new(open_file(p)?), p.display().to_string()),
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        let (spare_tx, spare) = sync_channel(QUEUE + 2);
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let reopen = path.map(Path::to_path_buf);
+        let thread = thread::Builder::new()
+            .name("rsttrace-out".into())
+            .spawn(move || write_loop(out, reopen, &rx, &spare_tx, &s))?;
+        Ok(Sink {
+            tx: Some(tx),
+            shared,
+            spare,
+            handed: 0,
+            dropped: 0,
+            flowing: true,
+            name,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A buffer to render into (one the writer returned, or a new one).
+    pub fn buffer(&self) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(256 << 10))
+    }
+
+    /// Hands over a batch of `records` records.  Never blocks: a full
+    /// queue (the reader stalled) drops the batch, counted.
+    pub fn send(&mut self, buf: Vec<u8>, records: u64) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        match tx.try_send((buf, records)) {
+            Ok(()) => {
+                self.handed += records;
+                self.flowing = true;
+            }
+            Err(TrySendError::Full(_)) => {
+                self.flowing = false;
+                if self.dropped == 0 {
+                    log::warn!(
+                        "{} is not keeping up: records are dropped (and counted) until it does",
+                        self.name
+                    );
+                }
+                self.dropped += records;
+            }
+            Err(TrySendError::Disconnected(_)) => self.dropped += records,
+        }
+    }
+
+    /// Reopens the file (after a rotation) before the next batch: a
+    /// batch goes whole to the old file or whole to the new one.
+    pub fn reopen(&mut self) {
+        self.shared.reopen.store(true, Ordering::Release);
+    }
+
+    /// The reader went away (a closed pipe): stop quietly.
+    pub fn closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    /// Writing failed (a full disk, a dead device): the error.
+    pub fn error(&self) -> Option<String> {
+        self.shared.error.lock().ok()?.clone()
+    }
+
+    /// Records dropped so far because the reader fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Whether the last batch was taken: a record about earlier drops
+    /// has a chance of being read.
+    pub fn flowing(&self) -> bool {
+        self.flowing
+    }
+
+    /// Lets the writer finish for at most `wait`, then gives up on it.
+    pub fn finish(&mut self, wait: Duration) -> SinkTotals {
+        drop(self.tx.take());
+        let step = Duration::from_millis(10);
+        let mut waited = Duration::ZERO;
+        while !self.shared.done.load(Ordering::Acquire) && waited < wait {
+            thread::sleep(step);
+            waited += step;
+        }
+        if self.shared.done.load(Ordering::Acquire) {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+        let written = self.shared.written.load(Ordering::Acquire);
+        SinkTotals {
+            written,
+            unwritten: self.dropped + self.handed.saturating_sub(written),
+        }
+    }
+}
+
+fn write_loop(
+    mut out: Box<dyn Write + Send>,
+    path: Option<PathBuf>,
+    rx: &Receiver<(Vec<u8>, u64)>,
+    spare: &SyncSender<Vec<u8>>,
+    shared: &Shared,
+) {
+    while let Ok((mut buf, records)) = rx.recv() {
+        let result = reopen_if_asked(&mut out, path.as_deref(), shared)
+            .and_then(|()| out.write_all(&buf))
+            .and_then(|()| out.flush());
+        if result.is_ok() {
+            shared.written.fetch_add(records, Ordering::Release);
+        }
+        buf.clear();
+        let _ = spare.try_send(buf);
+        if let Err(e) = result {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                shared.closed.store(true, Ordering::Release);
+            } else if let Ok(mut slot) = shared.error.lock() {
+                slot.get_or_insert(e.to_string());
+            }
+            break;
+        }
+    }
+    shared.done.store(true, Ordering::Release);
+}
+
+fn reopen_if_asked(
+    out: &mut Box<dyn Write + Send>,
+    path: Option<&Path>,
+    shared: &Shared,
+) -> io::Result<()> {
+    if let Some(p) = path {
+        if shared.reopen.swap(false, Ordering::AcqRel) {
+            *out = Box::new(open_file(p)?);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_and_reopens_between_batches() {
+        let dir = std::env::temp_dir().join(format!("rsttrace-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.json");
+        let rotated = dir.join("out.json.1");
+        let mut s = Sink::open(Some(&path)).unwrap();
+        let written = |s: &Sink, n| {
+            while s.shared.written.load(Ordering::Acquire) < n {
+                thread::sleep(Duration::from_millis(5));
+            }
+        };
+        s.send(b"a\n".to_vec(), 1);
+        written(&s, 1);
+        // Rotate as logrotate does: until told, rsttrace writes on to
+        // the renamed file.
+        std::fs::rename(&path, &rotated).unwrap();
+        s.send(b"b\n".to_vec(), 1);
+        written(&s, 2);
+        s.reopen();
+        s.send(b"c\n".to_vec(), 1);
+        let t = s.finish(Duration::from_secs(5));
+        assert_eq!(
+            t,
+            SinkTotals {
+                written: 3,
+                unwritten: 0
+            }
+        );
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "a\nb\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "c\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_device_is_an_error() {
+        let mut s = Sink::open(Some(Path::new("/dev/full"))).unwrap();
+        s.send(b"x\n".to_vec(), 1);
+        let t = s.finish(Duration::from_secs(5));
+        assert_eq!(t.unwritten, 1);
+        assert!(s.error().unwrap().contains("No space"), "{:?}", s.error());
+    }
+}
