@@ -5,16 +5,24 @@
 # points at /usr.  Idempotent: when everything is present it only checks and
 # returns in well under a second.
 #
-# Usage: scripts/bootstrap.sh [--with-bench]
+# Usage: scripts/bootstrap.sh [--with-tests] [--with-bench]
+#   --with-tests  also install the real programs the tests start: Prometheus (and
+#                 promtool), rsyslog, logrotate, podman with runc, busybox-static (a
+#                 container image built offline), iptables, bpftool, systemd-analyze
 #   --with-bench  also install bpftrace and tcpdump, which the benchmark compares against
 set -euo pipefail
 
 BPF_LINKER_VERSION=0.13.0
 LLVM_PREFIX=/usr/lib/llvm-22
 PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf rust-web-clippy llvm-22-dev iproute2 nftables)
-if [[ "${1:-}" == "--with-bench" ]]; then
-  PKGS+=(bpftrace tcpdump)
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --with-tests)
+      PKGS+=(prometheus rsyslog logrotate podman runc busybox-static iptables bpftool systemd util-linux curl) ;;
+    --with-bench) PKGS+=(bpftrace tcpdump) ;;
+    *) echo "bootstrap: error: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 say() { echo "bootstrap: $*" >&2; }
 die() { echo "bootstrap: error: $*" >&2; exit 1; }
@@ -30,6 +38,13 @@ if ((${#missing[@]})); then
   [[ $(id -u) -eq 0 ]] || die "missing Debian packages (${missing[*]}); run as root to install them"
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages such as prometheus and rsyslog start their daemon on install;
+  # tests start their own.  A policy-rc.d that exits 101 forbids it.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
     || die "apt-get install ${missing[*]} failed"

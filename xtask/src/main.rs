@@ -37,6 +37,10 @@ enum Task {
         /// Also install the tools the benchmark compares against.
         #[arg(long)]
         with_bench: bool,
+        /// Also install the real programs the tests start (Prometheus,
+        /// rsyslog, logrotate, podman, ...).
+        #[arg(long)]
+        with_tests: bool,
     },
     /// Bootstrap, build (release) and run the tracer as root.
     Run {
@@ -109,11 +113,14 @@ fn is_root() -> bool {
 }
 
 pub fn bootstrap(with_bench: bool) -> Result<()> {
+    bootstrap_with(&[if with_bench { "--with-bench" } else { "" }])
+}
+
+/// `scripts/bootstrap.sh` with these options (empty ones left out).
+pub fn bootstrap_with(options: &[&str]) -> Result<()> {
     let mut c = cmd("bash");
     c.arg("scripts/bootstrap.sh");
-    if with_bench {
-        c.arg("--with-bench");
-    }
+    c.args(options.iter().filter(|o| !o.is_empty()));
     status(&mut c).context("bootstrap failed")
 }
 
@@ -234,7 +241,7 @@ fn test(no_lint: bool, args: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the integration tests load eBPF programs and create network namespaces: run `cargo xtask test` as root");
     }
-    bootstrap(false)?;
+    bootstrap_with(&["--with-tests"])?;
     if !no_lint {
         lint()?;
         docs(true)?;
@@ -245,7 +252,14 @@ fn test(no_lint: bool, args: &[String]) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Bootstrap { with_bench } => bootstrap(with_bench).map(|()| ExitCode::SUCCESS),
+        Task::Bootstrap {
+            with_bench,
+            with_tests,
+        } => bootstrap_with(&[
+            if with_bench { "--with-bench" } else { "" },
+            if with_tests { "--with-tests" } else { "" },
+        ])
+        .map(|()| ExitCode::SUCCESS),
         Task::Run { args } => run(&args),
         Task::Test { no_lint, args } => test(no_lint, &args).map(|()| ExitCode::SUCCESS),
         Task::Lint => lint().map(|()| ExitCode::SUCCESS),
