@@ -70,7 +70,8 @@ pub struct StormWindow {
 #[map]
 static STORM: PerCpuArray<StormWindow> = PerCpuArray::with_max_entries(1, 0);
 
-/// Resets counted instead of emitted, per key and CPU.
+/// Resets counted instead of emitted, per key and CPU (rsttrace sizes it
+/// from --storm-keys at load).
 #[map]
 static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(16384, 0);
 
@@ -190,7 +191,7 @@ pub fn should_emit(jiffies: u64) -> bool {
 /// Counts a reset under its aggregation key.  A full table still counts
 /// the reset (`COUNTER_AGG_OVERFLOW`) so that totals add up.
 #[inline(always)]
-pub fn aggregate(kind: u8, ev: &ResetEvent, jiffies: u64) {
+pub fn aggregate<C: aya_ebpf::EbpfContext>(ctx: &C, kind: u8, ev: &ResetEvent, jiffies: u64) {
     count(COUNTER_AGGREGATED);
     let epoch = match CONTROL.get(0) {
         Some(c) => c.epoch as u8,
@@ -239,5 +240,6 @@ pub fn aggregate(kind: u8, ev: &ResetEvent, jiffies: u64) {
     };
     if AGG.insert(key, value, 0).is_err() {
         count(COUNTER_AGG_OVERFLOW);
+        crate::diag::say(ctx, crate::diag::Diag::AggFull);
     }
 }

@@ -9,6 +9,9 @@ use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use rsttrace_common::config::{Config, ABSENT};
 
 /// Filled in by the daemon before load (`EbpfLoader::override_global`).
+// SAFETY: nothing else in the BPF object (no C code, no other crate) defines
+// a symbol `CONFIG`, so the unmangled name clashes with none; it is how the
+// loader finds the global.
 #[unsafe(no_mangle)]
 pub static CONFIG: Config = Config::empty();
 
@@ -138,8 +141,10 @@ pub fn now_ns() -> u64 {
     // SAFETY: both helpers take no arguments and cannot fail; the
     // verifier prunes the branch this kernel lacks (CONFIG is constant).
     if conf!(boot_clock) != 0 {
+        // SAFETY: no arguments, cannot fail; kept only where the kernel has it.
         unsafe { bpf_ktime_get_boot_ns() }
     } else {
+        // SAFETY: no arguments, cannot fail.
         unsafe { bpf_ktime_get_ns() }
     }
 }

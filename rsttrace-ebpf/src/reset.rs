@@ -93,7 +93,7 @@ pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     // SAFETY: no arguments.
     let jiffies = unsafe { bpf_jiffies64() };
     if !should_emit(jiffies) {
-        aggregate(r.kind, ev, jiffies);
+        aggregate(ctx, r.kind, ev, jiffies);
         return;
     }
     let now = now_ns();

@@ -14,9 +14,10 @@ use crate::{
     about = "Explain every TCP reset on this host: which connection, which direction, why, and which process owns the socket.",
     long_about = "Explain every TCP reset on this host: which connection, which direction, why, and which \
 process owns the socket.\n\nrsttrace attaches eBPF programs to the kernel's tcp_send_reset and \
-tcp_receive_reset tracepoints and prints one line (or one JSON object) per reset. It needs root \
-(or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE) and a kernel with BTF (Linux >= 5.5; full reasons \
-from 6.10, all causes from 6.12).",
+tcp_receive_reset tracepoints (and, where the kernel misses resets, the functions that build \
+them) and writes one line, JSON object or logfmt line per reset. It needs root (or CAP_BPF, \
+CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; `rsttrace doctor` says what is missing) and \
+a kernel with BTF (Linux >= 5.5, or --btf; reasons from 6.10, every cause from 6.12).",
     args_conflicts_with_subcommands = true,
     disable_help_subcommand = true
 )]
@@ -97,7 +98,8 @@ impl From<DirectionArg> for Direction {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Output format: one readable line, or one JSON object, per record.
+    /// Output format: one readable line, one JSON object, or one logfmt line
+    /// per record.
     #[arg(short, long, default_value = "text", value_parser = format_names())]
     pub format: String,
 
@@ -158,6 +160,11 @@ pub struct TraceArgs {
     /// of reporting each one.
     #[arg(long, default_value_t = 5000, value_name = "PER_SEC")]
     pub storm_threshold: u32,
+
+    /// Distinct (cause, port, owner) keys the kernel counts per CPU in a
+    /// storm; resets past them are counted without a key.
+    #[arg(long, default_value_t = 16384, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub storm_keys: u32,
 
     /// Seconds between storm summaries.
     #[arg(long, default_value_t = 1, value_name = "SECS")]

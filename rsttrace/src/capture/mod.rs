@@ -6,6 +6,8 @@
 //! Which programs are attached depends on the kernel (`plan`).
 
 pub mod attach;
+pub mod diag;
+mod hooks;
 mod maps;
 mod perf;
 pub mod plan;
@@ -17,7 +19,7 @@ use std::{io, time::Duration};
 use aya::{
     include_bytes_aligned,
     maps::{MapData, MapType, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError},
+    programs::ProgramError,
     Btf, Ebpf, EbpfLoader,
 };
 pub use maps::Counters;
@@ -25,8 +27,8 @@ use rsttrace_common::config::{Config, Control};
 use thiserror::Error;
 
 use self::{
-    attach::{program, Attacher, HookStatus},
-    plan::{Plan, Want, FIREWALL_TRACEPOINTS},
+    attach::{Attacher, HookStatus},
+    plan::{Plan, Want},
     reader::Reader,
 };
 use crate::kernel::{hooks::Hooks, layout::ProgInfoLayout};
@@ -130,6 +132,10 @@ pub struct Options {
     /// Ring buffer bytes, or per-CPU perf buffer bytes.
     pub buffer_bytes: usize,
     pub want: Want,
+    /// Distinct storm keys the kernel keeps per CPU.
+    pub storm_keys: u32,
+    /// Read the programs' diagnostics (-v).
+    pub diagnostics: bool,
 }
 
 pub struct Capture {
@@ -140,6 +146,7 @@ pub struct Capture {
     progstats: progstats::ProgStats,
     plan: Plan,
     statuses: Vec<HookStatus>,
+    diagnostics: Option<diag::Diagnostics>,
 }
 
 fn choose_transport(choice: TransportChoice) -> Result<Transport, CaptureError> {
@@ -210,16 +217,24 @@ impl Capture {
         if !decisions.kfree_skb {
             config.kfree_skb_has_reason = 0;
         }
+        let log_level = diag::level(opts.diagnostics);
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(btf))
-            .override_global("CONFIG", &config, true);
+            .override_global("CONFIG", &config, true)
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .map_max_entries("AGG", opts.storm_keys);
         if transport == Transport::Ringbuf {
             // A power-of-two number of pages.
             let size = opts.buffer_bytes.max(page_size()).next_power_of_two();
             loader.map_max_entries("EVENTS", size as u32);
         }
         let mut ebpf = loader.load(object).map_err(CaptureError::Load)?;
+        // Before the programs load: the log buffer's fd is in them.
+        let diagnostics = opts
+            .diagnostics
+            .then(|| diag::Diagnostics::open(&mut ebpf))
+            .flatten();
         let mut a = Attacher {
             ebpf: &mut ebpf,
             btf,
@@ -244,118 +259,15 @@ impl Capture {
             progstats: progstats::ProgStats::new(prog_info),
             plan,
             statuses,
+            diagnostics,
         };
         capture.set_firewall(true)?;
         Ok(capture)
     }
 
-    /// What each hook came to, and the plain-words notes for this kernel.
-    pub fn statuses(&self) -> &[HookStatus] {
-        &self.statuses
-    }
-
-    pub fn notes(&self) -> &[String] {
-        &self.plan.notes
-    }
-
-    pub fn sent_path(&self) -> plan::SentPath {
-        self.plan.sent
-    }
-
-    /// Whether fentry programs load here (BPF trampolines), trying one
-    /// that is not in use (for `rsttrace doctor`).
-    pub fn probe_fentry(&mut self, btf: &Btf) -> Result<(), String> {
-        let prog: &mut aya::programs::FEntry =
-            program(&mut self.ebpf, "tcp_send_active_reset_fentry").map_err(|e| e.to_string())?;
-        if prog.fd().is_ok() {
-            return Ok(());
-        }
-        prog.load("tcp_send_active_reset", btf)
-            .map_err(|e| program_error("load", "tcp_send_active_reset_fentry", e).to_string())
-    }
-
-    /// Attaches netfilter reset hooks whose module has loaded since
-    /// start-up (called once a second).
-    pub fn retry_waiting(&mut self, btf: &Btf) {
-        if self.plan.waiting.is_empty() {
-            return;
-        }
-        let mut a = Attacher {
-            ebpf: &mut self.ebpf,
-            btf,
-            statuses: vec![],
-            why_no_functions: None,
-        };
-        for f in plan::retry_waiting(&mut a, &mut self.plan.waiting) {
-            log::info!("{f} hooked: firewall resets are exact now");
-            if let Some(s) = self.statuses.iter_mut().find(|s| s.target == f) {
-                s.state = attach::HookState::Attached;
-            }
-        }
-    }
-
-    /// Each hook's state in one word, for the metrics: `attached`,
-    /// `paused` (a firewall hook storm mode took off), `waiting` (for its
-    /// module) or `off`.
-    pub fn hook_states(&self) -> Vec<(String, &'static str, &'static str)> {
-        let paused = self.plan.firewall_links.as_ref().is_some_and(Vec::is_empty);
-        self.statuses
-            .iter()
-            .map(|s| {
-                let state = match &s.state {
-                    attach::HookState::Attached
-                        if paused && FIREWALL_TRACEPOINTS.contains(&s.target.as_str()) =>
-                    {
-                        "paused"
-                    }
-                    attach::HookState::Attached => "attached",
-                    attach::HookState::Waiting(_) => "waiting",
-                    attach::HookState::Off(_) => "off",
-                };
-                (s.target.clone(), s.kind.as_str(), state)
-            })
-            .collect()
-    }
-
-    /// Whether programs may be attached after start-up (and so the
-    /// capabilities for it kept): netfilter hooks waiting for their
-    /// module, or firewall hooks that storm modes take off and put back.
-    pub fn attaches_later(&self, storm_modes: bool) -> bool {
-        !self.plan.waiting.is_empty() || (storm_modes && self.has_firewall())
-    }
-
-    /// Whether the firewall tracepoints are loaded (so that they can be
-    /// attached).
-    pub fn has_firewall(&self) -> bool {
-        self.plan.firewall_links.is_some()
-    }
-
-    /// Attaches or detaches the firewall tracepoints.  They run on every
-    /// dropped packet, route lookup and packet sent, so storm mode takes
-    /// them off while a storm lasts.
-    pub fn set_firewall(&mut self, on: bool) -> Result<(), CaptureError> {
-        let Some(links) = self.plan.firewall_links.as_mut() else {
-            return Ok(());
-        };
-        if on != links.is_empty() {
-            return Ok(());
-        }
-        if on {
-            for name in FIREWALL_TRACEPOINTS {
-                let prog: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
-                let link = prog
-                    .attach()
-                    .map_err(|e| program_error("attach", name, e))?;
-                links.push((name, link));
-            }
-        } else {
-            for (name, link) in links.drain(..) {
-                let prog: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
-                prog.detach(link)
-                    .map_err(|e| program_error("detach", name, e))?;
-            }
-        }
-        Ok(())
+    /// The programs' diagnostics, for the event loop to wait on.
+    pub fn take_diagnostics(&mut self) -> Option<diag::Diagnostics> {
+        self.diagnostics.take()
     }
 
     pub fn transport(&self) -> Transport {
@@ -373,6 +285,12 @@ impl Capture {
     /// Records the perf buffers reported lost (also counted in-kernel).
     pub fn perf_lost(&self) -> u64 {
         self.reader.perf_lost()
+    }
+
+    /// Whether the maps can be read with this thread's capabilities now
+    /// (see `cmd::trace::service::drop_capabilities`).
+    pub fn maps_readable(&self) -> bool {
+        self.counters.get(&0, 0).is_ok()
     }
 
     pub fn counters(&mut self) -> Counters {

@@ -38,7 +38,7 @@ impl Default for ListenerHistory {
     }
 }
 
-/// A listening socket found in /proc/<pid>/net/tcp{,6}.
+/// A listening socket found in `/proc/<pid>/net/tcp{,6}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcListener {
     pub netns: u32,

@@ -277,6 +277,7 @@ mod tests {
     fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
         // SAFETY: a zeroed stat buffer and a valid fd.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
         assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
         st.st_ino
     }

@@ -20,7 +20,7 @@ use crate::model::conn::Comm;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcOwner {
     pub pid: u32,
-    /// Start time (clock ticks after boot, /proc/<pid>/stat field 22):
+    /// Start time (clock ticks after boot, `/proc/<pid>/stat` field 22):
     /// with the pid, names one process even after the pid is reused.
     pub start: u64,
     pub comm: Comm,
@@ -132,7 +132,7 @@ fn container(
 }
 
 /// Whether the process still runs: its pid exists with the same start
-/// time (field 22 of /proc/<pid>/stat counts clock ticks of boot time).
+/// time (field 22 of `/proc/<pid>/stat` counts clock ticks of boot time).
 pub fn alive(p: ProcessKey) -> bool {
     let Some(start) = process_start(p.pid) else {
         return false;
@@ -145,7 +145,7 @@ pub fn alive(p: ProcessKey) -> bool {
     start == p.start_ns / (1_000_000_000 / hz)
 }
 
-/// A process's start time: field 22 of /proc/<pid>/stat, after the
+/// A process's start time: field 22 of `/proc/<pid>/stat`, after the
 /// parenthesised comm (which may hold spaces and parentheses).
 pub fn process_start(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(super::procfs::path(format_args!("{pid}/stat"))).ok()?;
@@ -210,6 +210,7 @@ mod tests {
     fn inode_of(fd: &impl AsRawFd) -> u64 {
         // SAFETY: a zeroed stat buffer and a valid fd.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid fd and a stat buffer.
         assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
         st.st_ino
     }

@@ -103,17 +103,33 @@ impl Sets {
     }
 }
 
+fn mask(caps: &[Cap]) -> u64 {
+    caps.iter().fold(0, |m, c| m | (1 << c.bit))
+}
+
 /// Keeps only `keep` in the effective, permitted and inheritable sets
 /// (and the bounding set, so they cannot come back).
 pub fn drop_all_but(keep: &[Cap]) -> std::io::Result<()> {
-    let mask: u64 = keep.iter().fold(0, |m, c| m | (1 << c.bit));
+    let keep = mask(keep);
     for bit in 0..64 {
-        if mask & (1 << bit) == 0 {
+        if keep & (1 << bit) == 0 {
             // SAFETY: PR_CAPBSET_DROP with a capability number; EINVAL for
-            // numbers past the kernel's last capability is ignored.
+            // numbers past the kernel's last capability, and EPERM without
+            // CAP_SETPCAP, leave the bounding set as it is: the permitted
+            // set below is what bounds this process.
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, bit as libc::c_ulong, 0, 0, 0) };
         }
     }
+    set(keep, keep)
+}
+
+/// Lowers the effective set to `effective` while keeping `permitted`, so
+/// that a capability can be tried without and raised again.
+pub fn set_effective(effective: &[Cap], permitted: &[Cap]) -> std::io::Result<()> {
+    set(mask(effective), mask(permitted))
+}
+
+fn set(effective: u64, permitted: u64) -> std::io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -131,16 +147,15 @@ pub fn drop_all_but(keep: &[Cap]) -> std::io::Result<()> {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let (lo, hi) = (mask as u32, (mask >> 32) as u32);
     let data = [
         Data {
-            effective: lo,
-            permitted: lo,
+            effective: effective as u32,
+            permitted: permitted as u32,
             inheritable: 0,
         },
         Data {
-            effective: hi,
-            permitted: hi,
+            effective: (effective >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
             inheritable: 0,
         },
     ];

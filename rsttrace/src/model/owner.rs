@@ -12,7 +12,7 @@ pub enum OwnerSource {
     Socket,
     /// A connection not accepted yet: its listener's owner.
     Listener,
-    /// Found in /proc/<pid>/fd by the socket's inode.
+    /// Found in `/proc/<pid>/fd` by the socket's inode.
     Procfs,
     /// The connection outlived its socket (time-wait): the process that
     /// owned it before it closed.

@@ -57,6 +57,9 @@ pub struct Settings {
     pub rules: Rules,
     /// Keep the periodic top table (--summary).
     pub summary: bool,
+    /// Report at most this many resets (--count): rsttrace stops there,
+    /// so resets later in the same batch are past its end.
+    pub count: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -224,6 +227,9 @@ impl Pipeline {
                 self.listeners
                     .note(d.ev.netns, d.ev.conn.local_port, d.ev.ts_ns)
             });
+        if self.settings.count.is_some_and(|c| self.stats.resets >= c) {
+            return;
+        }
         let record = build::reset(&d, owner, history, &self.clock);
         let rule = self.settings.rules.silencing(&record);
         self.count(&record, rule);

@@ -179,6 +179,8 @@ fn documentation_commands() {
 fn sigterm_detaches_and_prints_totals() {
     let ns = Netns::new();
     let (mut child, mut stderr) = spawn_json(&ns, Stdio::null());
+    let loaded = programs_of(child.id());
+    assert!(!loaded.is_empty(), "bpftool shows no program of rsttrace");
     let p = port(11);
     ns.run(move || TcpStream::connect(("127.0.0.1", p)).unwrap_err());
     std::thread::sleep(Duration::from_millis(300));
@@ -192,17 +194,51 @@ fn sigterm_detaches_and_prints_totals() {
         rest.contains("2 resets reported (1 sent, 1 received), 0 lost"),
         "{rest}"
     );
-    // Detached: no rsttrace program is left in the kernel.
-    let progs = Command::new("bpftool").args(["prog", "show"]).output();
-    if let Ok(out) = progs {
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            !text
-                .lines()
-                .any(|l| l.contains(&format!("pids rsttrace({})", child.id()))),
-            "programs left behind"
-        );
+    // Detached: none of its programs is left in the kernel (nothing pins
+    // them).  Program ids are never reused while the kernel runs.
+    let left: Vec<u64> = bpftool_progs()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .filter(|id| loaded.contains(id))
+        .collect();
+    assert!(left.is_empty(), "programs left behind: {left:?}");
+}
+
+/// `bpftool prog show --json` (bpftool is installed by the project's
+/// setup; a missing one fails the test).
+fn bpftool_progs() -> Vec<serde_json::Value> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool (installed by `cargo xtask bootstrap --with-tests`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bpftool's JSON")
+}
+
+/// Ids of the programs process `pid` holds, from its fds' fdinfo.
+fn programs_of(pid: u32) -> Vec<u64> {
+    let mut ids = vec![];
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        if target.to_string_lossy() != "anon_inode:bpf-prog" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap();
+        let id = info.lines().find_map(|l| l.strip_prefix("prog_id:"));
+        ids.push(id.expect("prog_id in fdinfo").trim().parse().unwrap());
     }
+    ids
 }
 
 /// A reader that stops reading (a stuck log shipper) holds neither the
@@ -230,11 +266,11 @@ fn a_stalled_stdout_does_not_hold_shutdown() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    let asked = std::time::Instant::now();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = wait_timeout(&mut child, Duration::from_secs(10));
-    let took = asked.elapsed();
+    // It exits while the reader still reads nothing (before the writer
+    // thread, it never would); how fast is the machine's business.
+    let status = wait_timeout(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
@@ -264,8 +300,6 @@ fn a_stalled_stdout_does_not_hold_shutdown() {
     assert!(whole < reported && unwritten > 0, "{whole} lines, {totals}");
     // Records the pipe holds whole were written, or in the batch cut.
     assert!(whole + unwritten >= reported, "{whole} lines, {totals}");
-    // The grace is one second; leave room for a loaded machine.
-    assert!(took < Duration::from_secs(4), "took {took:?} to stop");
 }
 
 #[test]

@@ -124,6 +124,16 @@ fn firewall_hooks_can_be_left_out() {
         client.ask(&format!("connect c {} 9511", link.addr_a)),
         "err ECONNREFUSED"
     );
+    // A control that proves rsttrace is watching: a closed port next to
+    // the rejected one is reported.
+    assert_eq!(
+        client.ask(&format!("connect d {} 9512", link.addr_a)),
+        "err ECONNREFUSED"
+    );
+    ta.expect("the closed port's reset", |v| {
+        v["cause"] == "no_listener" && v["local_port"] == 9512
+    });
     ta.settle(std::time::Duration::from_millis(500));
-    assert!(ta.seen.is_empty(), "{:#?}", ta.seen);
+    let rejected: Vec<_> = ta.seen.iter().filter(|v| v["local_port"] == 9511).collect();
+    assert!(rejected.is_empty(), "{rejected:#?}");
 }

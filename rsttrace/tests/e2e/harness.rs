@@ -476,6 +476,19 @@ impl Tracer {
         (status, self.stderr())
     }
 
+    /// Waits for rsttrace to exit by itself (--count, --duration), keeping
+    /// every record it printed.
+    pub fn stop_collecting_exited(
+        &mut self,
+        limit: Duration,
+    ) -> (std::process::ExitStatus, String) {
+        let status = wait_timeout(&mut self.child, limit);
+        while let Ok(v) = self.records.recv_timeout(Duration::from_millis(300)) {
+            self.seen.push(v);
+        }
+        (status, self.stderr())
+    }
+
     /// SIGINT, then the exit status and stderr.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: signalling our own child.

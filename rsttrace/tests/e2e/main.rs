@@ -13,6 +13,7 @@ mod containers;
 mod doctor;
 mod edges;
 mod firewall;
+mod options;
 mod resets;
 mod service_metrics;
 mod service_output;

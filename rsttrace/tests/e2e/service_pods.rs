@@ -3,7 +3,7 @@
 //! CRI-O and podman write for Kubernetes pods.
 
 use std::{
-    net::TcpListener,
+    net::TcpStream,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -67,15 +67,18 @@ impl Drop for Container {
     }
 }
 
+/// A server in a real podman container accepts a connection after
+/// rsttrace started; the test's client aborts it.  The reset the server
+/// receives names the container podman reports and its pod, and its
+/// owner comes from the accept hook (`socket`), not from a /proc scan:
+/// the accepting process is not the test's.
 #[test]
 fn pod_namespace_and_name_from_the_runtime_config() {
     busybox_image();
     let ns = Netns::new();
     let p = port(80);
-    let listener = ns.run(move || TcpListener::bind(("127.0.0.1", p)).unwrap());
     let mut t = Tracer::start(&ns, &[]);
-    // The container's client holds its connection open (sleep feeds its
-    // stdin) until this test resets it.
+    // sleep feeds the server's stdin, so it keeps the connection open.
     let network = format!("ns:{}", ns.path());
     let id = run_ok(&mut podman(&[
         "run",
@@ -93,28 +96,45 @@ fn pod_namespace_and_name_from_the_runtime_config() {
         IMAGE,
         "sh",
         "-c",
-        &format!("sleep 60 | nc 127.0.0.1 {p}"),
+        &format!("sleep 60 | nc -l -p {p}"),
     ]))
     .trim()
     .to_string();
     let _container = Container(id.clone());
     assert_eq!(id.len(), 64, "{id}");
-    listener.set_nonblocking(true).unwrap();
-    let server = wait_for(
-        "the container's connection",
-        Duration::from_secs(30),
-        || listener.accept().map(|(s, _)| s).map_err(|e| e.to_string()),
-    );
-    server.set_nonblocking(false).unwrap();
-    set_linger(&server, true, 0);
-    drop(server);
-    let got = t.expect("the reset the container received", |v| {
-        v["direction"] == "received" && v["cause"] == "peer_reset"
+    let client = wait_for("the container's server", Duration::from_secs(30), || {
+        ns.run(move || TcpStream::connect(("127.0.0.1", p)))
+            .map_err(|e| e.to_string())
+    });
+    // The server has accepted: ss names the process holding its socket.
+    wait_for("nc's accept", Duration::from_secs(10), || {
+        let filter = format!("( sport = :{p} )");
+        let out = run_ok(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ss",
+            "-Htnp",
+            "state",
+            "established",
+            &filter,
+        ]));
+        if out.contains("\"nc\"") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    });
+    set_linger(&client, true, 0);
+    drop(client);
+    let got = t.expect("the reset the container's server received", |v| {
+        v["direction"] == "received" && v["cause"] == "peer_reset" && v["local_port"] == p
     });
     assert_eq!(got["comm"], "nc", "{got}");
+    assert_eq!(got["owner_source"], "socket", "{got}");
+    assert_ne!(got["pid"], u64::from(std::process::id()), "{got}");
     assert_eq!(got["container_id"], id.as_str(), "{got}");
     assert_eq!(got["container_runtime"], "podman", "{got}");
     assert_eq!(got["pod_namespace"], "shop", "{got}");
     assert_eq!(got["pod_name"], "web-7d4b9", "{got}");
-    drop(t);
 }

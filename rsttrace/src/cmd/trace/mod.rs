@@ -81,7 +81,8 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         let mut control = control(&args, hz);
         capture.set_control(control)?;
         // Before any thread starts: capabilities are per thread.
-        service::drop_capabilities(had, capture.attaches_later(control.mode != MODE_EVENTS));
+        let attach_later = capture.attaches_later(control.mode != MODE_EVENTS);
+        service::drop_capabilities(had, attach_later, || capture.maps_readable());
         for note in kernel_notes.iter().chain(capture.notes()) {
             log::warn!("{note}");
         }
@@ -130,6 +131,8 @@ fn start_capture(args: &TraceArgs, kernel: setup::Kernel, buffer_bytes: usize) -
         &Options {
             transport: args.transport,
             buffer_bytes,
+            storm_keys: args.storm_keys,
+            diagnostics: args.verbose > 0,
             want: Want {
                 kernel_btf: kernel.kernel_btf,
                 firewall: !args.no_firewall,
@@ -212,6 +215,7 @@ fn pipeline(
             error_reports,
             rules,
             summary: args.summary.is_some(),
+            count: args.count,
         },
     ))
 }

@@ -8,14 +8,22 @@ use rsttrace_common::{
     config::{Control, MODE_EVENTS},
     event::COUNTER_SEEN,
 };
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, Signal, SignalKind},
+    time::{Interval, MissedTickBehavior},
+};
 
 use super::{
     service::Service,
     storm::{drain_aggregates, StormWatch, STORM_CHECK},
     totals::Losses,
 };
-use crate::{capture::Capture, cli::TraceArgs, output::OutputError, pipeline::Pipeline};
+use crate::{
+    capture::{diag::Diagnostics, Capture},
+    cli::TraceArgs,
+    output::OutputError,
+    pipeline::Pipeline,
+};
 
 /// Most records handed over per read, so that signals and timers are
 /// served during a storm.
@@ -40,6 +48,49 @@ struct Loop<'a> {
     losses: Losses,
 }
 
+/// The signals and clocks the loop waits on besides the buffers.
+struct Wakers {
+    sigint: Signal,
+    sigterm: Signal,
+    sighup: Signal,
+    tick: Interval,
+    storm_check: Interval,
+    summary: Interval,
+    deadline: Option<tokio::time::Instant>,
+}
+
+fn every(period: Duration, first: Duration) -> Interval {
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    i
+}
+
+impl Wakers {
+    fn new(args: &TraceArgs, service: &Service) -> Result<Wakers> {
+        let on = |kind, name| signal(kind).with_context(|| format!("cannot handle {name}"));
+        let summary = service.summary.unwrap_or(Duration::from_secs(3600));
+        Ok(Wakers {
+            sigint: on(SignalKind::interrupt(), "SIGINT")?,
+            sigterm: on(SignalKind::terminate(), "SIGTERM")?,
+            sighup: on(SignalKind::hangup(), "SIGHUP")?,
+            tick: every(Duration::from_secs(1), Duration::ZERO),
+            storm_check: every(STORM_CHECK, Duration::ZERO),
+            summary: every(summary, summary),
+            deadline: args
+                .duration
+                .map(|s| tokio::time::Instant::now() + Duration::from_secs(s)),
+        })
+    }
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub async fn run(
     capture: &mut Capture,
     pipeline: &mut Pipeline,
@@ -47,22 +98,10 @@ pub async fn run(
     control: &mut Control,
     service: &Service,
 ) -> Result<Stop> {
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut storm_check = tokio::time::interval(STORM_CHECK);
-    storm_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let summary_every = service.summary.unwrap_or(Duration::from_secs(3600));
-    let mut summary =
-        tokio::time::interval_at(tokio::time::Instant::now() + summary_every, summary_every);
-    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut w = Wakers::new(args, service)?;
     // Storm modes take the firewall hooks off while a storm lasts.
     let watch_storms = control.mode != MODE_EVENTS && capture.has_firewall();
-    let deadline = args
-        .duration
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut diagnostics = capture.take_diagnostics();
     let mut l = Loop {
         args,
         storm: StormWatch::new(args.storm_threshold),
@@ -86,24 +125,20 @@ pub async fn run(
                     _ => std::future::pending().await,
                 }
             } => pipeline.on_scanner_reply(reply),
-            _ = sigint.recv() => return Ok(Stop::Signal),
-            _ = sigterm.recv() => return Ok(Stop::Signal),
+            () = Diagnostics::next(&mut diagnostics) => {}
+            _ = w.sigint.recv() => return Ok(Stop::Signal),
+            _ = w.sigterm.recv() => return Ok(Stop::Signal),
             // logrotate renamed the file: what is queued goes to the old
             // one, what follows to a new one.
-            _ = sighup.recv() => {
+            _ = w.sighup.recv() => {
                 let _ = pipeline.flush();
                 pipeline.output().sink().reopen();
             }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => return Ok(Stop::Done),
-            _ = storm_check.tick(), if watch_storms => l.watch_storm(capture)?,
+            () = until(w.deadline) => return Ok(Stop::Done),
+            _ = w.storm_check.tick(), if watch_storms => l.watch_storm(capture)?,
             Some(client) = service.scrape() => service.answer(client, capture, pipeline),
-            _ = summary.tick(), if service.summary.is_some() => pipeline.summarize(),
-            _ = tick.tick() => {
+            _ = w.summary.tick(), if service.summary.is_some() => pipeline.summarize(),
+            _ = w.tick.tick() => {
                 if let Some(stop) = l.every_second(capture, pipeline)? {
                     return Ok(stop);
                 }

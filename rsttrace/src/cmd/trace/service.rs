@@ -87,15 +87,25 @@ impl Service {
 
 /// Gives up every capability the rest of the run does not need: reading
 /// other processes' /proc entries (owners, containers) always; attaching
-/// programs only if some may be attached later.  Capabilities are per
-/// thread: call this before starting any thread.
-pub fn drop_capabilities(had: Sets, attach_later: bool) {
+/// programs only if some may be attached later; and reading the
+/// programs' maps where this kernel asks for it (before Linux 6.5, with
+/// unprivileged BPF disabled, every bpf(2) call needs CAP_BPF, even on a
+/// map already open): `maps_readable` tries one without.  Capabilities
+/// are per thread: call this before starting any thread.
+pub fn drop_capabilities(had: Sets, attach_later: bool, maps_readable: impl FnOnce() -> bool) {
+    let attach: Vec<Cap> = if had.has(caps::CAP_BPF) && had.has(caps::CAP_PERFMON) {
+        vec![caps::CAP_BPF, caps::CAP_PERFMON]
+    } else {
+        vec![caps::CAP_SYS_ADMIN]
+    };
     let mut keep: Vec<Cap> = vec![caps::CAP_SYS_PTRACE, caps::CAP_DAC_READ_SEARCH];
     if attach_later {
-        if had.has(caps::CAP_BPF) && had.has(caps::CAP_PERFMON) {
-            keep.extend([caps::CAP_BPF, caps::CAP_PERFMON]);
-        } else {
-            keep.push(caps::CAP_SYS_ADMIN);
+        keep.extend(&attach);
+    } else {
+        let all: Vec<Cap> = keep.iter().chain(&attach).copied().collect();
+        let without = caps::set_effective(&keep, &all).is_ok() && maps_readable();
+        if !without {
+            keep.push(attach[0]);
         }
     }
     keep.retain(|&c| had.has(c));

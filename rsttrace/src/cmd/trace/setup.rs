@@ -57,6 +57,7 @@ pub fn set_proc_root(root: &Path) -> Result<()> {
         .context("--proc: path with a NUL byte")?;
     // SAFETY: a zeroed statfs buffer is valid; the path is NUL-terminated.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `fs` a valid statfs buffer.
     let rc = unsafe { libc::statfs(path.as_ptr(), &mut fs) };
     if rc != 0 || fs.f_type as i64 != PROC_SUPER_MAGIC {
         bail!("--proc {}: not a proc filesystem", root.display());
@@ -110,6 +111,7 @@ pub fn parse_netns(arg: &str) -> Result<u32> {
     let path = std::ffi::CString::new(arg).context("--netns: path with a NUL byte")?;
     // SAFETY: a zeroed statfs buffer is valid; the path is NUL-terminated.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `fs` a valid statfs buffer.
     let rc = unsafe { libc::statfs(path.as_ptr(), &mut fs) };
     if rc != 0 || fs.f_type as i64 != NSFS_MAGIC {
         bail!(
