@@ -290,3 +290,12 @@ fn on_error_report<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+/// The programs' licence as the kernel reads it: GPL-compatible, which the
+/// helpers they call (bpf_probe_read_kernel, bpf_get_current_task, ...)
+/// require.  The crate is offered under MIT or GPL-2.0 (see Cargo.toml).
+#[unsafe(link_section = "license")]
+// SAFETY: no other symbol of the object is named LICENSE; the loader
+// reads the `license` section.
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

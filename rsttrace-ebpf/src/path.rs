@@ -137,12 +137,13 @@ pub fn on_no_socket<C: EbpfContext>(ctx: &C, skb: u64) {
         return;
     }
     l.skb = 0;
-    count(COUNTER_STRAY);
-    if conf!(want_stray) == 0 {
-        return;
-    }
     let netns = skb_netns::<Typed>(skb);
     if netns_filtered(netns) {
+        return;
+    }
+    // Counted in the traced namespaces, reported only if asked.
+    count(COUNTER_STRAY);
+    if conf!(want_stray) == 0 {
         return;
     }
     let now = now_ns();

@@ -17,6 +17,8 @@ pub struct Snapshot<'a> {
     pub hooks: Vec<(String, &'static str, &'static str)>,
     pub filtered: u64,
     pub kernel_seen: u64,
+    /// Resets for no socket in the traced namespaces (kernel count).
+    pub strays: u64,
     /// Records the output could not write (its reader stalled).
     pub unwritten: u64,
 }
@@ -56,6 +58,12 @@ fn series(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
     let _ = writeln!(out, " {value}");
 }
 
+/// A metric with one series and no labels.
+fn single(o: &mut String, name: &str, ty: &str, help: &str, value: u64) {
+    head(o, name, ty, help);
+    series(o, name, &[], value);
+}
+
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::with_capacity(8192);
     let o = &mut out;
@@ -65,48 +73,22 @@ pub fn render(s: &Snapshot) -> String {
         "gauge",
         "rsttrace's version, the kernel it runs on, and how events reach it.",
     );
-    series(
-        o,
-        "rsttrace_build_info",
-        &[
-            ("version", env!("CARGO_PKG_VERSION")),
-            ("kernel", s.kernel),
-            ("transport", s.transport),
-        ],
-        1,
-    );
+    let info = [
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("kernel", s.kernel),
+        ("transport", s.transport),
+    ];
+    series(o, "rsttrace_build_info", &info, 1);
     resets(o, s.tally);
-    head(
+    silenced(o, s);
+    losses(o, s);
+    single(
         o,
-        "rsttrace_suppressed_total",
+        "rsttrace_stray_resets_total",
         "counter",
-        "Resets silenced by a suppression rule (still in rsttrace_resets_total).",
+        "Resets that arrived for no socket (the kernel drops them; reported with --stray-resets).",
+        s.strays,
     );
-    for (name, n) in s.rule_names.iter().zip(&s.tally.by_rule) {
-        series(o, "rsttrace_suppressed_total", &[("rule", name)], *n);
-    }
-    head(o, "rsttrace_storm_aggregated_total", "counter", "Resets counted in storm summaries instead of reported one by one (still in rsttrace_resets_total).");
-    series(
-        o,
-        "rsttrace_storm_aggregated_total",
-        &[],
-        s.tally.storm_aggregated,
-    );
-    head(
-        o,
-        "rsttrace_filtered_total",
-        "counter",
-        "Resets left out by --cause, --direction, --port or --pid (not in rsttrace_resets_total).",
-    );
-    series(o, "rsttrace_filtered_total", &[], s.filtered);
-    head(o, "rsttrace_lost_total", "counter", "Resets the kernel could not hand over (buffer_full, nested), and records rsttrace could not write (output_stalled).");
-    for why in LostWhy::ALL {
-        let n = match why {
-            LostWhy::OutputStalled => s.unwritten,
-            other => s.tally.lost.get(&other).copied().unwrap_or(0),
-        };
-        series(o, "rsttrace_lost_total", &[("why", why.as_str())], n);
-    }
     head(
         o,
         "rsttrace_connection_failures_total",
@@ -122,13 +104,13 @@ pub fn render(s: &Snapshot) -> String {
             n,
         );
     }
-    head(
+    single(
         o,
         "rsttrace_kernel_resets_seen_total",
         "counter",
         "Resets the eBPF programs saw, before --netns (kernel count).",
+        s.kernel_seen,
     );
-    series(o, "rsttrace_kernel_resets_seen_total", &[], s.kernel_seen);
     head(o, "rsttrace_hook_state", "gauge", "Each kernel hook, how it is attached and its state (attached, paused, waiting, off): 1 per hook.");
     for (hook, kind, state) in &s.hooks {
         series(
@@ -139,6 +121,38 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
     out
+}
+
+/// Resets counted but not written one by one, or left out.
+fn silenced(o: &mut String, s: &Snapshot) {
+    head(
+        o,
+        "rsttrace_suppressed_total",
+        "counter",
+        "Resets silenced by a suppression rule (still in rsttrace_resets_total).",
+    );
+    for (name, n) in s.rule_names.iter().zip(&s.tally.by_rule) {
+        series(o, "rsttrace_suppressed_total", &[("rule", name)], *n);
+    }
+    single(o, "rsttrace_storm_aggregated_total", "counter", "Resets counted in storm summaries instead of reported one by one (still in rsttrace_resets_total).", s.tally.storm_aggregated);
+    single(
+        o,
+        "rsttrace_filtered_total",
+        "counter",
+        "Resets left out by --cause, --direction, --port or --pid (not in rsttrace_resets_total).",
+        s.filtered,
+    );
+}
+
+fn losses(o: &mut String, s: &Snapshot) {
+    head(o, "rsttrace_lost_total", "counter", "Resets the kernel could not hand over (buffer_full, nested), and records rsttrace could not write (output_stalled).");
+    for why in LostWhy::ALL {
+        let n = match why {
+            LostWhy::OutputStalled => s.unwritten,
+            other => s.tally.lost.get(&other).copied().unwrap_or(0),
+        };
+        series(o, "rsttrace_lost_total", &[("why", why.as_str())], n);
+    }
 }
 
 fn resets(o: &mut String, t: &Tally) {

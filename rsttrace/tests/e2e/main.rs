@@ -7,6 +7,7 @@ mod peer;
 mod raw;
 mod real;
 mod sockets;
+mod topology;
 
 mod causes;
 mod containers;
@@ -14,6 +15,7 @@ mod doctor;
 mod edges;
 mod firewall;
 mod options;
+mod origin;
 mod resets;
 mod service_metrics;
 mod service_output;

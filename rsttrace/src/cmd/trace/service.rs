@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context as _, Result};
-use rsttrace_common::event::COUNTER_SEEN;
+use rsttrace_common::event::{COUNTER_SEEN, COUNTER_STRAY};
 
 use crate::{
     capture::Capture,
@@ -69,7 +69,11 @@ impl Service {
         capture: &mut Capture,
         pipeline: &mut Pipeline,
     ) {
-        let kernel_seen = capture.counters().values[COUNTER_SEEN as usize];
+        let counters = capture.counters().values;
+        let (kernel_seen, strays) = (
+            counters[COUNTER_SEEN as usize],
+            counters[COUNTER_STRAY as usize],
+        );
         let unwritten = pipeline.output().sink().dropped();
         let body = render(&Snapshot {
             tally: &pipeline.tally,
@@ -79,6 +83,7 @@ impl Service {
             hooks: capture.hook_states(),
             filtered: pipeline.stats.filtered,
             kernel_seen,
+            strays,
             unwritten,
         });
         tokio::spawn(serve(client, body));

@@ -7,7 +7,7 @@ use rsttrace_common::{
     config::{Control, MODE_EVENTS},
     event::{
         COUNTER_AGGREGATED, COUNTER_AGG_OVERFLOW, COUNTER_EMITTED, COUNTER_FILTERED, COUNTER_LOST,
-        COUNTER_SEEN,
+        COUNTER_SEEN, COUNTER_STRAY,
     },
 };
 
@@ -127,9 +127,20 @@ pub fn finish(
         0 => String::new(),
         n => format!(" ({n} counted without a key: aggregation table full)"),
     };
+    let strays = match v[COUNTER_STRAY as usize] {
+        0 => String::new(),
+        n => format!(
+            ", {n} resets for no socket (stray{})",
+            if s.strays > 0 {
+                ", reported"
+            } else {
+                "; --stray-resets reports them"
+            }
+        ),
+    };
     eprintln!(
         "rsttrace: {} resets reported ({} sent, {} received){extra}, {lost} lost{undecodable}; \
-         kernel: {} resets seen, {} aggregated{keyless}, {} outside --netns, {} records sent",
+         kernel: {} resets seen, {} aggregated{keyless}, {} outside --netns{strays}, {} records sent",
         s.resets,
         s.sent,
         s.received,
