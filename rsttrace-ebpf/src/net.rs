@@ -115,7 +115,23 @@ pub fn read_packet(ip: u64, tcp: u64, ep: &mut Endpoints, seg: &mut SegmentHdr) 
     // One read for the IP header and the start of the TCP header when the
     // TCP header follows the fixed IP header (no IPv4 options, no IPv6
     // extension headers): 40 + 16 bytes covers both families.
-    let h: [u8; 56] = read_array(ip);
+    let h: [u8; PACKET_HEAD] = read_array(ip);
+    parse_packet(&h, ip, tcp, ep, seg)
+}
+
+/// Bytes read from the start of a packet: the fixed IPv6 header, or an
+/// IPv4 header with options, plus the start of the TCP header.
+pub const PACKET_HEAD: usize = 56;
+
+/// `read_packet` on bytes already read from `ip`.
+#[inline(always)]
+pub fn parse_packet(
+    h: &[u8; PACKET_HEAD],
+    ip: u64,
+    tcp: u64,
+    ep: &mut Endpoints,
+    seg: &mut SegmentHdr,
+) -> bool {
     let ip_len = (tcp - ip) as u32;
     let ip_payload: u32;
     let t: [u8; 16];
@@ -131,7 +147,7 @@ pub fn read_packet(ip: u64, tcp: u64, ep: &mut Endpoints, seg: &mut SegmentHdr) 
             let total = u16::from_be_bytes([h[2], h[3]]) as u32;
             ip_payload = total.saturating_sub(ip_len);
             t = if ip_len == 20 {
-                sub16(&h, 20)
+                sub16(h, 20)
             } else {
                 read_array(tcp)
             };
@@ -150,7 +166,7 @@ pub fn read_packet(ip: u64, tcp: u64, ep: &mut Endpoints, seg: &mut SegmentHdr) 
             let payload = u16::from_be_bytes([h[4], h[5]]) as u32;
             ip_payload = payload.saturating_sub(ip_len.saturating_sub(40));
             t = if ip_len == 40 {
-                sub16(&h, 40)
+                sub16(h, 40)
             } else {
                 read_array(tcp)
             };

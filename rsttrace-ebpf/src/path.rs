@@ -24,7 +24,7 @@ use rsttrace_common::event::{
 use crate::{
     emit::{count, emit, header},
     kmem::{conf, now_ns, off, read_array, zero, Mem, Probed, Typed},
-    net::{netns_filtered, read_packet, skb_netns, AF_INET6, TCP_RST},
+    net::{netns_filtered, parse_packet, read_packet, skb_netns, AF_INET6, PACKET_HEAD, TCP_RST},
 };
 
 /// `skb->protocol` values as loaded (big-endian ETH_P_IP / ETH_P_IPV6).
@@ -33,6 +33,7 @@ const ETH_P_IPV6: u16 = 0x86ddu16.to_be();
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 /// The last TCP segment this CPU received.
 #[repr(C)]
@@ -63,7 +64,8 @@ pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let ip: u64 = Typed::load(skb, off!(skb_data));
-    let h: [u8; 10] = read_array(ip);
+    // One read for everything below (it is the cost of this program).
+    let h: [u8; PACKET_HEAD] = read_array(ip);
     let (l4, ip_len) = if h[0] >> 4 == 4 {
         (h[9], ((h[0] & 0x0f) as u64) * 4)
     } else {
@@ -79,10 +81,27 @@ pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     l.skb = 0;
-    if read_packet(ip, ip + ip_len, &mut l.ends, &mut l.seg) {
+    // Nothing reads a bare SYN back (handshake TTLs come from the SYN-ACK
+    // and the final ACK, rst_ttl from resets): a SYN flood or a scan of
+    // closed ports costs the read above and no more.
+    if pure_syn(&h, ip_len) {
+        return 0;
+    }
+    if parse_packet(&h, ip, ip + ip_len, &mut l.ends, &mut l.seg) {
         l.skb = skb;
     }
     0
+}
+
+/// A SYN without ACK, when the TCP header follows a fixed IP header.
+#[inline(always)]
+fn pure_syn(h: &[u8; PACKET_HEAD], ip_len: u64) -> bool {
+    let flags = match (h[0] >> 4, ip_len) {
+        (4, 20) => h[20 + 13],
+        (6, 40) => h[40 + 13],
+        _ => return false,
+    };
+    flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 /// The last segment, if it is `skb` (0: any) and between `ends`.

@@ -2,14 +2,16 @@
 //! thread of its own.  The event loop never blocks on a slow reader: it
 //! hands over whole batches of records through a bounded queue, and when
 //! the queue is full it counts the batch's records as unwritten instead
-//! of waiting.  A file is opened for appending and reopened on request
-//! (SIGHUP, after logrotate renamed it) between two batches, so no record
-//! is split or lost across a rotation.
+//! of waiting.  A file is opened for appending and reopened between two
+//! batches, so no record is split across a rotation: on request (SIGHUP),
+//! and whenever its path no longer names the file it writes (renamed or
+//! removed by logrotate), so that records do not keep going to a rotated
+//! file its collector may have finished reading.
 
 use std::{
     fs::OpenOptions,
     io::{self, Write},
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -69,18 +71,15 @@ fn open_file(path: &Path) -> io::Result<std::fs::File> {
 impl Sink {
     /// Standard output (`None`) or a file, appended to.
     pub fn open(path: Option<&Path>) -> io::Result<Sink> {
-        let (out, name): (Box<dyn Write + Send>, String) = match path {
-            None => (Box::new(io::stdout()), "standard output".into()),
-            Some(p) => (Box::new(open_file(p)?), p.display().to_string()),
-        };
+        let name = path.map_or("standard output".into(), |p| p.display().to_string());
+        let out = Target::open(path)?;
         let (tx, rx) = sync_channel(QUEUE);
         let (spare_tx, spare) = sync_channel(QUEUE + 2);
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
-        let reopen = path.map(Path::to_path_buf);
         let thread = thread::Builder::new()
             .name("rsttrace-out".into())
-            .spawn(move || write_loop(out, reopen, &rx, &spare_tx, &s))?;
+            .spawn(move || write_loop(out, &rx, &spare_tx, &s))?;
         Ok(Sink {
             tx: Some(tx),
             shared,
@@ -179,14 +178,15 @@ impl Sink {
 }
 
 fn write_loop(
-    mut out: Box<dyn Write + Send>,
-    path: Option<PathBuf>,
+    mut out: Target,
     rx: &Receiver<(Vec<u8>, u64)>,
     spare: &SyncSender<Vec<u8>>,
     shared: &Shared,
 ) {
     while let Ok((mut buf, records)) = rx.recv() {
-        let result = reopen_if_asked(&mut out, path.as_deref(), shared)
+        let asked = shared.reopen.swap(false, Ordering::AcqRel);
+        let result = out
+            .follow_path(asked)
             .and_then(|()| out.write_all(&buf))
             .and_then(|()| out.flush());
         if result.is_ok() {
@@ -206,17 +206,59 @@ fn write_loop(
     shared.done.store(true, Ordering::Release);
 }
 
-fn reopen_if_asked(
-    out: &mut Box<dyn Write + Send>,
-    path: Option<&Path>,
-    shared: &Shared,
-) -> io::Result<()> {
-    if let Some(p) = path {
-        if shared.reopen.swap(false, Ordering::AcqRel) {
-            *out = Box::new(open_file(p)?);
+/// Where batches go.
+enum Target {
+    Stdout(io::Stdout),
+    File {
+        path: PathBuf,
+        file: std::fs::File,
+        /// (device, inode) of `file`.
+        id: (u64, u64),
+    },
+}
+
+impl Target {
+    fn open(path: Option<&Path>) -> io::Result<Target> {
+        let Some(path) = path else {
+            return Ok(Target::Stdout(io::stdout()));
+        };
+        let file = open_file(path)?;
+        let m = file.metadata()?;
+        Ok(Target::File {
+            path: path.to_path_buf(),
+            file,
+            id: (m.dev(), m.ino()),
+        })
+    }
+
+    /// Reopens the file when asked, or when its path now names another
+    /// file or none (one stat per batch).
+    fn follow_path(&mut self, asked: bool) -> io::Result<()> {
+        let Target::File { path, id, .. } = self else {
+            return Ok(());
+        };
+        let moved = std::fs::metadata(&*path).map_or(true, |m| (m.dev(), m.ino()) != *id);
+        if asked || moved {
+            *self = Target::open(Some(&path.clone()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for Target {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Target::Stdout(s) => s.write(buf),
+            Target::File { file, .. } => file.write(buf),
         }
     }
-    Ok(())
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Target::Stdout(s) => s.flush(),
+            Target::File { file, .. } => file.flush(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -237,8 +279,8 @@ mod tests {
         };
         s.send(b"a\n".to_vec(), 1);
         written(&s, 1);
-        // Rotate as logrotate does: until told, rsttrace writes on to
-        // the renamed file.
+        // Rotate as logrotate does: the next batch goes to a new file at
+        // the path, told (SIGHUP) or not.
         std::fs::rename(&path, &rotated).unwrap();
         s.send(b"b\n".to_vec(), 1);
         written(&s, 2);
@@ -252,8 +294,8 @@ mod tests {
                 unwritten: 0
             }
         );
-        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "a\nb\n");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "c\n");
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "a\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "b\nc\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -32,8 +32,9 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Only these variants (rsttrace, rsttrace-unpinned, rsttrace-storm,
-    /// rsttrace-perf, rsttrace-metrics, bpftrace, tcpdump,
-    /// throughput-rsttrace); the no-tracer baseline always runs.
+    /// rsttrace-perf, rsttrace-lean, rsttrace-metrics, bpftrace, tcpdump,
+    /// throughput-rsttrace, throughput-rsttrace-no-path); the no-tracer
+    /// baseline always runs.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// rsttrace's --transport for the rsttrace variants that do not set
@@ -70,7 +71,6 @@ pub fn run(args: &Args) -> Result<()> {
     let throughput = variants::select(variants::THROUGHPUT, &choice, has_option);
 
     guard::catch_interrupts();
-    let _stats = guard::BpfStats::enable()?;
     let netns = Netns::new()?;
     let env = Env {
         netns: netns.0.clone(),
@@ -153,7 +153,27 @@ fn run_table(
         samples.push(sample);
     }
     let steps: Vec<Step> = plan.into_iter().map(|(_, s)| s).collect();
-    Ok(Some(summary::collect(variants, &steps, samples)))
+    let mut table = summary::collect(variants, &steps, samples);
+    costs(env, load, &mut table)?;
+    Ok(Some(table))
+}
+
+/// One more run of each variant with BPF run-time statistics on, for the
+/// in-kernel cost (the rounds run without: the statistics slow programs).
+fn costs(env: &Env, load: Load, table: &mut summary::Table) -> Result<()> {
+    let _stats = guard::BpfStats::enable()?;
+    for r in &mut table.runs {
+        let sample = measure::measure(env, load, Some(&r.variant));
+        guard::check()?;
+        let sample =
+            sample.with_context(|| format!("measuring {} with BPF statistics", r.variant.name))?;
+        eprintln!(
+            "{} (BPF statistics on)",
+            report::progress(0, r.variant.name, load, &sample)
+        );
+        r.costed.push(sample);
+    }
+    Ok(())
 }
 
 /// The machine is busy if a baseline moved much since the previous one.

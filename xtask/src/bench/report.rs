@@ -54,14 +54,15 @@ tcpdump each packet twice (sent and received), so its drop count can reach twice
 resets it missed.
 - **CPU per event.** The tracer process's own user + system time (rusage, start-up \
 included) over the events it reported.
-- **In-kernel per reset.** With `kernel.bpf_stats_enabled=1` for the whole run (restored \
-afterwards), the run time of all the tracer's BPF programs (`bpftool prog show`, the \
+- **In-kernel per reset.** From one more run of each variant after the rounds, with \
+`kernel.bpf_stats_enabled=1` (restored afterwards; off during the rounds, since the \
+statistics add two clock reads to every program run and would lower every ratio), the \
+run time of all the tracer's BPF programs (`bpftool prog show`, the \
 programs the tracer's process holds), read just before it stops, over the namespace's \
 resets. This includes the programs that run on other events (state changes, packet drops, \
 route lookups), and runs for events outside the namespace (rsttrace's programs drop those \
 early; bpftrace's print them). The reset tracepoint programs alone are also given per run. \
-The statistics add two clock reads to every program run, in every \
-variant with BPF programs. tcpdump's classic BPF filter has no such statistics. In the \
+tcpdump's classic BPF filter has no such statistics. In the \
 throughput table, the same run time as a share of one CPU during the transfer.
 - **Memory.** Peak RSS of the tracer process, and beside it the BPF maps it holds \
 (`bytes_memlock` from `bpftool map show`), kernel memory that RSS does not show, except \
@@ -149,7 +150,7 @@ fn throughput_table(t: &Table) -> String {
         range(base, 2)
     );
     for r in &t.runs {
-        let share = r.per_round(|m| {
+        let share = r.per_costed(|m| {
             let ns = usage(m).bpf.run_time_ns;
             (ns > 0).then(|| ns as f64 / (m.elapsed_s * 1e9) * 100.0)
         });
@@ -173,7 +174,7 @@ fn program_notes(t: &Table) -> String {
         .runs
         .iter()
         .filter_map(|r| {
-            let per_run = r.per_round(|m| {
+            let per_run = r.per_costed(|m| {
                 let b = usage(m).bpf;
                 (b.reset_run_cnt > 0).then(|| b.reset_run_time_ns as f64 / b.reset_run_cnt as f64)
             })?;
@@ -204,7 +205,7 @@ fn usage(m: &Sample) -> super::measure::TracerUsage {
 }
 
 fn in_kernel_per_event(r: &Runs) -> String {
-    let ns = r.per_round(|m| {
+    let ns = r.per_costed(|m| {
         let ns = usage(m).bpf.run_time_ns;
         (ns > 0 && m.count > 0).then(|| ns as f64 / m.count as f64)
     });

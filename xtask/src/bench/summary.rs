@@ -40,6 +40,9 @@ pub struct Runs {
     pub samples: Vec<Sample>,
     /// Each sample's rate over the mean of its adjacent baselines.
     pub ratios: Vec<f64>,
+    /// Measured apart with BPF run-time statistics on (which slow every
+    /// program run): the in-kernel cost, never a ratio.
+    pub costed: Vec<Sample>,
 }
 
 /// One table: the baselines and every variant.
@@ -58,6 +61,7 @@ pub fn collect(variants: &[Variant], steps: &[Step], samples: Vec<Sample>) -> Ta
             variant: v.clone(),
             samples: Vec::new(),
             ratios: Vec::new(),
+            costed: Vec::new(),
         })
         .collect();
     let mut baseline = Vec::new();
@@ -83,9 +87,9 @@ impl Runs {
         Summary::of(self.ratios.iter().copied().filter(|r| r.is_finite()))
     }
 
-    /// A per-round figure of the tracer, over the rounds that have it.
-    pub fn per_round(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<Summary> {
-        Summary::of(self.samples.iter().filter_map(f))
+    /// A figure of the runs with BPF statistics on.
+    pub fn per_costed(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<Summary> {
+        Summary::of(self.costed.iter().filter_map(f))
     }
 
     /// A tracer counter summed over the rounds.

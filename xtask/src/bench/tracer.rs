@@ -80,6 +80,15 @@ fn command(v: &Variant, netns: Option<&str>, rsttrace: &Path) -> Command {
     c
 }
 
+fn pin_this_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 fn pin(cmd: &mut Command, cpu: usize) {
     // SAFETY: sched_setaffinity is async-signal-safe.
     unsafe {
@@ -99,8 +108,16 @@ pub fn start(v: &Variant, netns: Option<&str>, rsttrace: &Path) -> Result<Runnin
     let mut child = c.spawn().with_context(|| format!("cannot start {c:?}"))?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let json = v.is_rsttrace();
+    // The reader of the output is the tracer's consumer: pinned with it,
+    // so that a pinned tracer's work stays off the storm's CPU.
+    let cpu = (v.pin == Pin::Cpu1).then_some(1);
     let readers = vec![
-        read_stdout(child.stdout.take().expect("stdout"), json, tally.clone()),
+        read_stdout(
+            child.stdout.take().expect("stdout"),
+            json,
+            cpu,
+            tally.clone(),
+        ),
         read_stderr(child.stderr.take().expect("stderr"), tally.clone()),
     ];
     let mut running = Running {
@@ -116,8 +133,16 @@ pub fn start(v: &Variant, netns: Option<&str>, rsttrace: &Path) -> Result<Runnin
     Ok(running)
 }
 
-fn read_stdout(out: ChildStdout, json: bool, t: Arc<Mutex<Tally>>) -> thread::JoinHandle<()> {
+fn read_stdout(
+    out: ChildStdout,
+    json: bool,
+    cpu: Option<usize>,
+    t: Arc<Mutex<Tally>>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
+        if let Some(cpu) = cpu {
+            pin_this_thread(cpu);
+        }
         let mut r = BufReader::with_capacity(1 << 20, out);
         let mut line = String::new();
         while r.read_line(&mut line).is_ok_and(|n| n > 0) {

@@ -42,6 +42,7 @@ pub const STORM: &[Row] = &[
     Row { name: "rsttrace-unpinned", tracer: Rsttrace(&["--format", "json"]),                        pin: Free, needs: None,              note: "per event, as on a busy host" },
     Row { name: "rsttrace-storm",    tracer: Rsttrace(&["--format", "json", "--storm", "auto"]),     pin: Cpu1, needs: None,              note: "counted in the kernel during storms" },
     Row { name: "rsttrace-perf",     tracer: Rsttrace(&["--format", "json", "--transport", "perf"]), pin: Cpu1, needs: None,              note: "per event over perf buffers" },
+    Row { name: "rsttrace-lean",     tracer: Rsttrace(&["--format", "json", "--no-firewall", "--no-path-check"]), pin: Cpu1, needs: None, note: "per event, without the firewall and receive-path hooks" },
     Row { name: "rsttrace-metrics",  tracer: Rsttrace(&["--format", "json", "--metrics", "127.0.0.1:0"]), pin: Cpu1, needs: Some("--metrics"), note: "per event, with the metrics endpoint" },
     Row { name: "bpftrace",          tracer: Bpftrace,                                               pin: Cpu1, needs: None,              note: "reported count is host-wide" },
     Row { name: "tcpdump",           tracer: Tcpdump,                                                pin: Cpu1, needs: None,              note: "" },
@@ -51,6 +52,7 @@ pub const STORM: &[Row] = &[
 #[rustfmt::skip]
 pub const THROUGHPUT: &[Row] = &[
     Row { name: "throughput-rsttrace", tracer: Rsttrace(&["--format", "json"]), pin: Free, needs: None, note: "" },
+    Row { name: "throughput-rsttrace-no-path", tracer: Rsttrace(&["--format", "json", "--no-path-check"]), pin: Free, needs: None, note: "without the receive-path hook" },
 ];
 
 /// A row chosen for this run, with its final rsttrace arguments.
