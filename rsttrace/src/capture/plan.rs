@@ -194,6 +194,23 @@ const BUILDERS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// Notes the reset-building functions as hooked (by fentry or kprobes),
+/// and the tracepoint as left alone.
+fn builders_hooked(a: &mut Attacher, kind: Kind) {
+    for (_, _, f) in BUILDERS {
+        a.note(f, kind, HookState::Attached);
+    }
+    let how = match kind {
+        Kind::Fentry => "fentry",
+        _ => "kprobes",
+    };
+    a.note(
+        "tcp_send_reset",
+        Kind::BtfTracepoint,
+        HookState::Off(format!("the functions are hooked instead ({how})")),
+    );
+}
+
 fn sent(a: &mut Attacher, hooks: &Hooks, want: &Want) -> Result<SentPath, CaptureError> {
     if hooks.reset_reason {
         tracepoint(a, want, "tcp_send_reset", "tcp_send_reset_raw")?;
@@ -208,14 +225,7 @@ fn sent(a: &mut Attacher, hooks: &Hooks, want: &Want) -> Result<SentPath, Captur
         Err("no kernel BTF".into())
     };
     if fentry.is_ok() {
-        for (_, _, f) in BUILDERS {
-            a.note(f, Kind::Fentry, HookState::Attached);
-        }
-        a.note(
-            "tcp_send_reset",
-            Kind::BtfTracepoint,
-            HookState::Off("the functions are hooked instead (fentry)".into()),
-        );
+        builders_hooked(a, Kind::Fentry);
         return Ok(SentPath::Fentry);
     }
     let kprobe = kprobes_supported().and_then(|()| {
@@ -225,14 +235,7 @@ fn sent(a: &mut Attacher, hooks: &Hooks, want: &Want) -> Result<SentPath, Captur
             .map_err(|e| e.to_string())
     });
     if kprobe.is_ok() {
-        for (_, _, f) in BUILDERS {
-            a.note(f, Kind::Kprobe, HookState::Attached);
-        }
-        a.note(
-            "tcp_send_reset",
-            Kind::BtfTracepoint,
-            HookState::Off("the functions are hooked instead (kprobes)".into()),
-        );
+        builders_hooked(a, Kind::Kprobe);
         return Ok(SentPath::Kprobe);
     }
     let why = format!(

@@ -104,12 +104,16 @@ pub fn main() -> ! {
                     let any = if a.is_ipv4() { "0.0.0.0" } else { "::" };
                     s.bind(&addr(any, local).into()).expect("bind local port");
                 }
-                let r = s
-                    .connect_timeout(&a.into(), Duration::from_secs(10))
-                    .map(|()| {
-                        let port = s.local_addr().unwrap().as_socket().unwrap().port();
-                        format!("ok {port}")
-                    });
+                // A blocking connect() bounded by SO_SNDTIMEO: it returns
+                // the socket's error itself (a non-blocking connect reads it
+                // back with SO_ERROR after poll, which can find it gone).
+                s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+                let r = s.connect(&a.into());
+                s.set_write_timeout(None).unwrap();
+                let r = r.map(|()| {
+                    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+                    format!("ok {port}")
+                });
                 socks.insert(w[1].into(), s);
                 result(r)
             }
