@@ -119,6 +119,22 @@ pub fn read_array<const N: usize>(addr: u64) -> [u8; N] {
     }
 }
 
+/// `read_array` into memory that is not the stack (a map value): for
+/// buffers a program's frames cannot hold.
+#[inline(always)]
+pub fn read_into<const N: usize>(dst: &mut [u8; N], addr: u64) {
+    use aya_ebpf::helpers::generated::bpf_probe_read_kernel as probe_read;
+    // SAFETY: `dst` is N writable bytes; the helper writes all of them,
+    // the data or zeros on a fault.
+    unsafe {
+        probe_read(
+            dst.as_mut_ptr().cast(),
+            N as u32,
+            addr as *const core::ffi::c_void,
+        );
+    }
+}
+
 /// Zeroes a record with word stores.  `*r = T::default()` on a record this
 /// size becomes a call to a byte-wise BPF `memset` subprogram, which under
 /// a reset storm cost as much as the rest of the program.

@@ -23,8 +23,8 @@ use rsttrace_common::event::{
 
 use crate::{
     emit::{count, emit, header},
-    kmem::{conf, now_ns, off, read_array, zero, Mem, Probed, Typed},
-    net::{netns_filtered, parse_packet, read_packet, skb_netns, AF_INET6, PACKET_HEAD, TCP_RST},
+    kmem::{conf, now_ns, off, read_array, read_into, zero, Mem, Probed, Typed},
+    net::{netns_filtered, parse_packet, skb_netns, AF_INET6, PACKET_HEAD, TCP_RST},
 };
 
 /// `skb->protocol` values as loaded (big-endian ETH_P_IP / ETH_P_IPV6).
@@ -47,6 +47,20 @@ pub struct LastSegment {
 #[map]
 static LAST: PerCpuArray<LastSegment> = PerCpuArray::with_max_entries(1, 0);
 
+/// The first bytes of the packet received (0) and of the segment an ICMP
+/// error quotes (1).  In a map rather than on the stack: before Linux 6.13
+/// (no private stacks for tracing programs) a program and the subprogram
+/// it calls share 512 bytes of stack, and two such buffers do not fit.
+#[map]
+static HEAD: PerCpuArray<[u8; PACKET_HEAD]> = PerCpuArray::with_max_entries(2, 0);
+
+#[inline(always)]
+fn head(which: u32) -> Option<&'static mut [u8; PACKET_HEAD]> {
+    // SAFETY: a per-CPU slot, used within one packet's processing on
+    // this CPU.
+    HEAD.get_ptr_mut(which).map(|h| unsafe { &mut *h })
+}
+
 #[inline(always)]
 fn last() -> Option<&'static mut LastSegment> {
     // SAFETY: a per-CPU slot, written and read within one packet's
@@ -64,8 +78,11 @@ pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let ip: u64 = Typed::load(skb, off!(skb_data));
+    let Some(h) = head(0) else {
+        return 0;
+    };
     // One read for everything below (it is the cost of this program).
-    let h: [u8; PACKET_HEAD] = read_array(ip);
+    read_into(h, ip);
     let (l4, ip_len) = if h[0] >> 4 == 4 {
         (h[9], ((h[0] & 0x0f) as u64) * 4)
     } else {
@@ -84,10 +101,10 @@ pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     // Nothing reads a bare SYN back (handshake TTLs come from the SYN-ACK
     // and the final ACK, rst_ttl from resets): a SYN flood or a scan of
     // closed ports costs the read above and no more.
-    if pure_syn(&h, ip_len) {
+    if pure_syn(h, ip_len) {
         return 0;
     }
-    if parse_packet(&h, ip, ip + ip_len, &mut l.ends, &mut l.seg) {
+    if parse_packet(h, ip, ip + ip_len, &mut l.ends, &mut l.seg) {
         l.skb = skb;
     }
     0
@@ -195,25 +212,29 @@ fn on_icmp(ctx: &BtfTracePointContext, skb: u64, ip: u64, ip_len: u64) {
     ev.icmp_type = icmp[0];
     ev.icmp_code = icmp[1];
     let quoted = ip + ip_len + 8;
-    let q: [u8; 1] = read_array(quoted);
+    let Some(q) = head(1) else {
+        return;
+    };
+    read_into(q, quoted);
     let q_len = if q[0] >> 4 == 4 {
         ((q[0] & 0x0f) as u64) * 4
     } else {
         40
     };
-    if !read_packet(quoted, quoted + q_len, &mut ev.ends, &mut ev.seg) {
+    if !parse_packet(q, quoted, quoted + q_len, &mut ev.ends, &mut ev.seg) {
         return;
     }
     // The quoted segment is one we sent: its source is this host.
     core::mem::swap(&mut ev.ends.local_addr, &mut ev.ends.remote_addr);
     core::mem::swap(&mut ev.ends.local_port, &mut ev.ends.remote_port);
-    // The ICMP packet itself: who sent it, and its TTL.
+    // The ICMP packet itself (read by the caller): who sent it, its TTL.
+    let Some(h) = head(0) else {
+        return;
+    };
     if ev.ends.family == AF_INET6 {
-        let h: [u8; 24] = read_array(ip);
         ev.ttl = h[7];
         ev.from.copy_from_slice(&h[8..24]);
     } else {
-        let h: [u8; 16] = read_array(ip);
         ev.ttl = h[8];
         ev.from[..4].copy_from_slice(&h[12..16]);
     }

@@ -98,10 +98,18 @@ pub fn program_error(action: &'static str, program: &'static str, e: ProgramErro
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            // The verifier ends with its statistics; the reason is the
+            // line before them.
             let last = log
                 .lines()
                 .rev()
-                .find(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .find(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("processed ")
+                        && !l.starts_with("verification time")
+                        && !l.starts_with("stack depth")
+                })
                 .unwrap_or("");
             if io_error.raw_os_error() == Some(libc::EPERM) && log.trim().is_empty() {
                 format!("{io_error} (rsttrace needs root, or CAP_BPF and CAP_PERFMON; fentry also needs a kernel that allows BPF trampolines)")

@@ -647,6 +647,18 @@ pub fn doctor() -> &'static Value {
     })
 }
 
+/// What doctor says of one of its checks.
+pub fn doctor_detail(item: &str) -> String {
+    doctor()["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["item"] == item)
+        .and_then(|c| c["detail"].as_str())
+        .unwrap_or_else(|| panic!("doctor has no check {item}"))
+        .to_string()
+}
+
 /// The status of one of doctor's checks ("ok", "missing", ...).
 pub fn doctor_status(item: &str) -> String {
     doctor()["checks"]

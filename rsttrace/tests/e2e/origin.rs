@@ -42,9 +42,10 @@ fn received_on(v: &Value, local_port: u16) -> bool {
 /// Skips (true) where the receive-path hook cannot load: no TTLs.
 fn skip_without_path(test: &str) -> bool {
     if doctor_status("tp_btf netif_receive_skb") != "ok" {
+        let why = crate::harness::doctor_detail("tp_btf netif_receive_skb");
         skip(
             test,
-            "rst_ttl and peer_ttl need the net:netif_receive_skb hook",
+            &format!("rst_ttl and peer_ttl need the net:netif_receive_skb hook ({why})"),
         );
         return true;
     }
