@@ -60,8 +60,32 @@ impl Held {
     }
 }
 
-struct RecentReport {
+/// One socket: its kernel address and its ports.  The address alone is
+/// not enough: a freed socket's slab slot is soon reused by the next
+/// connection (a client retrying is the usual case), which has other
+/// ports.  Ports rather than addresses, because the socket's own view of
+/// an IPv4 peer may be IPv4-mapped where a segment's is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SockKey {
     sk: u64,
+    ports: (u16, u16),
+}
+
+impl SockKey {
+    fn new(sk: u64, conn: &Conn) -> Option<SockKey> {
+        (sk != 0).then_some(SockKey {
+            sk,
+            ports: (conn.local_port, conn.remote_port),
+        })
+    }
+
+    fn of(d: &Draft) -> Option<SockKey> {
+        SockKey::new(d.ev.sk, &d.ev.conn)
+    }
+}
+
+struct RecentReport {
+    sock: SockKey,
     errno: Errno,
     owner: Option<KernelOwner>,
     at: Instant,
@@ -84,7 +108,7 @@ pub struct Correlator {
     recent: VecDeque<RecentReport>,
     /// Sockets that had a reset recently (a report for them is not a
     /// failure of its own).
-    reset_socks: VecDeque<(u64, Instant)>,
+    reset_socks: VecDeque<(SockKey, Instant)>,
 }
 
 impl Correlator {
@@ -108,9 +132,9 @@ impl Correlator {
     /// A new reset: drafts ready for output go to `out` (this one unless
     /// it waits, and any it completes).
     pub fn on_reset(&mut self, mut draft: Draft, now: Instant, out: &mut Vec<Draft>) {
-        let sk = draft.ev.sk;
-        if sk != 0 {
-            push_bounded(&mut self.reset_socks, (sk, now));
+        let sock = SockKey::of(&draft);
+        if let Some(sock) = sock {
+            push_bounded(&mut self.reset_socks, (sock, now));
         }
         let f = draft.ev.facts;
         let (wait_report, may_be_local_abort) = if f.direction == Direction::Received {
@@ -121,13 +145,13 @@ impl Correlator {
             // TCP_ABORT_ON_DATA (inferred as data_after_close where the
             // kernel gives no reason).
             if draft.class.cause == Cause::DataAfterClose {
-                self.release_local_abort(sk, out);
+                self.release_local_abort(sock, out);
             }
             // The errno for the local socket is reported right after
             // these: tcp_write_err() after a keepalive reset,
             // tcp_done_with_error() after tcp_abort()'s (before it, on
             // kernels older than 6.12).
-            draft.delivered = self.recent_report(sk, now);
+            draft.delivered = sock.and_then(|s| self.recent_report(s, now));
             let follows = self.reports
                 && draft.delivered.is_none()
                 && !f.dead()
@@ -190,11 +214,11 @@ impl Correlator {
 
     /// The received "reset" just before a TCP_ABORT_ON_DATA was the kernel
     /// resetting this same socket: released, marked as such.
-    fn release_local_abort(&mut self, sk: u64, out: &mut Vec<Draft>) {
+    fn release_local_abort(&mut self, sock: Option<SockKey>, out: &mut Vec<Draft>) {
         let found = self
             .held
             .iter()
-            .find(|(_, h)| h.draft.ev.sk == sk && h.may_be_local_abort)
+            .find(|(_, h)| sock.is_some() && SockKey::of(&h.draft) == sock && h.may_be_local_abort)
             .map(|(&id, _)| id);
         if let Some(id) = found {
             let mut h = self.held.remove(&id).expect("found above");
@@ -216,14 +240,11 @@ impl Correlator {
         }
     }
 
-    fn recent_report(&self, sk: u64, now: Instant) -> Option<(Errno, Option<KernelOwner>)> {
-        if sk == 0 {
-            return None;
-        }
+    fn recent_report(&self, sock: SockKey, now: Instant) -> Option<(Errno, Option<KernelOwner>)> {
         self.recent
             .iter()
             .rev()
-            .find(|r| r.sk == sk && now.duration_since(r.at) < self.hold)
+            .find(|r| r.sock == sock && now.duration_since(r.at) < self.hold)
             .map(|r| (r.errno, r.owner))
     }
 
@@ -234,10 +255,13 @@ impl Correlator {
             // tcp_disconnect() reports with no error.
             return false;
         };
+        let Some(sock) = SockKey::new(er.sk, &er.conn) else {
+            return true;
+        };
         let found = self
             .held
             .iter_mut()
-            .find(|(_, h)| h.draft.ev.sk == er.sk && h.draft.delivered.is_none());
+            .find(|(_, h)| SockKey::of(&h.draft) == Some(sock) && h.draft.delivered.is_none());
         if let Some((&id, h)) = found {
             h.draft.delivered = Some((errno, er.owner));
             h.wait_report = false;
@@ -251,7 +275,7 @@ impl Correlator {
         push_bounded(
             &mut self.recent,
             RecentReport {
-                sk: er.sk,
+                sock,
                 errno,
                 owner: er.owner,
                 at: now,
@@ -262,7 +286,7 @@ impl Correlator {
             .iter()
             .rev()
             .take_while(|(_, at)| now.duration_since(*at) < Duration::from_secs(1))
-            .any(|(sk, _)| *sk == er.sk)
+            .any(|(s, _)| *s == sock)
     }
 
     /// Releases held resets that are complete or waited `hold` (all of
@@ -294,3 +318,7 @@ fn push_bounded<T>(q: &mut VecDeque<T>, v: T) {
     }
     q.push_back(v);
 }
+
+#[cfg(test)]
+#[path = "correlate_tests.rs"]
+mod tests;
