@@ -352,7 +352,10 @@ pub fn record(path: &Path, runs: &[Run], filter: &[String]) -> Result<()> {
          The privileged end-to-end suite (`rsttrace/tests/e2e`) run by `cargo xtask vm` inside \
          Debian's cloud kernels, booted under qemu with software emulation (TCG). A skipped \
          test printed `SKIP <test>: <reason>`: the kernel cannot give what it checks. Each \
-         kernel's section is rewritten when that kernel is run again with `--record`.\n",
+         kernel's section is rewritten when that kernel is run again with `--record`. The \
+         `service_` tests are left out: they drive Prometheus, rsyslog, logrotate and podman, \
+         which the guest lacks, and what they check does not depend on the kernel (the host \
+         suite runs them).\n",
     );
     let commit = commit();
     for s in &SERIES {
