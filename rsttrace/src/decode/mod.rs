@@ -82,6 +82,33 @@ pub struct CapturedReset {
     pub peer_ttl: Option<u8>,
 }
 
+impl CapturedReset {
+    /// A reset known only from its segment: no socket, owner or task
+    /// (a firewall's reset; callers fill in what else they know).
+    pub fn socketless(ts_ns: u64, cpu: u32, facts: Facts, conn: Conn, netns: u32) -> Self {
+        CapturedReset {
+            ts_ns,
+            cpu,
+            facts,
+            sk: 0,
+            sock_cookie: None,
+            sock_ino: 0,
+            conn,
+            netns,
+            owner: None,
+            closed_ns: None,
+            context: Context::default(),
+            task: Task {
+                pid: 0,
+                comm: Default::default(),
+            },
+            seg_ttl: None,
+            rst_ttl: None,
+            peer_ttl: None,
+        }
+    }
+}
+
 /// An ICMP error about one of our TCP segments.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IcmpSeen {

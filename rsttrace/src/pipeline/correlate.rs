@@ -215,10 +215,13 @@ impl Correlator {
     /// The received "reset" just before a TCP_ABORT_ON_DATA was the kernel
     /// resetting this same socket: released, marked as such.
     fn release_local_abort(&mut self, sock: Option<SockKey>, out: &mut Vec<Draft>) {
+        let Some(sock) = sock else {
+            return;
+        };
         let found = self
             .held
             .iter()
-            .find(|(_, h)| sock.is_some() && SockKey::of(&h.draft) == sock && h.may_be_local_abort)
+            .find(|(_, h)| h.may_be_local_abort && SockKey::of(&h.draft) == Some(sock))
             .map(|(&id, _)| id);
         if let Some(id) = found {
             let mut h = self.held.remove(&id).expect("found above");

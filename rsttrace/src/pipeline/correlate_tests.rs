@@ -4,10 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
-use crate::{
-    classify::{classify, Facts},
-    model::conn::Task,
-};
+use crate::classify::{classify, Facts};
 
 const SK: u64 = 0xffff_8880_1234_5600;
 
@@ -25,24 +22,9 @@ fn received_reset(sk: u64, conn: Conn) -> Draft {
     Draft {
         class: classify(&facts),
         ev: CapturedReset {
-            ts_ns: 1,
-            cpu: 0,
-            facts,
             sk,
-            sock_cookie: None,
             sock_ino: 7,
-            conn,
-            netns: 1,
-            owner: None,
-            closed_ns: None,
-            context: Default::default(),
-            task: Task {
-                pid: 0,
-                comm: Default::default(),
-            },
-            seg_ttl: None,
-            rst_ttl: None,
-            peer_ttl: None,
+            ..CapturedReset::socketless(1, 0, facts, conn, 1)
         },
         delivered: None,
         other_end: None,

@@ -10,7 +10,6 @@ use crate::{
     decode::{CapturedReset, ErrorReport, FirewallVerdict, IcmpSeen, StrayReset, Verdict},
     enrich::owner::Lookup,
     model::{
-        conn::Task,
         failure::{icmp_errno, Failure, FailureKind},
         stray::Stray,
         Record,
@@ -63,26 +62,7 @@ impl Pipeline {
             firewall: true,
             ..Facts::bare(Direction::Sent)
         };
-        let ev = CapturedReset {
-            ts_ns: v.ts_ns,
-            cpu: v.cpu,
-            facts,
-            sk: 0,
-            sock_cookie: None,
-            sock_ino: 0,
-            conn: v.conn,
-            netns: v.netns,
-            owner: None,
-            closed_ns: None,
-            context: Default::default(),
-            task: Task {
-                pid: 0,
-                comm: Default::default(),
-            },
-            seg_ttl: None,
-            rst_ttl: None,
-            peer_ttl: None,
-        };
+        let ev = CapturedReset::socketless(v.ts_ns, v.cpu, facts, v.conn, v.netns);
         self.on_reset(ev, now);
     }
 

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{doctor, require_root};
+use crate::harness::{as_nobody, doctor, require_root};
 
 const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
 
@@ -101,19 +101,7 @@ fn doctor_text_has_a_fix_for_what_is_missing() {
 #[test]
 fn doctor_names_missing_capabilities() {
     require_root();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-            TRACER,
-            "doctor",
-            "--format",
-            "json",
-        ])
+    let out = as_nobody(&[], &["doctor", "--format", "json"])
         .output()
         .expect("setpriv (util-linux)");
     assert_eq!(

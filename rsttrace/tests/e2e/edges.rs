@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::harness::{port, require_root, wait_timeout, Netns};
+use crate::harness::{as_nobody, port, require_root, wait_timeout, Netns};
 
 const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
 
@@ -60,15 +60,7 @@ fn bad_values() {
 fn not_root() {
     require_root();
     // An unprivileged user with no capabilities at all.
-    let (code, stderr) = run(Command::new("setpriv").args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--",
-        TRACER,
-    ]));
+    let (code, stderr) = run(&mut as_nobody(&[], &[]));
     assert_eq!(code, Some(1));
     assert_one_error_line(&stderr, "needs root");
 }

@@ -20,6 +20,31 @@ use serde_json::Value;
 pub const PREFIX: &str = "rsttrace-t-";
 const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
 
+/// The `nobody` user's uid and gid.
+pub const NOBODY: &str = "65534";
+
+/// `setpriv` running rsttrace as nobody with just `caps` (setpriv's
+/// names: `bpf`, `perfmon`...; none for an empty list).
+pub fn as_nobody(caps: &[String], args: &[&str]) -> Command {
+    let set = std::iter::once("-all".to_string())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={NOBODY}"),
+        &format!("--regid={NOBODY}"),
+        "--clear-groups",
+        &format!("--inh-caps={set}"),
+        &format!("--ambient-caps={set}"),
+        &format!("--bounding-set={set}"),
+        "--",
+        TRACER,
+    ]);
+    cmd.args(args);
+    cmd
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(

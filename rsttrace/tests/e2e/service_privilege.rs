@@ -3,17 +3,14 @@
 //! only what it still needs once attached, and names a missing
 //! capability in one line.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::{
-    harness::{port, Netns, Tracer},
+    harness::{as_nobody, port, Netns, Tracer, NOBODY},
     real::repo,
     resets::connection,
     sockets::set_linger,
 };
-
-const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
-const NOBODY: &str = "65534";
 
 /// The unit's AmbientCapabilities, as setpriv names them (`bpf`, ...).
 fn unit_caps() -> Vec<String> {
@@ -32,27 +29,6 @@ fn unit_caps() -> Vec<String> {
         .collect();
     assert!(caps.len() >= 2, "{line}");
     caps
-}
-
-/// `setpriv` running rsttrace as nobody with just `caps`.
-fn as_nobody(caps: &[String], args: &[&str]) -> Command {
-    let set = std::iter::once("-all".to_string())
-        .chain(caps.iter().map(|c| format!("+{c}")))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        &format!("--reuid={NOBODY}"),
-        &format!("--regid={NOBODY}"),
-        "--clear-groups",
-        &format!("--inh-caps={set}"),
-        &format!("--ambient-caps={set}"),
-        &format!("--bounding-set={set}"),
-        "--",
-        TRACER,
-    ]);
-    cmd.args(args);
-    cmd
 }
 
 fn cap_bit(name: &str) -> u32 {
