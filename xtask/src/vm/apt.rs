@@ -71,6 +71,8 @@ impl Archive {
         println!("vm: installing {}", missing.join(" "));
         let _guard = NoServiceStarts::new()?;
         // --no-remove: never take packages away from the machine to make room.
+        // -t: a package taken from backports needs its dependencies from
+        // there too (qemu-system-x86 wants backports' qemu-system-common).
         status(
             self.apt("apt-get")
                 .args([
@@ -79,6 +81,8 @@ impl Archive {
                     "-qq",
                     "--no-install-recommends",
                     "--no-remove",
+                    "-t",
+                    "bookworm-backports",
                 ])
                 .args(&missing),
         )
