@@ -9,7 +9,9 @@
 #   --with-tests  also install the real programs the tests start: Prometheus (and
 #                 promtool), rsyslog, logrotate, podman with runc, busybox-static (a
 #                 container image built offline), iptables, bpftool, systemd-analyze
-#   --with-bench  also install bpftrace and tcpdump, which the benchmark compares against
+#   --with-bench  also install what the benchmark runs: bpftrace and tcpdump (the
+#                 tracers it compares against), bpftool (per-program costs), and
+#                 nginx-light, apache2-utils (ab) and wrk (ordinary traffic)
 set -euo pipefail
 
 BPF_LINKER_VERSION=0.13.0
@@ -19,7 +21,7 @@ for arg in "$@"; do
   case "$arg" in
     --with-tests)
       PKGS+=(prometheus rsyslog logrotate podman runc busybox-static iptables bpftool systemd util-linux curl) ;;
-    --with-bench) PKGS+=(bpftrace tcpdump) ;;
+    --with-bench) PKGS+=(bpftrace tcpdump bpftool nginx-light apache2-utils wrk) ;;
     *) echo "bootstrap: error: unknown option $arg" >&2; exit 2 ;;
   esac
 done

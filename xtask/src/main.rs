@@ -12,6 +12,7 @@
 //!   under qemu (opt-in)
 
 mod bench;
+mod retry;
 mod storm;
 mod vm;
 
@@ -72,6 +73,15 @@ enum Task {
     /// The benchmark's load: SYNs to a closed loopback port (run in a namespace).
     #[command(hide = true)]
     Storm {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
+    /// The benchmark's retry storm: real sockets connecting to a closed
+    /// loopback port (run in a namespace); prints the attempts.
+    #[command(hide = true)]
+    Retry {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
         #[arg(long)]
@@ -275,6 +285,11 @@ fn main() -> ExitCode {
         Task::Storm { seconds, cpu } => storm::run(std::time::Duration::from_secs(seconds), cpu)
             .map(|sent| {
                 println!("{sent}");
+                ExitCode::SUCCESS
+            }),
+        Task::Retry { seconds, cpu } => retry::run(std::time::Duration::from_secs(seconds), cpu)
+            .map(|attempts| {
+                println!("{attempts}");
                 ExitCode::SUCCESS
             }),
         Task::Throughput { seconds } => {

@@ -1,11 +1,15 @@
-//! `cargo xtask bench`: a reset storm (see `storm.rs`) and a bulk transfer
-//! (`throughput.rs`), each measured with no tracer and with each tracer
+//! `cargo xtask bench`: the loads users run (`load.rs`: short connections
+//! and keep-alive requests to nginx, a retry storm, a raw SYN storm, a
+//! bulk transfer), each measured with no tracer and with each tracer
 //! variant (`variants.rs`), interleaved (`schedule.rs`), with the tracers'
-//! in-kernel cost and map memory (`stats.rs`).  `report.rs` writes the
-//! tables; docs/benchmark.md explains what each column measures.
+//! in-kernel cost per program and map memory (`stats.rs`).  `report.rs`
+//! writes the tables; docs/benchmark.md explains what each column measures.
 
 mod guard;
+mod load;
 mod measure;
+mod netns;
+mod nginx;
 mod report;
 mod schedule;
 mod stats;
@@ -14,12 +18,14 @@ pub mod throughput;
 mod tracer;
 mod variants;
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
 use crate::{bootstrap, cmd, root, status};
-use measure::{Env, Load};
+use load::Load;
+use measure::Env;
+use netns::Netns;
 use schedule::Step;
 use variants::{Choice, Variant};
 
@@ -31,10 +37,10 @@ pub struct Args {
     /// Rounds; each runs every variant once, each after a no-tracer run.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Only these variants (rsttrace, rsttrace-unpinned, rsttrace-storm,
-    /// rsttrace-perf, rsttrace-lean, rsttrace-metrics, bpftrace, tcpdump,
-    /// throughput-rsttrace, throughput-rsttrace-no-path); the no-tracer
-    /// baseline always runs.
+    /// Only these variants (see `variants.rs`: short-rsttrace,
+    /// keepalive-rsttrace, retry-rsttrace, retry-rsttrace-storm, rsttrace,
+    /// rsttrace-storm, bpftrace, tcpdump, throughput-rsttrace, ...); the
+    /// no-tracer baseline of each load chosen always runs.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// rsttrace's --transport for the rsttrace variants that do not set
@@ -49,7 +55,7 @@ pub struct Args {
     record: bool,
     /// Where --record writes (relative to the workspace root).
     #[arg(long, default_value = "docs/benchmark.md")]
-    out: PathBuf,
+    out: std::path::PathBuf,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -67,35 +73,59 @@ pub fn run(args: &Args) -> Result<()> {
         transport: args.transport.as_deref(),
     };
     let has_option = |o: &str| help.contains(o);
-    let storm = variants::select(variants::STORM, &choice, has_option);
-    let throughput = variants::select(variants::THROUGHPUT, &choice, has_option);
+    let plan: Vec<(Load, Vec<Variant>)> = Load::ALL
+        .iter()
+        .map(|&load| (load, variants::select(load, &choice, has_option)))
+        .filter(|(_, vs)| !vs.is_empty())
+        .collect();
 
     guard::catch_interrupts();
     let netns = Netns::new()?;
-    let env = Env {
+    let mut env = Env {
         netns: netns.0.clone(),
         rsttrace,
         seconds: args.seconds,
+        url: None,
     };
+    // One nginx for the loads that fetch pages, for the whole run.
+    let nginx = plan
+        .iter()
+        .any(|(l, _)| l.needs_nginx())
+        .then(|| {
+            nginx::Nginx::start(
+                &netns.0,
+                root().join(format!("target/bench/nginx-{}", std::process::id())),
+            )
+        })
+        .transpose()?;
+    env.url = nginx.as_ref().map(nginx::Nginx::url);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
         .trim()
         .to_string();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!(
-        "bench: {} s loads, {} rounds, kernel {kernel}, {cpus} CPUs; storm on CPU 0",
+        "bench: {} s loads, {} rounds, kernel {kernel}, {cpus} CPUs; loads on CPU 0",
         args.seconds, args.rounds
     );
     let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let mut tables = vec![];
+    for (load, variants) in &plan {
+        eprintln!("bench: {}", load.title());
+        tables.push((*load, run_table(&env, *load, variants, args.rounds)?));
+    }
+    let any_rsttrace = plan
+        .iter()
+        .any(|(_, vs)| vs.iter().any(Variant::is_rsttrace));
     let report = report::Report {
         command: format!("cargo xtask {command}"),
-        storm: run_table(&env, Load::Storm, &storm, args.rounds)?,
-        throughput: run_table(&env, Load::Throughput, &throughput, args.rounds)?,
-        idle: idle(&env, &storm, args.idle_seconds)?,
+        tables,
+        idle: idle(&env, any_rsttrace, args.idle_seconds)?,
         kernel,
         cpus,
         rounds: args.rounds,
         seconds: args.seconds,
     };
+    drop(nginx);
     println!("\n{}", report::render(&report));
     if args.record {
         let path = root().join(&args.out);
@@ -126,15 +156,7 @@ fn rsttrace_help(rsttrace: &std::path::Path) -> Result<String> {
 }
 
 /// Every step of the schedule, then the figures per variant.
-fn run_table(
-    env: &Env,
-    load: Load,
-    variants: &[Variant],
-    rounds: usize,
-) -> Result<Option<summary::Table>> {
-    if variants.is_empty() {
-        return Ok(None);
-    }
+fn run_table(env: &Env, load: Load, variants: &[Variant], rounds: usize) -> Result<summary::Table> {
     let plan = schedule::schedule(variants.len(), rounds);
     let mut samples = Vec::with_capacity(plan.len());
     for &(round, step) in &plan {
@@ -155,7 +177,7 @@ fn run_table(
     let steps: Vec<Step> = plan.into_iter().map(|(_, s)| s).collect();
     let mut table = summary::collect(variants, &steps, samples);
     costs(env, load, &mut table)?;
-    Ok(Some(table))
+    Ok(table)
 }
 
 /// One more run of each variant with BPF run-time statistics on, for the
@@ -194,46 +216,11 @@ fn warn_if_moved(samples: &[measure::Sample], plan: &[(usize, Step)], now: &meas
 }
 
 /// rsttrace's CPU use while nothing happens, when rsttrace was measured.
-fn idle(env: &Env, storm: &[Variant], seconds: u64) -> Result<Option<(f64, u64)>> {
-    if seconds == 0 || !storm.iter().any(Variant::is_rsttrace) {
+fn idle(env: &Env, measured: bool, seconds: u64) -> Result<Option<(f64, u64)>> {
+    if seconds == 0 || !measured {
         return Ok(None);
     }
     let share = measure::idle_cpu(&env.rsttrace, seconds);
     guard::check()?;
     Ok(Some((share?, seconds)))
-}
-
-/// The bench's network namespace, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Result<Self> {
-        remove_stale_namespaces();
-        let name = format!("rsttrace-bench-{}", std::process::id());
-        status(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = Netns(name);
-        status(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]))?;
-        Ok(ns)
-    }
-}
-
-/// Namespaces of bench runs that ended without cleaning up (a second Ctrl-C).
-fn remove_stale_namespaces() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
-        let Some(pid) = name.strip_prefix("rsttrace-bench-") else {
-            continue;
-        };
-        if !std::path::Path::new("/proc").join(pid).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }

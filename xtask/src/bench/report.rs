@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use super::{
-    measure::{Load, Sample},
+    load::Load,
+    measure::Sample,
     summary::{baseline_drift, Runs, Summary, Table},
 };
 
@@ -16,8 +17,8 @@ pub struct Report {
     pub cpus: usize,
     pub rounds: usize,
     pub seconds: u64,
-    pub storm: Option<Table>,
-    pub throughput: Option<Table>,
+    /// One table per load, in the order run.
+    pub tables: Vec<(Load, Table)>,
     /// rsttrace's share of a CPU with no resets, and over how many seconds.
     pub idle: Option<(f64, u64)>,
 }
@@ -72,18 +73,18 @@ are not BPF maps and are not in the maps column.
 
 pub fn render(r: &Report) -> String {
     let mut s = format!(
-        "`{}`: kernel {}, {} CPUs; {} rounds of {} s. Storm on CPU 0.\n\n",
+        "`{}`: kernel {}, {} CPUs; {} rounds of {} s. Loads on CPU 0.\n",
         r.command, r.kernel, r.cpus, r.rounds, r.seconds
     );
-    if let Some(t) = &r.storm {
-        s += &storm_table(t);
-        s += &program_notes(t);
-        s += &drift_line(t, Load::Storm);
-    }
-    if let Some(t) = &r.throughput {
-        s += "\n";
-        s += &throughput_table(t);
-        s += &drift_line(t, Load::Throughput);
+    for (load, t) in &r.tables {
+        let _ = write!(s, "\n### {}\n\n", load.title());
+        s += &if *load == Load::Throughput {
+            throughput_table(t)
+        } else {
+            load_table(*load, t)
+        };
+        s += &drift_line(t, *load);
+        s += &program_tables(*load, t);
     }
     if let Some((share, seconds)) = r.idle {
         let _ = writeln!(
@@ -100,37 +101,45 @@ pub fn document(r: &Report) -> String {
     format!(
         "# Benchmark\n\n<!-- Written by `cargo xtask bench --record`; rerun it to refresh. -->\n\n\
          Reproduce (as root): `cargo xtask bench` (add `--record` to rewrite this file; \
-         `--transport perf` runs the rsttrace variants over perf buffers). Every figure below \
-         comes from one run.\n\n{}\n{METHOD}",
+         `--only NAME,...` runs some variants; `--transport perf` runs the rsttrace variants \
+         over perf buffers). Every figure below comes from one run.\n\n{}\n{METHOD}",
         render(r)
     )
 }
 
-fn storm_table(t: &Table) -> String {
-    let mut s = String::from(
-        "| tracer | resets/s | vs no tracer | reported / kernel count | lost | CPU per event | in-kernel per reset | peak RSS | BPF maps |\n\
+fn load_table(load: Load, t: &Table) -> String {
+    let per = if load.resets() { "record" } else { load.unit() };
+    let mut s = format!(
+        "| tracer | {} | vs no tracer | reported / kernel resets | lost | tracer CPU per {per} | BPF per {} | peak RSS | BPF maps |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        load.rate_unit(),
+        load.unit()
     );
     let base = Summary::of(t.baseline.iter().map(|b| b.rate));
+    let kernel_base: u64 = t.baseline.iter().map(|b| b.work.kernel_resets).sum();
     let _ = writeln!(
         s,
-        "| no tracer | {} | - | - | - | - | - | - | - |",
+        "| no tracer | {} | - | - / {kernel_base} | - | - | - | - | - |",
         range(base, 0)
     );
     for r in &t.runs {
         let reported = r.total(|m| usage(m).reported);
-        let kernel = r.total(|m| m.count);
+        let kernel = r.total(|m| m.work.kernel_resets);
         let cpu: f64 = r.samples.iter().map(|m| usage(m).cpu_s).sum();
+        let units = if load.resets() {
+            reported
+        } else {
+            r.total(|m| m.work.units)
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {reported} / {kernel} ({:.4}) | {} | {:.2} µs | {} | {} | {} |",
+            "| {} | {} | {} | {reported} / {kernel} | {} | {:.2} µs | {} | {} | {} |",
             r.variant.what,
             range(r.rate(), 0),
             range(r.ratio(), 2),
-            reported as f64 / kernel.max(1) as f64,
             r.total(|m| usage(m).lost),
-            cpu * 1e6 / reported.max(1) as f64,
-            in_kernel_per_event(r),
+            cpu * 1e6 / units.max(1) as f64,
+            bpf_per_unit(r),
             mib(r.peak(|m| usage(m).max_rss_kib) * 1024),
             maps(r),
         );
@@ -140,23 +149,19 @@ fn storm_table(t: &Table) -> String {
 
 fn throughput_table(t: &Table) -> String {
     let mut s = String::from(
-        "| traffic | Gbit/s | vs no tracer | in-kernel BPF time | peak RSS | BPF maps |\n\
+        "| tracer | Gbit/s | vs no tracer | in-kernel BPF time | peak RSS | BPF maps |\n\
          |---|---:|---:|---:|---:|---:|\n",
     );
     let base = Summary::of(t.baseline.iter().map(|b| b.rate));
-    let _ = writeln!(
-        s,
-        "| throughput: no tracer | {} | - | - | - | - |",
-        range(base, 2)
-    );
+    let _ = writeln!(s, "| no tracer | {} | - | - | - | - |", range(base, 2));
     for r in &t.runs {
         let share = r.per_costed(|m| {
             let ns = usage(m).bpf.run_time_ns;
-            (ns > 0).then(|| ns as f64 / (m.elapsed_s * 1e9) * 100.0)
+            (ns > 0).then(|| ns as f64 / (m.work.seconds * 1e9) * 100.0)
         });
         let _ = writeln!(
             s,
-            "| throughput: {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             r.variant.what,
             range(r.rate(), 2),
             range(r.ratio(), 2),
@@ -168,33 +173,49 @@ fn throughput_table(t: &Table) -> String {
     s
 }
 
-/// The reset programs alone, per run of the program.
-fn program_notes(t: &Table) -> String {
-    let per_variant: Vec<String> = t
-        .runs
-        .iter()
-        .filter_map(|r| {
-            let per_run = r.per_costed(|m| {
-                let b = usage(m).bpf;
-                (b.reset_run_cnt > 0).then(|| b.reset_run_time_ns as f64 / b.reset_run_cnt as f64)
-            })?;
-            Some(format!("{} {:.0}", r.variant.name, per_run.median))
-        })
-        .collect();
-    if per_variant.is_empty() {
-        return String::new();
+/// Per program of each rsttrace variant, from its run with statistics on:
+/// how often it ran per unit of work, and what a run cost.
+fn program_tables(load: Load, t: &Table) -> String {
+    let mut s = String::new();
+    for r in t.runs.iter().filter(|r| r.variant.is_rsttrace()) {
+        let Some(m) = r.costed.first() else { continue };
+        let b = usage(m).bpf;
+        let units = m.work.units.max(1) as f64;
+        if b.programs.is_empty() || load == Load::Throughput {
+            continue;
+        }
+        let _ = write!(
+            s,
+            "\n`{}`, BPF programs per {} ({} {}s in the run with statistics on; {:.0} ns per {} in all):\n\n\
+             | program | runs per {} | ns per run | ns per {} |\n|---|---:|---:|---:|\n",
+            r.variant.name,
+            load.unit(),
+            m.work.units,
+            load.unit(),
+            b.run_time_ns as f64 / units,
+            load.unit(),
+            load.unit(),
+            load.unit(),
+        );
+        for p in &b.programs {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {:.0} | {:.0} |",
+                p.name,
+                p.run_cnt as f64 / units,
+                p.run_time_ns as f64 / p.run_cnt.max(1) as f64,
+                p.run_time_ns as f64 / units,
+            );
+        }
     }
-    format!(
-        "\nThe reset tracepoint programs alone, ns per run (median): {}.\n",
-        per_variant.join(", ")
-    )
+    s
 }
 
 fn drift_line(t: &Table, load: Load) -> String {
     baseline_drift(&t.baseline).map_or(String::new(), |d| {
         format!(
             "\nNo-tracer runs ({}): consecutive ones differ by up to {:.1}%.\n",
-            load.unit(),
+            load.rate_unit(),
             d * 100.0
         )
     })
@@ -204,10 +225,11 @@ fn usage(m: &Sample) -> super::measure::TracerUsage {
     m.tracer.clone().unwrap_or_default()
 }
 
-fn in_kernel_per_event(r: &Runs) -> String {
+/// All of the tracer's BPF run time per unit of work (statistics run).
+fn bpf_per_unit(r: &Runs) -> String {
     let ns = r.per_costed(|m| {
         let ns = usage(m).bpf.run_time_ns;
-        (ns > 0 && m.count > 0).then(|| ns as f64 / m.count as f64)
+        (m.work.units > 0).then(|| ns as f64 / m.work.units as f64)
     });
     ns.map_or("-".into(), |n| format!("{:.0} ns", n.median))
 }
@@ -243,21 +265,21 @@ fn range(s: Option<Summary>, decimals: usize) -> String {
 /// One line per measurement, on stderr while the run goes.
 pub fn progress(round: usize, name: &str, load: Load, m: &Sample) -> String {
     let mut s = format!(
-        "  round {} {:<20} {:>10.2} {}",
+        "  round {} {:<22} {:>10.2} {}",
         round + 1,
         name,
         m.rate,
-        load.unit()
+        load.rate_unit()
     );
     let Some(u) = &m.tracer else {
         return s;
     };
-    if load == Load::Storm {
-        let _ = write!(s, "  reported {}/{}  lost {}", u.reported, m.count, u.lost);
-    }
     let _ = write!(
         s,
-        "  cpu {:.2}s  rss {}  bpf {} ns / {} runs, maps {}",
+        "  reported {}/{}  lost {}  cpu {:.2}s  rss {}  bpf {} ns / {} runs, maps {}",
+        u.reported,
+        m.work.kernel_resets,
+        u.lost,
         u.cpu_s,
         mib(u.max_rss_kib * 1024),
         u.bpf.run_time_ns,

@@ -12,18 +12,34 @@ use std::{collections::BTreeSet, process::Command};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// One program's runs and run time over a measurement.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgCost {
+    pub name: String,
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BpfUsage {
-    pub programs: usize,
-    /// Summed over the tracer's programs since they were loaded.
+    /// The tracer's programs that ran during the load, busiest first.
+    pub programs: Vec<ProgCost>,
+    /// Summed over the tracer's programs during the load.
     pub run_time_ns: u64,
     pub run_cnt: u64,
-    /// The same, for the programs on the reset tracepoints only.
+    /// The same, for the programs on the reset hooks only.
     pub reset_run_time_ns: u64,
     pub reset_run_cnt: u64,
     pub maps: usize,
     /// `bytes_memlock` summed over the tracer's maps.
     pub map_bytes: u64,
+}
+
+/// The tracer's BPF objects and their statistics at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    progs: Vec<Object>,
+    maps: Vec<Object>,
 }
 
 /// The BPF objects a process holds open.
@@ -34,7 +50,7 @@ struct Held {
 }
 
 /// One entry of `bpftool prog show -j` or `bpftool map show -j`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Object {
     id: u64,
     name: String,
@@ -45,14 +61,56 @@ struct Object {
 }
 
 /// The BPF programs and maps of process `pid`, read while it runs.
-pub fn usage(pid: u32) -> Result<BpfUsage> {
+pub fn snapshot(pid: u32) -> Result<Snapshot> {
     let held = held_by(pid)?;
     if held.progs.is_empty() && held.maps.is_empty() {
-        return Ok(BpfUsage::default());
+        return Ok(Snapshot::default());
     }
+    let mine =
+        |o: &Object, ids: &BTreeSet<u64>| ids.contains(&o.id) || o.pids.contains(&u64::from(pid));
     let progs = parse_objects(&bpftool(&["prog", "show", "-j"])?)?;
     let maps = parse_objects(&bpftool(&["map", "show", "-j"])?)?;
-    Ok(sum(&progs, &maps, &held, u64::from(pid)))
+    Ok(Snapshot {
+        progs: progs.into_iter().filter(|o| mine(o, &held.progs)).collect(),
+        maps: maps.into_iter().filter(|o| mine(o, &held.maps)).collect(),
+    })
+}
+
+/// What ran between two snapshots of the same tracer.
+pub fn usage(before: &Snapshot, after: &Snapshot) -> BpfUsage {
+    let mut u = BpfUsage::default();
+    for p in &after.progs {
+        let (cnt0, time0) = before
+            .progs
+            .iter()
+            .find(|b| b.id == p.id)
+            .map_or((0, 0), |b| (b.run_cnt, b.run_time_ns));
+        let cost = ProgCost {
+            name: p.name.clone(),
+            run_cnt: p.run_cnt.saturating_sub(cnt0),
+            run_time_ns: p.run_time_ns.saturating_sub(time0),
+        };
+        u.run_time_ns += cost.run_time_ns;
+        u.run_cnt += cost.run_cnt;
+        if is_reset_program(&cost.name) {
+            u.reset_run_time_ns += cost.run_time_ns;
+            u.reset_run_cnt += cost.run_cnt;
+        }
+        if cost.run_cnt > 0 {
+            u.programs.push(cost);
+        }
+    }
+    u.programs
+        .sort_by(|a, b| b.run_time_ns.cmp(&a.run_time_ns).then(a.name.cmp(&b.name)));
+    u.maps = after.maps.len();
+    u.map_bytes = after.maps.iter().map(|m| m.bytes_memlock).sum();
+    u
+}
+
+/// The programs that see resets themselves (sent or received), as
+/// opposed to bookkeeping on other events.
+fn is_reset_program(name: &str) -> bool {
+    name.contains("reset")
 }
 
 fn bpftool(args: &[&str]) -> Result<String> {
@@ -125,25 +183,6 @@ fn parse_objects(json: &str) -> Result<Vec<Object>> {
         .collect()
 }
 
-fn sum(progs: &[Object], maps: &[Object], held: &Held, pid: u64) -> BpfUsage {
-    let mine = |o: &&Object, ids: &BTreeSet<u64>| ids.contains(&o.id) || o.pids.contains(&pid);
-    let mut u = BpfUsage::default();
-    for p in progs.iter().filter(|p| mine(p, &held.progs)) {
-        u.programs += 1;
-        u.run_time_ns += p.run_time_ns;
-        u.run_cnt += p.run_cnt;
-        if p.name.contains("reset") {
-            u.reset_run_time_ns += p.run_time_ns;
-            u.reset_run_cnt += p.run_cnt;
-        }
-    }
-    for m in maps.iter().filter(|m| mine(m, &held.maps)) {
-        u.maps += 1;
-        u.map_bytes += m.bytes_memlock;
-    }
-    u
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,24 +242,38 @@ mod tests {
     }
 
     #[test]
-    fn sums_what_the_process_holds() {
+    fn usage_is_the_difference_per_program() {
         let progs = parse_objects(PROGS).unwrap();
         let maps = parse_objects(MAPS).unwrap();
-        let mut h = held();
-        h.progs.insert(2735);
-        h.maps.insert(2684);
-        let u = sum(&progs, &maps, &h, 17478);
+        let h = held();
+        let pick = |all: &[Object], ids: &BTreeSet<u64>| -> Vec<Object> {
+            all.iter()
+                .filter(|o| ids.contains(&o.id))
+                .cloned()
+                .collect()
+        };
+        let before = Snapshot {
+            progs: pick(&progs, &h.progs),
+            maps: pick(&maps, &h.maps),
+        };
+        let mut after = before.clone();
+        after.progs[0].run_cnt += 10;
+        after.progs[0].run_time_ns += 5000;
+        after.progs[1].run_cnt += 2;
+        after.progs[1].run_time_ns += 9000;
+        let u = usage(&before, &after);
+        assert_eq!(u.run_cnt, 12);
+        assert_eq!(u.run_time_ns, 14000);
+        assert_eq!((u.reset_run_cnt, u.reset_run_time_ns), (12, 14000));
         assert_eq!(
-            u,
-            BpfUsage {
-                programs: 4,
-                run_time_ns: 26720 + 28894 + 9654 + 7,
-                run_cnt: 5,
-                reset_run_time_ns: 26720 + 28894,
-                reset_run_cnt: 2,
-                maps: 2,
-                map_bytes: 8433992 + 11010944,
-            }
+            u.programs
+                .iter()
+                .map(|p| (p.name.as_str(), p.run_cnt))
+                .collect::<Vec<_>>(),
+            [("tcp_receive_reset", 2), ("tcp_send_reset", 10)]
         );
+        assert_eq!((u.maps, u.map_bytes), (1, 8433992));
+        // A program that did not run is not listed.
+        assert!(usage(&before, &before).programs.is_empty());
     }
 }

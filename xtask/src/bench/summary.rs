@@ -138,7 +138,7 @@ mod tests {
             only: &["rsttrace".into(), "tcpdump".into()],
             transport: None,
         };
-        let vs = variants::select(variants::STORM, &choice, |_| false);
+        let vs = variants::select(super::super::load::Load::SynStorm, &choice, |_| false);
         let steps: Vec<Step> = super::super::schedule::schedule(2, 2)
             .into_iter()
             .map(|(_, s)| s)

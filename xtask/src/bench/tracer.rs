@@ -89,7 +89,7 @@ fn pin_this_thread(cpu: usize) {
     }
 }
 
-fn pin(cmd: &mut Command, cpu: usize) {
+pub fn pin(cmd: &mut Command, cpu: usize) {
     // SAFETY: sched_setaffinity is async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {

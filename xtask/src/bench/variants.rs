@@ -1,7 +1,9 @@
-//! What the benchmark compares: one table row per tracer variant.  Adding a
-//! variant is adding a row; the no-tracer baseline is not a row, it runs
-//! before every variant (see `schedule.rs`).
+//! What the benchmark compares: one table row per load and tracer
+//! variant.  Adding a variant is adding a row; the no-tracer baseline is
+//! not a row, it runs before every variant of its load (see
+//! `schedule.rs`).
 
+use super::load::Load::{self, KeepAlive, RetryStorm, ShortConns, SynStorm, Throughput};
 use Pin::{Cpu1, Free};
 use Tracer::{Bpftrace, Rsttrace, Tcpdump};
 
@@ -27,6 +29,7 @@ pub enum Pin {
 
 pub struct Row {
     pub name: &'static str,
+    pub load: Load,
     pub tracer: Tracer,
     pub pin: Pin,
     /// Only run when `rsttrace --help` lists this option.
@@ -35,30 +38,33 @@ pub struct Row {
     pub note: &'static str,
 }
 
-/// The reset storm, measured as resets per second.
-#[rustfmt::skip]
-pub const STORM: &[Row] = &[
-    Row { name: "rsttrace",          tracer: Rsttrace(&["--format", "json"]),                        pin: Cpu1, needs: None,              note: "per event, stdout through a pipe" },
-    Row { name: "rsttrace-unpinned", tracer: Rsttrace(&["--format", "json"]),                        pin: Free, needs: None,              note: "per event, as on a busy host" },
-    Row { name: "rsttrace-storm",    tracer: Rsttrace(&["--format", "json", "--storm", "auto"]),     pin: Cpu1, needs: None,              note: "counted in the kernel during storms" },
-    Row { name: "rsttrace-perf",     tracer: Rsttrace(&["--format", "json", "--transport", "perf"]), pin: Cpu1, needs: None,              note: "per event over perf buffers" },
-    Row { name: "rsttrace-lean",     tracer: Rsttrace(&["--format", "json", "--no-firewall", "--no-path-check"]), pin: Cpu1, needs: None, note: "per event, without the firewall and receive-path hooks" },
-    Row { name: "rsttrace-metrics",  tracer: Rsttrace(&["--format", "json", "--metrics", "127.0.0.1:0"]), pin: Cpu1, needs: Some("--metrics"), note: "per event, with the metrics endpoint" },
-    Row { name: "bpftrace",          tracer: Bpftrace,                                               pin: Cpu1, needs: None,              note: "reported count is host-wide" },
-    Row { name: "tcpdump",           tracer: Tcpdump,                                                pin: Cpu1, needs: None,              note: "" },
-];
+const JSON: &[&str] = &["--format", "json"];
 
-/// Ordinary traffic (a bulk transfer over loopback), measured in Gbit/s.
+/// Every row, by load.  The storms pin the tracer beside the load's CPU;
+/// the nginx loads use both CPUs, and the tracer runs where it may.
 #[rustfmt::skip]
-pub const THROUGHPUT: &[Row] = &[
-    Row { name: "throughput-rsttrace", tracer: Rsttrace(&["--format", "json"]), pin: Free, needs: None, note: "" },
-    Row { name: "throughput-rsttrace-no-path", tracer: Rsttrace(&["--format", "json", "--no-path-check"]), pin: Free, needs: None, note: "without the receive-path hook" },
+pub const ROWS: &[Row] = &[
+    Row { name: "short-rsttrace",     load: ShortConns, tracer: Rsttrace(JSON), pin: Free, needs: None, note: "no resets" },
+    Row { name: "keepalive-rsttrace", load: KeepAlive,  tracer: Rsttrace(JSON), pin: Free, needs: None, note: "no resets" },
+    Row { name: "retry-rsttrace",       load: RetryStorm, tracer: Rsttrace(JSON), pin: Cpu1, needs: None, note: "per event" },
+    Row { name: "retry-rsttrace-storm", load: RetryStorm, tracer: Rsttrace(&["--format", "json", "--storm", "auto"]), pin: Cpu1, needs: None, note: "counted in the kernel during storms" },
+    Row { name: "rsttrace",          load: SynStorm, tracer: Rsttrace(JSON),                                    pin: Cpu1, needs: None,              note: "per event, stdout through a pipe" },
+    Row { name: "rsttrace-unpinned", load: SynStorm, tracer: Rsttrace(JSON),                                    pin: Free, needs: None,              note: "per event, as on a busy host" },
+    Row { name: "rsttrace-storm",    load: SynStorm, tracer: Rsttrace(&["--format", "json", "--storm", "auto"]),     pin: Cpu1, needs: None,              note: "counted in the kernel during storms" },
+    Row { name: "rsttrace-perf",     load: SynStorm, tracer: Rsttrace(&["--format", "json", "--transport", "perf"]), pin: Cpu1, needs: None,              note: "per event over perf buffers" },
+    Row { name: "rsttrace-lean",     load: SynStorm, tracer: Rsttrace(&["--format", "json", "--no-firewall", "--no-path-check"]), pin: Cpu1, needs: None, note: "per event, without the firewall and receive-path hooks" },
+    Row { name: "rsttrace-metrics",  load: SynStorm, tracer: Rsttrace(&["--format", "json", "--metrics", "127.0.0.1:0"]), pin: Cpu1, needs: Some("--metrics"), note: "per event, with the metrics endpoint" },
+    Row { name: "bpftrace",          load: SynStorm, tracer: Bpftrace,                                          pin: Cpu1, needs: None,              note: "reported count is host-wide" },
+    Row { name: "tcpdump",           load: SynStorm, tracer: Tcpdump,                                           pin: Cpu1, needs: None,              note: "" },
+    Row { name: "throughput-rsttrace",         load: Throughput, tracer: Rsttrace(JSON), pin: Free, needs: None, note: "" },
+    Row { name: "throughput-rsttrace-no-path", load: Throughput, tracer: Rsttrace(&["--format", "json", "--no-path-check"]), pin: Free, needs: None, note: "without the receive-path hook" },
 ];
 
 /// A row chosen for this run, with its final rsttrace arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variant {
     pub name: &'static str,
+    pub load: Load,
     pub tracer: Tracer,
     /// rsttrace's arguments without `--netns` (empty for other tracers).
     pub args: Vec<String>,
@@ -75,12 +81,12 @@ pub struct Choice<'a> {
     pub transport: Option<&'a str>,
 }
 
-/// The rows to run: filtered by `--only`, rows whose option rsttrace lacks
-/// left out, and rows that became the same command (e.g. `rsttrace` with
-/// `--transport perf` and `rsttrace-perf`) run once.
-pub fn select(rows: &[Row], choice: &Choice, has_option: impl Fn(&str) -> bool) -> Vec<Variant> {
+/// The rows of `load` to run: filtered by `--only`, rows whose option
+/// rsttrace lacks left out, and rows that became the same command (e.g.
+/// `rsttrace` with `--transport perf` and `rsttrace-perf`) run once.
+pub fn select(load: Load, choice: &Choice, has_option: impl Fn(&str) -> bool) -> Vec<Variant> {
     let mut chosen: Vec<Variant> = Vec::new();
-    for row in rows {
+    for row in ROWS.iter().filter(|r| r.load == load) {
         let wanted = choice.only.is_empty() || choice.only.iter().any(|o| o == row.name);
         if !wanted || row.needs.is_some_and(|o| !has_option(o)) {
             continue;
@@ -98,7 +104,7 @@ pub fn select(rows: &[Row], choice: &Choice, has_option: impl Fn(&str) -> bool) 
 
 /// Names `--only` may use.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    STORM.iter().chain(THROUGHPUT).map(|r| r.name)
+    ROWS.iter().map(|r| r.name)
 }
 
 fn variant(row: &Row, transport: Option<&str>) -> Variant {
@@ -126,6 +132,7 @@ fn variant(row: &Row, transport: Option<&str>) -> Variant {
     }
     Variant {
         name: row.name,
+        load: row.load,
         tracer: row.tracer,
         args,
         pin: row.pin,
@@ -157,9 +164,9 @@ mod tests {
             only: &[],
             transport: None,
         };
-        let without = select(STORM, &all, |_| false);
+        let without = select(SynStorm, &all, |_| false);
         assert!(!names_of(&without).contains(&"rsttrace-metrics"));
-        let with = select(STORM, &all, |o| o == "--metrics");
+        let with = select(SynStorm, &all, |o| o == "--metrics");
         assert!(names_of(&with).contains(&"rsttrace-metrics"));
     }
 
@@ -169,7 +176,7 @@ mod tests {
             only: &[],
             transport: Some("perf"),
         };
-        let vs = select(STORM, &perf, |_| false);
+        let vs = select(SynStorm, &perf, |_| false);
         let rst = vs.iter().find(|v| v.name == "rsttrace").unwrap();
         assert_eq!(rst.args, ["--format", "json", "--transport", "perf"]);
         assert!(rst
@@ -194,9 +201,10 @@ mod tests {
             transport: None,
         };
         assert_eq!(
-            names_of(&select(STORM, &choice, |_| true)),
+            names_of(&select(SynStorm, &choice, |_| true)),
             ["rsttrace-storm", "tcpdump"]
         );
-        assert!(select(THROUGHPUT, &choice, |_| true).is_empty());
+        assert!(select(Throughput, &choice, |_| true).is_empty());
+        assert!(select(RetryStorm, &choice, |_| true).is_empty());
     }
 }
