@@ -52,6 +52,9 @@ pub struct Offsets {
     // struct net: ns.inum
     pub net_inum: u32,
     // struct sk_buff
+    /// `skb->len`: the receive path skips packets too long to be a
+    /// handshake segment or a reset without reading them.
+    pub skb_len: u32,
     pub skb_head: u32,
     /// `skb->data` and `skb->protocol`: the receive path reads packets
     /// before their network header offset is set.
@@ -106,6 +109,10 @@ pub struct Config {
     pub tcp_fin_wait1: u8,
     pub tcp_established: u8,
     pub tcp_last_ack: u8,
+    /// The states tcp_time_wait() leaves for CLOSE (our FIN went first).
+    pub tcp_fin_wait2: u8,
+    pub tcp_closing: u8,
+    pub tcp_close: u8,
     /// 1 when `tcp_send_reset` carries `enum sk_rst_reason` (Linux >= 6.10).
     pub send_reset_has_reason: u8,
     /// 1 when `kfree_skb` carries `enum skb_drop_reason` (Linux >= 5.17).
@@ -126,6 +133,26 @@ pub struct Config {
     /// The firewall tracepoints (route lookups, net_dev_queue) run:
     /// kfree_skb's NETFILTER_DROP gives verdicts.
     pub want_firewall_tp: u8,
+    /// 1 when TTLs come from the per-packet receive hook
+    /// (`netif_receive_skb`, kernels without BPF trampolines); 0: from
+    /// the functions that handle handshakes and resets.
+    pub packet_ttls: u8,
+    /// Index of the return value in the fexit context of
+    /// `inet_csk_accept` and `tcp_v{4,6}_syn_recv_sock`: the number of
+    /// arguments, which differs between kernels (BTF says).
+    pub accept_ret_arg: u8,
+    pub syn_recv_ret_arg: u8,
+    /// 1 when `tcp_reset()` takes the reset segment (`sk, skb`; not in
+    /// Debian's 5.10).
+    pub tcp_reset_has_skb: u8,
+    /// Report segments netfilter dropped that no exact hook saw (kfree_skb
+    /// NETFILTER_DROP) as silent drops, where the reply is not matched
+    /// from tracepoints (`want_firewall_tp`).
+    pub want_drops: u8,
+    /// 1 when tracing programs may call `bpf_get_current_task_btf`
+    /// (Linux 5.11+): the running task's fields are then plain loads.
+    pub task_btf: u8,
+    pub _pad2: u8,
     /// Only report events from these network namespaces (0 = unused
     /// slot; all four 0 = every namespace).
     pub netns_filter: [u32; NETNS_FILTER],
@@ -143,9 +170,9 @@ pub struct Config {
 }
 
 // The layout is shared with the eBPF object byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<Offsets>() == 55 * 4);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 56 * 4);
 const _: () = assert!(
-    core::mem::size_of::<Config>() == 55 * 4 + 4 + 16 + 4 * NETNS_FILTER + 4 + 4 + 4 + 4 + 16
+    core::mem::size_of::<Config>() == 56 * 4 + 4 + 28 + 4 * NETNS_FILTER + 4 + 4 + 4 + 4 + 16
 );
 
 impl Config {
@@ -180,6 +207,7 @@ impl Config {
                 file_private_data: ABSENT,
                 inode_ino: ABSENT,
                 net_inum: ABSENT,
+                skb_len: ABSENT,
                 skb_head: ABSENT,
                 skb_data: ABSENT,
                 skb_protocol: ABSENT,
@@ -219,6 +247,9 @@ impl Config {
             tcp_fin_wait1: 0,
             tcp_established: 0,
             tcp_last_ack: 0,
+            tcp_fin_wait2: 0,
+            tcp_closing: 0,
+            tcp_close: 0,
             send_reset_has_reason: 0,
             kfree_skb_has_reason: 0,
             socket_cookie_helper: 0,
@@ -227,6 +258,13 @@ impl Config {
             want_icmp: 0,
             want_stray: 0,
             want_firewall_tp: 0,
+            packet_ttls: 0,
+            accept_ret_arg: 0,
+            syn_recv_ret_arg: 0,
+            tcp_reset_has_skb: 0,
+            want_drops: 0,
+            task_btf: 0,
+            _pad2: 0,
             netns_filter: [0; NETNS_FILTER],
             drop_reason_netfilter: ABSENT,
             reason_not_specified: ABSENT,

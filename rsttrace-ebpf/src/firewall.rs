@@ -2,7 +2,10 @@
 //! never reach the TCP reset code.
 //!
 //! Exact, where kprobes exist: netfilter's own `nf_send_reset` /
-//! `nf_send_reset6` get the rejected segment.
+//! `nf_send_reset6` (resets) and `nf_send_unreach` / `nf_send_unreach6`
+//! (ICMP rejects) get the rejected segment; `kfree_skb` with reason
+//! NETFILTER_DROP of a segment neither saw is a silent drop.  Nothing runs
+//! per packet.
 //!
 //! From tracepoints alone, the reply itself is matched to the segment it
 //! answers, by addresses, ports and sequence numbers (no timing window):
@@ -206,8 +209,9 @@ fn icmp_quotes(r: &Reply, ends: &Endpoints, seg: &SegmentHdr) -> bool {
 }
 
 /// `kfree_skb` with reason NETFILTER_DROP: netfilter dropped a TCP
-/// segment, answered with the pending reply, if any.
-#[inline(always)]
+/// segment, answered with the pending reply, if any.  A subprogram of its
+/// own (see `strays::on_no_socket_drop`), hence the helper reads.
+#[inline(never)]
 pub fn on_netfilter_drop<C: EbpfContext>(ctx: &C, skb: u64) {
     let Some(r) = reply() else {
         return;
@@ -220,10 +224,10 @@ pub fn on_netfilter_drop<C: EbpfContext>(ctx: &C, skb: u64) {
         verdict: VERDICT_DROP,
         ..FirewallEvent::default()
     };
-    // Already reported by nf_send_reset's hook, or not TCP, or a reset.
+    // Already reported by an exact hook, or not TCP, or a reset.
     if exact
-        || conf!(want_firewall_tp) == 0
-        || !read_segment::<Typed>(skb, &mut ev.ends, &mut ev.seg)
+        || (conf!(want_firewall_tp) == 0 && conf!(want_drops) == 0)
+        || !read_segment::<Probed>(skb, &mut ev.ends, &mut ev.seg)
         || ev.seg.tcp_flags & TCP_RST != 0
     {
         r.kind = 0;
@@ -239,7 +243,7 @@ pub fn on_netfilter_drop<C: EbpfContext>(ctx: &C, skb: u64) {
     }
     r.kind = 0;
     r.icmp_skb = 0;
-    send(ctx, skb_netns::<Typed>(skb), &mut ev);
+    send(ctx, skb_netns::<Probed>(skb), &mut ev);
 }
 
 /// `nf_send_reset(net, sk, oldskb, hook)` and `nf_send_reset6` (same
@@ -263,6 +267,50 @@ pub fn nf_send_reset_kprobe(ctx: ProbeContext) -> u32 {
     }
     send(&ctx, skb_netns::<Probed>(skb), &mut ev);
     0
+}
+
+/// `nf_send_unreach(skb_in, code, hook)`: netfilter answers `skb_in` with
+/// ICMP destination unreachable `code`.  Exact.
+#[kprobe]
+pub fn nf_send_unreach_kprobe(ctx: ProbeContext) -> u32 {
+    let (Some(skb), Some(code)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    unreach(&ctx, skb, ICMP_DEST_UNREACH, code as u8);
+    0
+}
+
+/// `nf_send_unreach6(net, skb_in, code, hooknum)`: the same for IPv6.
+#[kprobe]
+pub fn nf_send_unreach6_kprobe(ctx: ProbeContext) -> u32 {
+    let (Some(skb), Some(code)) = (ctx.arg::<u64>(1), ctx.arg::<u64>(2)) else {
+        return 0;
+    };
+    unreach(&ctx, skb, ICMPV6_DEST_UNREACH, code as u8);
+    0
+}
+
+/// ICMP destination unreachable (RFC 792) and its ICMPv6 counterpart
+/// (RFC 4443).
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+
+#[inline(always)]
+fn unreach(ctx: &ProbeContext, skb: u64, icmp_type: u8, icmp_code: u8) {
+    let mut ev = FirewallEvent {
+        hook: HOOK_KPROBE,
+        verdict: VERDICT_ICMP,
+        icmp_type,
+        icmp_code,
+        ..FirewallEvent::default()
+    };
+    if !read_segment::<Probed>(skb, &mut ev.ends, &mut ev.seg) {
+        return;
+    }
+    if let Some(r) = reply() {
+        r.exact_skb = skb;
+    }
+    send(ctx, skb_netns::<Probed>(skb), &mut ev);
 }
 
 #[inline(always)]

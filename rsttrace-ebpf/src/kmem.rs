@@ -135,6 +135,25 @@ pub fn read_into<const N: usize>(dst: &mut [u8; N], addr: u64) {
     }
 }
 
+/// A kernel pointer as a plain number, for hashing.  The verifier allows
+/// no arithmetic on a typed pointer but adding offsets, and refuses to
+/// read a spilled pointer back in parts; a copy made by a helper is a
+/// plain value.
+#[inline(always)]
+pub fn plain(ptr: u64) -> u64 {
+    let spill = ptr;
+    let mut out = 0u64;
+    // SAFETY: copies 8 bytes from `spill` (this frame) into `out`.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&mut out as *mut u64).cast(),
+            8,
+            (&spill as *const u64).cast(),
+        );
+    }
+    out
+}
+
 /// Zeroes a record with word stores.  `*r = T::default()` on a record this
 /// size becomes a call to a byte-wise BPF `memset` subprogram, which under
 /// a reset storm cost as much as the rest of the program.

@@ -17,11 +17,14 @@
 mod diag;
 mod emit;
 mod firewall;
+mod handshake;
+mod icmp;
 mod kmem;
 mod net;
 mod owners;
 mod path;
 mod reset;
+mod strays;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe, raw_tracepoint, tracepoint},
@@ -39,7 +42,7 @@ use crate::{
     emit::{emit, header},
     kmem::{conf, now_ns, off, read, Mem, Probed, Typed},
     net::{netns_filtered, sock_endpoints, sock_inode, sock_netns, sock_state},
-    owners::{lookup, on_accept, on_destroy, on_set_state},
+    owners::{lookup, on_accept_syscall, on_set_state},
     reset::{on_reset, Reset, SLOT_RECEIVED, SLOT_SENT},
 };
 
@@ -148,12 +151,12 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
 // ---- received resets ---------------------------------------------------
 
 #[inline(always)]
-fn received(sk: u64, hook: u8) -> Reset {
+fn received(sk: u64, skb: u64, hook: u8) -> Reset {
     Reset {
         kind: KIND_RESET_RECEIVED,
         slot: SLOT_RECEIVED,
         sk,
-        skb: 0,
+        skb,
         reason: REASON_ABSENT,
         hook,
         skip_rst: false,
@@ -163,13 +166,27 @@ fn received(sk: u64, hook: u8) -> Reset {
 /// `tcp:tcp_receive_reset(sk)`: a local socket is reset by its peer.
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    on_reset::<Typed, _>(&ctx, received(ctx.arg(0), HOOK_TRACEPOINT));
+    on_reset::<Typed, _>(&ctx, received(ctx.arg(0), 0, HOOK_TRACEPOINT));
+    0
+}
+
+/// `tcp_reset(sk[, skb])`, whose first line is that tracepoint: the same
+/// event, plus the reset segment itself (its TTL says who sent it)
+/// without watching every packet received.
+#[fentry(function = "tcp_reset")]
+pub fn tcp_reset_fentry(ctx: FEntryContext) -> i32 {
+    let skb = if conf!(tcp_reset_has_skb) != 0 {
+        ctx.arg(1)
+    } else {
+        0
+    };
+    on_reset::<Typed, _>(&ctx, received(ctx.arg(0), skb, HOOK_FENTRY));
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> i32 {
-    on_reset::<Probed, _>(&ctx, received(ctx.arg(0), HOOK_RAW_TRACEPOINT));
+    on_reset::<Probed, _>(&ctx, received(ctx.arg(0), 0, HOOK_RAW_TRACEPOINT));
     0
 }
 
@@ -190,28 +207,17 @@ pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> i32 {
 }
 
 /// `syscalls:sys_exit_accept4` / `sys_exit_accept`: the caller now owns
-/// the returned socket.
+/// the returned socket (kernels without BPF trampolines; elsewhere
+/// `inet_csk_accept` says so once per accept, see handshake.rs).
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    on_accept(&ctx);
+    on_accept_syscall(&ctx);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept")]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    on_accept(&ctx);
-    0
-}
-
-#[btf_tracepoint(function = "tcp_destroy_sock")]
-pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
-    on_destroy::<Typed>(ctx.arg(0));
-    0
-}
-
-#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
-pub fn tcp_destroy_sock_raw(ctx: RawTracePointContext) -> i32 {
-    on_destroy::<Probed>(ctx.arg(0));
+    on_accept_syscall(&ctx);
     0
 }
 
@@ -229,7 +235,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if reason == conf!(drop_reason_netfilter) {
         firewall::on_netfilter_drop(&ctx, ctx.arg(0));
     } else if reason == conf!(drop_reason_no_socket) {
-        path::on_no_socket(&ctx, ctx.arg(0));
+        strays::on_no_socket_drop(&ctx, ctx.arg(0));
     }
     0
 }
@@ -250,6 +256,15 @@ pub fn inet_sk_error_report_raw(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// `sock_def_error_report(sk)`: the same report on kernels before 5.14,
+/// which have no such tracepoint (a TCP socket's `sk_error_report`
+/// callback, called wherever the tracepoint is on newer kernels).
+#[fentry(function = "sock_def_error_report")]
+pub fn sock_def_error_report(ctx: FEntryContext) -> i32 {
+    on_error_report::<Typed, _>(&ctx, ctx.arg(0));
+    0
+}
+
 /// IPPROTO_TCP in `sk_protocol`.
 const TCP: u16 = 6;
 
@@ -258,6 +273,12 @@ fn on_error_report<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
     if off!(sk_protocol) == rsttrace_common::config::ABSENT
         || M::load::<u16>(sk, off!(sk_protocol)) != TCP
     {
+        return;
+    }
+    // Error 0 (tcp_disconnect(), the error queue, timestamps) is no
+    // failure and no reset's errno: not worth a record.
+    let error: i32 = M::load(sk, off!(sk_err));
+    if error == 0 {
         return;
     }
     let netns = sock_netns::<M>(sk);
@@ -269,7 +290,7 @@ fn on_error_report<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
         header: header(KIND_ERROR_REPORT, now),
         sk,
         sock_ino: sock_inode::<M>(sk),
-        error: M::load(sk, off!(sk_err)),
+        error,
         netns,
         state: sock_state::<M>(sk),
         synced: u8::from(read::<u32>(sk, off!(tcp_rcv_nxt)) != 0),

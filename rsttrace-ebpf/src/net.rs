@@ -8,7 +8,7 @@ use rsttrace_common::{
     COMM_LEN,
 };
 
-use crate::kmem::{conf, off, read, read_array, read_buf, Mem};
+use crate::kmem::{conf, off, read, read_array, read_buf, Mem, Typed};
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -153,9 +153,11 @@ pub fn parse_packet(
             };
         }
         6 => {
-            // Extension headers sit between the headers: only plain TCP
-            // is parsed from the fixed header.
-            if h[6] != TCP && ip_len == 40 {
+            // Extension headers sit between the headers: the segment is
+            // TCP when the fixed header says so, or when exactly one
+            // extension header fills the gap and says so (a multicast
+            // listener report's hop-by-hop header does not).
+            if !ipv6_carries_tcp(h, ip_len) {
                 return false;
             }
             ep.family = AF_INET6;
@@ -183,6 +185,19 @@ pub fn parse_packet(
     true
 }
 
+/// Whether an IPv6 packet whose transport header is `ip_len` bytes in
+/// carries TCP.
+#[inline(always)]
+fn ipv6_carries_tcp(h: &[u8; PACKET_HEAD], ip_len: u32) -> bool {
+    if ip_len == 40 {
+        return h[6] == TCP;
+    }
+    // Hop-by-hop, routing, destination options: next header, then the
+    // length in 8-byte units past the first 8.
+    let one_extension = matches!(h[6], 0 | 43 | 60) && 40 + (h[41] as u32 + 1) * 8 == ip_len;
+    one_extension && h[40] == TCP
+}
+
 /// Bytes `at..at + 16` of the header buffer.
 #[inline(always)]
 fn sub16(h: &[u8; 56], at: usize) -> [u8; 16] {
@@ -203,11 +218,13 @@ pub fn sock_inode<M: Mem>(sk: u64) -> u64 {
 
 /// The current process as a socket owner: thread-group id, the group
 /// leader's comm (the process name rather than a thread's) and start
-/// time, cgroup.
+/// time, cgroup.  Typed programs read the task directly where the kernel
+/// hands them a BTF-typed task (5.11+), others with helper reads.
 #[inline(always)]
-pub fn current_owner() -> Owner {
+pub fn current_owner<M: Mem>() -> Owner {
     use aya_ebpf::helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        generated::bpf_get_current_task_btf,
     };
     let mut owner = Owner {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
@@ -215,11 +232,22 @@ pub fn current_owner() -> Owner {
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         ..Owner::default()
     };
-    // SAFETY: no arguments; returns the running task's address.
-    let task = unsafe { bpf_get_current_task() };
-    let leader: u64 = read(task, off!(task_group_leader));
-    read_buf(leader, off!(task_comm), &mut owner.comm);
-    owner.start_ns = read(leader, off!(task_start_boottime));
+    if M::TYPED && conf!(task_btf) != 0 {
+        // SAFETY: no arguments; the running task, typed by BTF.
+        let task = unsafe { bpf_get_current_task_btf() } as u64;
+        let leader: u64 = Typed::load(task, off!(task_group_leader));
+        let comm = off!(task_comm);
+        let halves: [u64; 2] = [Typed::load(leader, comm), Typed::load(leader, comm + 8)];
+        // SAFETY: two u64s are the 16 bytes of a comm.
+        owner.comm = unsafe { core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(halves) };
+        owner.start_ns = Typed::load(leader, off!(task_start_boottime));
+    } else {
+        // SAFETY: no arguments; returns the running task's address.
+        let task = unsafe { bpf_get_current_task() };
+        let leader: u64 = read(task, off!(task_group_leader));
+        read_buf(leader, off!(task_comm), &mut owner.comm);
+        owner.start_ns = read(leader, off!(task_start_boottime));
+    }
     if owner.comm[0] == 0 {
         owner.comm = current_comm();
     }

@@ -1,30 +1,30 @@
-//! The receive path: every packet this host receives passes
-//! `net:netif_receive_skb`.  The program keeps only what the next steps
-//! of the same packet's processing (on this CPU, in this softirq) need:
+//! The receive path, on kernels without BPF trampolines: every packet this
+//! host receives passes `net:netif_receive_skb`.  (Where trampolines
+//! exist, the functions that handle handshakes, resets and ICMP errors
+//! give the same facts once per event instead: see `handshake.rs` and
+//! `icmp.rs`.)  The program keeps only what the next steps of the same
+//! packet's processing (on this CPU, in this softirq) need:
 //!
 //! - the last TCP segment's addresses, TTL / hop limit, flags: a new
 //!   connection keeps its peer's TTL; a received reset gets its own
 //!   (`rst_ttl`, `peer_ttl`: was it the peer that sent it, or something on
-//!   the path?); a reset for no socket at all is recognised when the
-//!   kernel drops it;
+//!   the path?);
 //! - ICMP errors about TCP segments this host sent (with `--failures`).
 //!
-//! Per packet: two loads, one 56-byte read and a per-CPU store.
+//! Per packet: three loads; for a packet short enough to be a handshake
+//! segment or a reset (or every packet with `--failures`), one 56-byte
+//! read and a per-CPU store.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
     maps::PerCpuArray,
     programs::BtfTracePointContext,
-    EbpfContext,
 };
-use rsttrace_common::event::{
-    Endpoints, IcmpEvent, SegmentHdr, StrayEvent, COUNTER_STRAY, KIND_ICMP, KIND_STRAY,
-};
+use rsttrace_common::event::{Endpoints, SegmentHdr};
 
 use crate::{
-    emit::{count, emit, header},
-    kmem::{conf, now_ns, off, read_array, read_into, zero, Mem, Probed, Typed},
-    net::{netns_filtered, parse_packet, skb_netns, AF_INET6, PACKET_HEAD, TCP_RST},
+    kmem::{conf, off, read_into, Mem, Typed},
+    net::{parse_packet, AF_INET6, PACKET_HEAD},
 };
 
 /// `skb->protocol` values as loaded (big-endian ETH_P_IP / ETH_P_IPV6).
@@ -34,6 +34,13 @@ const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
+
+/// The longest packet (IP header included) worth reading when ICMP errors
+/// are not wanted: a SYN-ACK with 40 bytes of options, a bare ACK, or a
+/// reset with options (Linux sends none with data).  Requests and
+/// responses of ordinary traffic are longer and cost three loads.
+const SHORT_V4: u32 = 20 + 60;
+const SHORT_V6: u32 = 40 + 60;
 
 /// The last TCP segment this CPU received.
 #[repr(C)]
@@ -55,7 +62,7 @@ static LAST: PerCpuArray<LastSegment> = PerCpuArray::with_max_entries(1, 0);
 static HEAD: PerCpuArray<[u8; PACKET_HEAD]> = PerCpuArray::with_max_entries(2, 0);
 
 #[inline(always)]
-fn head(which: u32) -> Option<&'static mut [u8; PACKET_HEAD]> {
+pub fn head(which: u32) -> Option<&'static mut [u8; PACKET_HEAD]> {
     // SAFETY: a per-CPU slot, used within one packet's processing on
     // this CPU.
     HEAD.get_ptr_mut(which).map(|h| unsafe { &mut *h })
@@ -74,7 +81,16 @@ fn last() -> Option<&'static mut LastSegment> {
 pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let proto: u16 = Typed::load(skb, off!(skb_protocol));
-    if proto != ETH_P_IP && proto != ETH_P_IPV6 {
+    let short = if proto == ETH_P_IP {
+        SHORT_V4
+    } else if proto == ETH_P_IPV6 {
+        SHORT_V6
+    } else {
+        return 0;
+    };
+    // ICMP errors can be of any length; everything else rsttrace reads is
+    // short.
+    if conf!(want_icmp) == 0 && Typed::load::<u32>(skb, off!(skb_len)) > short {
         return 0;
     }
     let ip: u64 = Typed::load(skb, off!(skb_data));
@@ -90,7 +106,9 @@ pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     };
     if l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6 {
         if conf!(want_icmp) != 0 {
-            on_icmp(&ctx, skb, ip, ip_len);
+            // Before the network header is set: the ICMP header follows
+            // the IP header, the segment it quotes follows its 8 bytes.
+            crate::icmp::report(&ctx, skb, ip, ip + ip_len, ip + ip_len + 8);
         }
         return 0;
     }
@@ -160,92 +178,4 @@ fn same_ends(a: &Endpoints, b: &Endpoints) -> bool {
         } else {
             a.local_addr[..4] == b.local_addr[..4] && a.remote_addr[..4] == b.remote_addr[..4]
         }
-}
-
-/// `kfree_skb` with reason NO_SOCKET: if the segment is the last one
-/// received and a reset, it was a reset for no socket.
-#[inline(always)]
-pub fn on_no_socket<C: EbpfContext>(ctx: &C, skb: u64) {
-    let Some(l) = last() else {
-        return;
-    };
-    if l.skb != skb || l.seg.tcp_flags & TCP_RST == 0 {
-        return;
-    }
-    l.skb = 0;
-    let netns = skb_netns::<Typed>(skb);
-    if netns_filtered(netns) {
-        return;
-    }
-    // Counted in the traced namespaces, reported only if asked.
-    count(COUNTER_STRAY);
-    if conf!(want_stray) == 0 {
-        return;
-    }
-    let now = now_ns();
-    let ev = StrayEvent {
-        header: header(KIND_STRAY, now),
-        netns,
-        _pad: 0,
-        ends: l.ends,
-        seg: l.seg,
-    };
-    emit(ctx, &ev, now);
-}
-
-/// Space for an ICMP record (the program's stack is full).
-#[map]
-static ICMP_SCRATCH: PerCpuArray<IcmpEvent> = PerCpuArray::with_max_entries(1, 0);
-
-/// An ICMP(v6) error quoting one of our TCP segments.  A function of its
-/// own (a BPF subprogram with its own stack frame) so that the common
-/// path does not carry its buffers.
-#[inline(never)]
-fn on_icmp(ctx: &BtfTracePointContext, skb: u64, ip: u64, ip_len: u64) {
-    let Some(ev) = ICMP_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this program's own per-CPU slot.
-    let ev = unsafe { &mut *ev };
-    zero(ev);
-    let icmp: [u8; 2] = read_array(ip + ip_len);
-    ev.icmp_type = icmp[0];
-    ev.icmp_code = icmp[1];
-    let quoted = ip + ip_len + 8;
-    let Some(q) = head(1) else {
-        return;
-    };
-    read_into(q, quoted);
-    let q_len = if q[0] >> 4 == 4 {
-        ((q[0] & 0x0f) as u64) * 4
-    } else {
-        40
-    };
-    if !parse_packet(q, quoted, quoted + q_len, &mut ev.ends, &mut ev.seg) {
-        return;
-    }
-    // The quoted segment is one we sent: its source is this host.
-    core::mem::swap(&mut ev.ends.local_addr, &mut ev.ends.remote_addr);
-    core::mem::swap(&mut ev.ends.local_port, &mut ev.ends.remote_port);
-    // The ICMP packet itself (read by the caller): who sent it, its TTL.
-    let Some(h) = head(0) else {
-        return;
-    };
-    if ev.ends.family == AF_INET6 {
-        ev.ttl = h[7];
-        ev.from.copy_from_slice(&h[8..24]);
-    } else {
-        ev.ttl = h[8];
-        ev.from[..4].copy_from_slice(&h[12..16]);
-    }
-    // A subprogram's arguments are plain values to older verifiers:
-    // helper reads.
-    let netns = skb_netns::<Probed>(skb);
-    if netns_filtered(netns) {
-        return;
-    }
-    let now = now_ns();
-    ev.header = header(KIND_ICMP, now);
-    ev.netns = netns;
-    emit(ctx, ev, now);
 }

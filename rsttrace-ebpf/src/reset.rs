@@ -3,13 +3,13 @@
 //! `M` says how its pointers may be read.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_jiffies64},
+    helpers::{bpf_get_current_pid_tgid, bpf_jiffies64, generated::bpf_skc_to_tcp_sock},
     macros::map,
     maps::PerCpuArray,
     EbpfContext,
 };
 use rsttrace_common::event::{
-    ResetEvent, TcpInfo, COUNTER_FILTERED, COUNTER_SEEN, FLAG_BACKLOG, FLAG_BORN_KNOWN,
+    Endpoints, ResetEvent, TcpInfo, COUNTER_FILTERED, COUNTER_SEEN, FLAG_BACKLOG, FLAG_BORN_KNOWN,
     FLAG_CLOSED, FLAG_FULL_SOCK, FLAG_HAS_SK, FLAG_HAS_SKB, FLAG_OWNER_CLOSED,
     FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN, FLAG_STACK, FLAG_TCP_INFO, FLAG_TIMEWAIT, FRAMES,
     KIND_RESET_RECEIVED, KIND_RESET_SENT, REASON_ABSENT,
@@ -17,13 +17,15 @@ use rsttrace_common::event::{
 
 use crate::{
     emit::{aggregate, count, emit, header, should_emit},
-    kmem::{conf, now_ns, off, read, zero, Mem},
+    handshake::segment_ttl,
+    kmem::{conf, now_ns, off, read, zero, Mem, Probed, Typed},
     net::{
         current_comm, is_full_sock, netns_filtered, read_segment, skb_netns, sock_endpoints,
         sock_inode, sock_netns, sock_state, TCP_RST,
     },
     owners::{closed_owner, lookup},
     path::last_segment,
+    strays::{answered, stray},
 };
 
 /// Per-CPU space to build records in (too big for the 512-byte stack).
@@ -40,7 +42,9 @@ pub struct Reset {
     pub kind: u8,
     pub slot: u32,
     pub sk: u64,
-    /// The segment answered (0 for resets the host starts itself).
+    /// Sent: the segment answered (0 for resets the host starts itself).
+    /// Received: the reset itself where the hook is `tcp_reset()`'s own
+    /// (BTF-typed), 0 from the tracepoint.
     pub skb: u64,
     pub reason: u32,
     pub hook: u8,
@@ -62,11 +66,20 @@ pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     // SAFETY: this program's own per-CPU slot (see SCRATCH).
     let ev = unsafe { &mut *ev };
     zero(ev);
-    if r.skb != 0 && read_segment::<M>(r.skb, &mut ev.ends, &mut ev.seg) {
+    if r.kind == KIND_RESET_RECEIVED {
+        ev.rst_ttl = reset_ttl(r.skb);
+    } else if r.skb != 0 && read_segment::<M>(r.skb, &mut ev.ends, &mut ev.seg) {
         if r.skip_rst && ev.seg.tcp_flags & TCP_RST != 0 {
+            // Never answered.  With no socket at all, a stray.
+            if r.sk == 0 {
+                stray(ctx, netns, &ev.ends, &ev.seg);
+            }
             return;
         }
         ev.flags |= FLAG_HAS_SKB;
+        if conf!(kfree_skb_has_reason) != 0 {
+            answered(r.skb);
+        }
     }
     count(COUNTER_SEEN);
     if netns_filtered(netns) {
@@ -79,14 +92,9 @@ pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     ev.netns = netns;
     ev.hook = r.hook;
     let full = r.sk != 0 && socket_basics::<M>(r.sk, ev);
-    owner(ev);
-    if r.kind == KIND_RESET_RECEIVED {
-        // The reset segment being processed now, on this CPU.
-        if let Some(l) = last_segment(&ev.ends) {
-            if l.seg.tcp_flags & TCP_RST != 0 {
-                ev.rst_ttl = l.seg.ttl;
-            }
-        }
+    owner(r.sk, ev, full);
+    if r.kind == KIND_RESET_RECEIVED && conf!(packet_ttls) != 0 {
+        ev.rst_ttl = last_reset_ttl(&ev.ends);
     }
     // Counting needs no precise time: jiffies are an inlined load, the
     // clock a helper call that shows under storms.
@@ -100,6 +108,29 @@ pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     ev.header = header(r.kind, now);
     details::<M, C>(ctx, r.sk, full, ev);
     emit(ctx, ev, now);
+}
+
+/// A received reset's own TTL, from the segment `tcp_reset()` was handed
+/// (where a function hook gives it; 0 otherwise).  Only a reset
+/// segment's TTL counts: `tcp_reset()` also runs for data after shutdown
+/// (TCP_ABORT_ON_DATA), which resets our own socket.
+#[inline(always)]
+fn reset_ttl(skb: u64) -> u8 {
+    match segment_ttl(skb) {
+        (ttl, flags) if flags & TCP_RST != 0 => ttl,
+        _ => 0,
+    }
+}
+
+/// The same from the per-packet receive hook: the last segment this CPU
+/// received, if it is a reset between these ends (the one being
+/// processed now).
+#[inline(always)]
+fn last_reset_ttl(ends: &Endpoints) -> u8 {
+    match last_segment(ends) {
+        Some(l) if l.seg.tcp_flags & TCP_RST != 0 => l.seg.ttl,
+        _ => 0,
+    }
 }
 
 /// State, endpoints (when the segment gave none) and the time-wait
@@ -128,27 +159,26 @@ fn socket_basics<M: Mem>(sk: u64, ev: &mut ResetEvent) -> bool {
 /// The owner from the socket table, or for a time-wait socket from the
 /// table of closed connections.
 #[inline(always)]
-fn owner(ev: &mut ResetEvent) {
-    if ev.sk == 0 {
-        return;
-    }
-    if let Some(entry) = lookup(ev.sk) {
-        if entry.has_owner != 0 {
-            ev.owner = entry.owner;
-            ev.flags |= FLAG_OWNER_KNOWN;
-            if entry.from_listener != 0 {
-                ev.flags |= FLAG_OWNER_FROM_LISTENER;
+fn owner(sk: u64, ev: &mut ResetEvent, full: bool) {
+    if full {
+        if let Some(entry) = lookup(sk) {
+            if entry.has_owner != 0 {
+                ev.owner = entry.owner;
+                ev.flags |= FLAG_OWNER_KNOWN;
+                if entry.from_listener != 0 {
+                    ev.flags |= FLAG_OWNER_FROM_LISTENER;
+                }
             }
+            if entry.born_ns != 0 {
+                ev.born_ns = entry.born_ns;
+                ev.flags |= FLAG_BORN_KNOWN;
+            }
+            if entry.closed_ns != 0 {
+                ev.closed_ns = entry.closed_ns;
+                ev.flags |= FLAG_CLOSED;
+            }
+            ev.peer_ttl = entry.peer_ttl;
         }
-        if entry.born_ns != 0 {
-            ev.born_ns = entry.born_ns;
-            ev.flags |= FLAG_BORN_KNOWN;
-        }
-        if entry.closed_ns != 0 {
-            ev.closed_ns = entry.closed_ns;
-            ev.flags |= FLAG_CLOSED;
-        }
-        ev.peer_ttl = entry.peer_ttl;
     } else if ev.flags & FLAG_TIMEWAIT != 0 {
         if let Some(c) = closed_owner(ev.netns, &ev.ends) {
             ev.owner = c.owner;
@@ -172,7 +202,7 @@ fn details<M: Mem, C: EbpfContext>(ctx: &C, sk: u64, full: bool, ev: &mut ResetE
         ev.sk_lingertime = M::load(sk, off!(sk_lingertime));
         ev.sk_shutdown_byte = M::load(sk, off!(sk_shutdown_byte));
         if ev.state != conf!(tcp_listen) {
-            read_tcp_info(sk, &mut ev.tcp);
+            read_tcp_info::<M>(sk, &mut ev.tcp);
             ev.flags |= FLAG_TCP_INFO;
         } else if off!(sk_max_ack_backlog) != rsttrace_common::config::ABSENT {
             ev.ack_backlog = M::load(sk, off!(sk_ack_backlog));
@@ -236,20 +266,39 @@ fn stack<C: EbpfContext>(ctx: &C, ev: &mut ResetEvent) {
 }
 
 /// TCP counters live in `struct tcp_sock`, beyond the `struct sock` the
-/// argument's BTF type names: helper reads.
+/// argument's BTF type names.  A typed program asks the kernel for the
+/// `tcp_sock` view of the socket (one helper call, Linux 5.9+) and then
+/// loads the counters directly; others read each with a helper call.
 #[inline(always)]
-fn read_tcp_info(sk: u64, t: &mut TcpInfo) {
-    t.bytes_received = read(sk, off!(tcp_bytes_received));
-    t.bytes_acked = read(sk, off!(tcp_bytes_acked));
-    t.bytes_sent = read(sk, off!(tcp_bytes_sent));
-    t.snd_una = read(sk, off!(tcp_snd_una));
-    t.snd_nxt = read(sk, off!(tcp_snd_nxt));
-    t.rcv_nxt = read(sk, off!(tcp_rcv_nxt));
-    t.copied_seq = read(sk, off!(tcp_copied_seq));
-    t.lsndtime = read(sk, off!(tcp_lsndtime));
-    t.rcv_tstamp = read(sk, off!(tcp_rcv_tstamp));
-    t.lrcvtime = read(sk, off!(icsk_lrcvtime));
-    t.linger2 = read(sk, off!(tcp_linger2));
+fn read_tcp_info<M: Mem>(sk: u64, t: &mut TcpInfo) {
+    let tp = if M::TYPED {
+        // SAFETY: `sk` is a BTF-typed socket pointer (M::TYPED); the
+        // helper returns it as a `struct tcp_sock *`, or NULL when it is
+        // not a TCP socket.
+        unsafe { bpf_skc_to_tcp_sock(sk as *mut core::ffi::c_void) as u64 }
+    } else {
+        0
+    };
+    if tp != 0 {
+        tcp_counters::<Typed>(tp, t);
+    } else {
+        tcp_counters::<Probed>(sk, t);
+    }
     // SAFETY: no arguments.
     t.now_jiffies = unsafe { bpf_jiffies64() };
+}
+
+#[inline(always)]
+fn tcp_counters<M: Mem>(tp: u64, t: &mut TcpInfo) {
+    t.bytes_received = M::load(tp, off!(tcp_bytes_received));
+    t.bytes_acked = M::load(tp, off!(tcp_bytes_acked));
+    t.bytes_sent = M::load(tp, off!(tcp_bytes_sent));
+    t.snd_una = M::load(tp, off!(tcp_snd_una));
+    t.snd_nxt = M::load(tp, off!(tcp_snd_nxt));
+    t.rcv_nxt = M::load(tp, off!(tcp_rcv_nxt));
+    t.copied_seq = M::load(tp, off!(tcp_copied_seq));
+    t.lsndtime = M::load(tp, off!(tcp_lsndtime));
+    t.rcv_tstamp = M::load(tp, off!(tcp_rcv_tstamp));
+    t.lrcvtime = M::load(tp, off!(icsk_lrcvtime));
+    t.linger2 = M::load(tp, off!(tcp_linger2));
 }

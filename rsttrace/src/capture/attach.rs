@@ -4,8 +4,8 @@
 
 use aya::{
     programs::{
-        tp_btf::BtfTracePointLinkId, BtfTracePoint, FEntry, KProbe, ProgramError, RawTracePoint,
-        TracePoint,
+        tp_btf::BtfTracePointLinkId, BtfTracePoint, FEntry, FExit, KProbe, ProgramError,
+        RawTracePoint, TracePoint,
     },
     Btf, Ebpf,
 };
@@ -19,6 +19,7 @@ pub enum Kind {
     RawTracepoint,
     Tracepoint,
     Fentry,
+    Fexit,
     Kprobe,
 }
 
@@ -29,6 +30,7 @@ impl Kind {
             Kind::RawTracepoint => "raw_tp",
             Kind::Tracepoint => "tracepoint",
             Kind::Fentry => "fentry",
+            Kind::Fexit => "fexit",
             Kind::Kprobe => "kprobe",
         }
     }
@@ -139,6 +141,16 @@ impl Attacher<'_> {
     /// caller decides whether a failure matters).
     pub fn fentry(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
         let p: &mut FEntry = program(self.ebpf, prog)?;
+        p.load(target, self.btf)
+            .map_err(|e| program_error("load", prog, e))?;
+        p.attach()
+            .map(drop)
+            .map_err(|e| program_error("attach", prog, e))
+    }
+
+    /// fexit program `prog` on function `target` (not recorded, as fentry).
+    pub fn fexit(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
+        let p: &mut FExit = program(self.ebpf, prog)?;
         p.load(target, self.btf)
             .map_err(|e| program_error("load", prog, e))?;
         p.attach()

@@ -6,7 +6,7 @@ use aya::{programs::BtfTracePoint, Btf};
 
 use super::{
     attach::{self, program, Attacher, HookStatus},
-    plan::{self, FIREWALL_TRACEPOINTS},
+    plan::{self, pausable},
     program_error, Capture, CaptureError,
 };
 
@@ -22,6 +22,12 @@ impl Capture {
 
     pub fn sent_path(&self) -> plan::SentPath {
         self.plan.sent
+    }
+
+    /// Whether the errno a socket gets is reported (by the tracepoint, or
+    /// the function before Linux 5.14).
+    pub fn error_reports(&self) -> bool {
+        self.plan.error_reports
     }
 
     /// Whether fentry programs load here (BPF trampolines), trying one
@@ -66,7 +72,7 @@ impl Capture {
             .map(|s| {
                 let state = match &s.state {
                     attach::HookState::Attached
-                        if paused && FIREWALL_TRACEPOINTS.contains(&s.target.as_str()) =>
+                        if paused && pausable().any(|h| h.event() == s.target) =>
                     {
                         "paused"
                     }
@@ -103,12 +109,12 @@ impl Capture {
             return Ok(());
         }
         if on {
-            for name in FIREWALL_TRACEPOINTS {
-                let prog: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
+            for h in pausable() {
+                let prog: &mut BtfTracePoint = program(&mut self.ebpf, h.program)?;
                 let link = prog
                     .attach()
-                    .map_err(|e| program_error("attach", name, e))?;
-                links.push((name, link));
+                    .map_err(|e| program_error("attach", h.program, e))?;
+                links.push((h.program, link));
             }
         } else {
             for (name, link) in links.drain(..) {

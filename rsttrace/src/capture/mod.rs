@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use self::{
     attach::{Attacher, HookStatus},
-    plan::{Plan, Want},
+    plan::{Plan, Source, Want},
     reader::Reader,
 };
 use crate::kernel::{hooks::Hooks, layout::ProgInfoLayout};
@@ -74,6 +74,10 @@ pub enum CaptureError {
         program: &'static str,
         detail: String,
     },
+    /// A function hook would not load: BPF trampolines do not work here
+    /// (the capture starts again with tracepoints).
+    #[error("BPF trampolines (fentry/fexit) do not work here: {0}")]
+    Functions(String),
     #[error("eBPF map or program {0} missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF map {name}: {source}")]
@@ -112,7 +116,12 @@ pub fn program_error(action: &'static str, program: &'static str, e: ProgramErro
                 })
                 .unwrap_or("");
             if io_error.raw_os_error() == Some(libc::EPERM) && log.trim().is_empty() {
-                format!("{io_error} (rsttrace needs root, or CAP_BPF and CAP_PERFMON; fentry also needs a kernel that allows BPF trampolines)")
+                if crate::kernel::caps::Sets::current().can_trace() {
+                    // The privileges are there: the kernel itself refuses.
+                    format!("{io_error} (this kernel refuses it even with CAP_BPF and CAP_PERFMON: no BPF trampolines for fentry/fexit)")
+                } else {
+                    format!("{io_error} (rsttrace needs root, or CAP_BPF and CAP_PERFMON)")
+                }
             } else {
                 log::debug!("verifier log for {program}:\n{log}");
                 format!("{io_error}; verifier: {last} (run with -vv for the full log)")
@@ -167,6 +176,35 @@ fn choose_transport(choice: TransportChoice) -> Result<Transport, CaptureError> 
     })
 }
 
+/// Loads the object for `transport` with `config`, the maps sized for it.
+fn load_object(
+    config: &Config,
+    opts: &Options,
+    btf: &Btf,
+    transport: Transport,
+) -> Result<Ebpf, CaptureError> {
+    let object = match transport {
+        Transport::Ringbuf => RINGBUF_OBJECT,
+        Transport::Perf => PERF_OBJECT,
+    };
+    if object.is_empty() {
+        return Err(CaptureError::NoObject);
+    }
+    let log_level = diag::level(opts.diagnostics);
+    let mut loader = EbpfLoader::new();
+    loader
+        .btf(Some(btf))
+        .override_global("CONFIG", config, true)
+        .override_global(aya_log::LEVEL, &log_level, false)
+        .map_max_entries("AGG", opts.storm_keys);
+    if transport == Transport::Ringbuf {
+        // A power-of-two number of pages.
+        let size = opts.buffer_bytes.max(page_size()).next_power_of_two();
+        loader.map_max_entries("EVENTS", size as u32);
+    }
+    loader.load(object).map_err(CaptureError::Load)
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
     ebpf.take_map(name).ok_or(CaptureError::MissingMap(name))
 }
@@ -203,41 +241,57 @@ impl Capture {
     /// Loads the programs with `config`, attaches the ones this kernel
     /// offers, and opens the event buffer.  Dropping the Capture detaches
     /// everything.
+    ///
+    /// Function hooks are tried first where the kernel has its own BTF;
+    /// if one does not load (a kernel that refuses BPF trampolines), the
+    /// object is loaded again for tracepoints alone: the choice changes
+    /// what the programs are configured with, so it is made before load.
     pub fn start(
-        mut config: Config,
+        config: Config,
         hooks: &Hooks,
         prog_info: Option<ProgInfoLayout>,
         opts: &Options,
         btf: &Btf,
     ) -> Result<Self, CaptureError> {
         let transport = choose_transport(opts.transport)?;
-        let object = match transport {
-            Transport::Ringbuf => RINGBUF_OBJECT,
-            Transport::Perf => PERF_OBJECT,
+        let first = if opts.want.kernel_btf {
+            Source::Functions
+        } else {
+            Source::Tracepoints
         };
-        if object.is_empty() {
-            return Err(CaptureError::NoObject);
+        match Self::load(config, hooks, prog_info, opts, btf, transport, first, None) {
+            Err(CaptureError::Functions(why)) => {
+                log::debug!("function hooks unavailable: {why}");
+                let why = Some(why);
+                Self::load(
+                    config,
+                    hooks,
+                    prog_info,
+                    opts,
+                    btf,
+                    transport,
+                    Source::Tracepoints,
+                    why,
+                )
+            }
+            r => r,
         }
-        let decisions = plan::decide(hooks, &opts.want);
-        config.want_firewall_tp = u8::from(decisions.firewall_tp);
-        config.want_icmp = u8::from(decisions.path && opts.want.failures);
-        config.want_stray = u8::from(decisions.path && opts.want.stray);
-        if !decisions.kfree_skb {
-            config.kfree_skb_has_reason = 0;
-        }
-        let log_level = diag::level(opts.diagnostics);
-        let mut loader = EbpfLoader::new();
-        loader
-            .btf(Some(btf))
-            .override_global("CONFIG", &config, true)
-            .override_global(aya_log::LEVEL, &log_level, false)
-            .map_max_entries("AGG", opts.storm_keys);
-        if transport == Transport::Ringbuf {
-            // A power-of-two number of pages.
-            let size = opts.buffer_bytes.max(page_size()).next_power_of_two();
-            loader.map_max_entries("EVENTS", size as u32);
-        }
-        let mut ebpf = loader.load(object).map_err(CaptureError::Load)?;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        mut config: Config,
+        hooks: &Hooks,
+        prog_info: Option<ProgInfoLayout>,
+        opts: &Options,
+        btf: &Btf,
+        transport: Transport,
+        source: Source,
+        why_no_functions: Option<String>,
+    ) -> Result<Self, CaptureError> {
+        let decisions = plan::decide(hooks, &opts.want, source);
+        plan::configure(&mut config, &decisions, &opts.want);
+        let mut ebpf = load_object(&config, opts, btf, transport)?;
         // Before the programs load: the log buffer's fd is in them.
         let diagnostics = opts
             .diagnostics
@@ -247,9 +301,15 @@ impl Capture {
             ebpf: &mut ebpf,
             btf,
             statuses: vec![],
-            why_no_functions: None,
+            why_no_functions: why_no_functions.clone(),
         };
-        let plan = plan::attach(&mut a, hooks, &opts.want, decisions)?;
+        let mut plan = plan::attach(&mut a, hooks, &opts.want, decisions)?;
+        if let Some(why) = why_no_functions {
+            plan.notes.push(format!(
+                "BPF trampolines (fentry/fexit) do not work on this kernel ({why}): per-packet \
+                 tracepoints stand in for the per-event function hooks"
+            ));
+        }
         let statuses = std::mem::take(&mut a.statuses);
         let reader = open_reader(&mut ebpf, transport, opts)?;
         let counters =

@@ -11,7 +11,7 @@ use crate::{
     kernel::{
         btf::Btf,
         caps::{self, Sets},
-        hooks::{FUNCTIONS, TRACEPOINTS},
+        hooks::{self, Hook, HOOKS},
         kallsyms::CallSites,
         layout::{self, KernelFacts},
         tracefs::Tracefs,
@@ -165,15 +165,17 @@ fn kernel_facts(r: &mut Report, bytes: &[u8]) -> Option<KernelFacts> {
     Some(facts)
 }
 
+/// The table's BTF tracepoints: in this kernel's BTF with the expected
+/// signature, and in tracefs.
 fn tracepoints(r: &mut Report, facts: &KernelFacts, tracefs: Option<&Tracefs>) {
-    for tp in TRACEPOINTS {
+    for tp in hooks::tracepoints() {
         let in_btf = facts
             .hooks
             .tracepoints
             .iter()
-            .find(|(n, _)| *n == tp.name)
+            .find(|(n, _)| *n == tp.event())
             .map(|(_, res)| res.clone());
-        let in_tracefs = tracefs.is_some_and(|t| t.has_event(tp.system, tp.name));
+        let in_tracefs = tracefs.is_some_and(|t| t.has_event(tp.system(), tp.event()));
         let (status, detail) = match (in_btf, in_tracefs) {
             (Some(Ok(())), true) => (Status::Ok, tp.purpose.to_string()),
             (Some(Err(e)), _) => (Status::Missing, format!("{}: {e}", tp.purpose)),
@@ -183,13 +185,7 @@ fn tracepoints(r: &mut Report, facts: &KernelFacts, tracefs: Option<&Tracefs>) {
         if status == Status::Missing && tp.required {
             r.runnable = false;
         }
-        r.add(
-            "tracepoints",
-            format!("{}:{}", tp.system, tp.name),
-            status,
-            detail,
-            None,
-        );
+        r.add("tracepoints", tp.target, status, detail, None);
     }
 }
 
@@ -219,6 +215,8 @@ fn reasons(r: &mut Report, facts: &KernelFacts) {
     r.add("reasons", "drop reason", status, detail, None);
 }
 
+/// The table's kernel functions: where they are (kallsyms, BTF, a module
+/// not loaded yet).
 pub(super) fn functions(r: &mut Report, facts: &KernelFacts) {
     let kprobes = kprobes_supported();
     r.add(
@@ -236,25 +234,37 @@ pub(super) fn functions(r: &mut Report, facts: &KernelFacts) {
         kprobes.is_err().then_some("a kernel with CONFIG_KPROBES=y"),
     );
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-    let _ = facts;
-    for f in FUNCTIONS {
+    let mut seen: Vec<&str> = vec![];
+    for f in HOOKS.iter().filter(|h| h.variant.is_function()) {
+        if seen.contains(&f.target) {
+            continue;
+        }
+        seen.push(f.target);
         let present = kallsyms
             .lines()
-            .any(|l| l.split_whitespace().nth(2) == Some(f.name));
-        let (status, detail) = match (present, f.module) {
-            (true, _) => (Status::Ok, f.purpose.to_string()),
-            (false, Some(m)) => (
-                Status::Info,
-                format!(
-                    "{}: module {m} not loaded (hooked when it loads)",
-                    f.purpose
-                ),
+            .any(|l| l.split_whitespace().nth(2) == Some(f.target));
+        let (status, detail) = function_status(f, present, facts);
+        r.add("functions", f.target, status, detail, None);
+    }
+}
+
+fn function_status(f: &Hook, present: bool, facts: &KernelFacts) -> (Status, String) {
+    let in_btf = facts.hooks.function_args(f.target).is_some();
+    match (present || in_btf, f.module) {
+        (true, _) => (Status::Ok, f.purpose.to_string()),
+        (false, Some(m)) => (
+            Status::Info,
+            format!(
+                "{}: module {m} not loaded (hooked when it loads)",
+                f.purpose
             ),
-            (false, None) => (
-                Status::Missing,
-                format!("{}: not in /proc/kallsyms", f.purpose),
+        ),
+        (false, None) => (
+            Status::Missing,
+            format!(
+                "{}: not in /proc/kallsyms or BTF (inlined or absent here)",
+                f.purpose
             ),
-        };
-        r.add("functions", f.name, status, detail, None);
+        ),
     }
 }

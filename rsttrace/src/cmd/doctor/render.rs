@@ -19,15 +19,21 @@ fn sent_path_text(p: Option<SentPath>) -> &'static str {
 
 pub(super) fn render_text(r: &Report) -> String {
     let mut out = format!("rsttrace doctor: Linux {}\n", release());
-    let mut area = "";
+    // Each area once, in the order it first appears, whichever step
+    // added its checks.
+    let mut areas: Vec<&str> = vec![];
     for c in &r.checks {
-        if c.area != area {
-            area = c.area;
-            out += &format!("\n{area}:\n");
+        if !areas.contains(&c.area) {
+            areas.push(c.area);
         }
-        out += &format!("  {:<8} {:<32} {}\n", c.status.as_str(), c.item, c.detail);
-        if let Some(fix) = &c.fix {
-            out += &format!("  {:<8} {:<32} fix: {fix}\n", "", "");
+    }
+    for area in areas {
+        out += &format!("\n{area}:\n");
+        for c in r.checks.iter().filter(|c| c.area == area) {
+            out += &format!("  {:<8} {:<32} {}\n", c.status.as_str(), c.item, c.detail);
+            if let Some(fix) = &c.fix {
+                out += &format!("  {:<8} {:<32} fix: {fix}\n", "", "");
+            }
         }
     }
     if let Some(i) = r.range {

@@ -76,8 +76,9 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         let service = Service::new(metrics, args.summary, rule_names)?;
         let names = std::mem::take(&mut kernel.facts.names);
         let kernel_notes = std::mem::take(&mut kernel.facts.degraded);
-        let (hz, error_reports) = (names.hz, kernel.facts.hooks.error_report);
+        let hz = names.hz;
         let mut capture = start_capture(&args, kernel, buffer_bytes)?;
+        let error_reports = capture.error_reports();
         let mut control = control(&args, hz);
         capture.set_control(control)?;
         // Before any thread starts: capabilities are per thread.

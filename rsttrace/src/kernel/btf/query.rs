@@ -25,6 +25,16 @@ impl<'a> Btf<'a> {
         self.find(name, &[Kind::Func]).is_some()
     }
 
+    /// Argument types of kernel function `name` (see [`Btf::describe`]),
+    /// or None when BTF does not name it (inlined, or not built in).
+    pub fn func_args(&self, name: &str) -> Option<Vec<String>> {
+        let func = self.get(self.find(name, &[Kind::Func])?)?;
+        let proto = self
+            .get(func.size_or_type)
+            .filter(|t| t.kind == Kind::FuncProto)?;
+        Some(proto.params().map(|(_, ty)| self.describe(ty)).collect())
+    }
+
     pub fn struct_id(&self, name: &str) -> Option<u32> {
         self.find(name, &[Kind::Struct])
     }

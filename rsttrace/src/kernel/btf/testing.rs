@@ -109,6 +109,11 @@ impl Builder {
         id
     }
 
+    /// A kernel function named `name` whose prototype is `proto`.
+    pub fn func(&mut self, name: &str, proto: u32) -> u32 {
+        self.header(name, 12, 0, false, proto)
+    }
+
     pub fn build(&self) -> Vec<u8> {
         let mut out = vec![];
         out.extend_from_slice(&0xeb9fu16.to_le_bytes());

@@ -180,6 +180,24 @@ fn tracepoint_args_skip_private_data() {
 }
 
 #[test]
+fn function_arguments() {
+    let mut b = Builder::new();
+    let int = b.int("int", 4);
+    let sock = b.composite(false, "sock", 8, &[]);
+    let sock_ptr = b.ptr(sock);
+    let proto = b.func_proto(sock_ptr, &[("sk", sock_ptr), ("flags", int)]);
+    b.func("inet_csk_accept", proto);
+    let data = b.build();
+    let btf = Btf::parse(&data).unwrap();
+    assert_eq!(
+        btf.func_args("inet_csk_accept").unwrap(),
+        ["*sock".to_string(), "int".to_string()]
+    );
+    assert!(btf.has_func("inet_csk_accept"));
+    assert!(btf.func_args("tcp_reset").is_none());
+}
+
+#[test]
 fn rejects_garbage() {
     assert_eq!(
         Btf::parse(b"hello world, not btf at all").err(),

@@ -87,5 +87,8 @@ fn states(btf: &Btf, config: &mut Config, names: &mut KernelNames) -> Result<(),
     config.tcp_fin_wait1 = state(TcpState::FinWait1)?;
     config.tcp_established = state(TcpState::Established)?;
     config.tcp_last_ack = state(TcpState::LastAck)?;
+    config.tcp_fin_wait2 = state(TcpState::FinWait2)?;
+    config.tcp_closing = state(TcpState::Closing)?;
+    config.tcp_close = state(TcpState::Close)?;
     Ok(())
 }

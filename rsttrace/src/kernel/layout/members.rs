@@ -68,6 +68,7 @@ pub(super) const MEMBERS: &[Member] = members![
     ("file", "private_data", file_private_data, 8, true),
     ("inode", "i_ino", inode_ino, 8, true),
     ("net", "ns.inum", net_inum, 4, true),
+    ("sk_buff", "len", skb_len, 4, false),
     ("sk_buff", "head", skb_head, 8, true),
     ("sk_buff", "data", skb_data, 8, false),
     ("sk_buff", "protocol", skb_protocol, 2, false),

@@ -90,10 +90,12 @@ fn mini_kernel(with_reason: bool, shutdown_bitfield: bool) -> Vec<u8> {
             ("TCP_SYN_SENT", 2),
             ("TCP_SYN_RECV", 3),
             ("TCP_FIN_WAIT1", 4),
+            ("TCP_FIN_WAIT2", 5),
             ("TCP_TIME_WAIT", 6),
             ("TCP_CLOSE", 7),
             ("TCP_LAST_ACK", 9),
             ("TCP_LISTEN", 10),
+            ("TCP_CLOSING", 11),
             ("TCP_NEW_SYN_RECV", 12),
             ("TCP_MAX_STATES", 14),
         ],
@@ -123,7 +125,6 @@ fn mini_kernel(with_reason: bool, shutdown_bitfield: bool) -> Vec<u8> {
     }
     tp(&mut b, "tcp_receive_reset", &[sock_ptr]);
     tp(&mut b, "inet_sock_set_state", &[sock_ptr, int_t, int_t]);
-    tp(&mut b, "tcp_destroy_sock", &[sock_ptr]);
     b.build()
 }
 
