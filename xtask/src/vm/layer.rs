@@ -113,6 +113,12 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# What systemd or udev links on every host; Debian 11's nft opens
+# /dev/stdin for `nft -f -`.
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
@@ -162,13 +168,13 @@ exit 1
 /// The shipped binary by itself, before the suite: `--version`,
 /// `causes`, and a short trace of a refused connect that must name the
 /// client's pid.  Each prints `{NOTE}check NAME ok: DETAIL` or `failed:`
-/// (report.rs reads them).  TRACER is replaced by the tracer's path.
+/// with the last line the check printed (report.rs reads them).  TRACER is replaced by the tracer's path.
 const CHECKS: &str = r#"check() {
   name=$1; shift
   if out=$("$@" 2>&1); then
-    echo "rsttrace-vm: check $name ok: $(printf '%s\n' "$out" | head -n 1)"
+    echo "rsttrace-vm: check $name ok: $(printf '%s\n' "$out" | tail -n 1)"
   else
-    echo "rsttrace-vm: check $name failed: $(printf '%s\n' "$out" | tail -n 3 | tr '\n' ' ')"
+    echo "rsttrace-vm: check $name failed: $(printf '%s\n' "$out" | tail -n 1)"
   fi
 }
 causes() {
@@ -178,10 +184,11 @@ causes() {
   echo "$n causes"
 }
 refused_connect() {
+  rm -f /tmp/dist-trace.json /tmp/dist-trace.err
   TRACER --format json >/tmp/dist-trace.json 2>/tmp/dist-trace.err &
   tp=$!
   i=0
-  until grep -q 'tracing TCP resets' /tmp/dist-trace.err; do
+  until grep -qs 'tracing TCP resets' /tmp/dist-trace.err; do
     kill -0 "$tp" 2>/dev/null || { cat /tmp/dist-trace.err; return 1; }
     i=$((i + 1)); [ "$i" -le 600 ] || { kill "$tp"; echo "not tracing after 300 s"; return 1; }
     sleep 0.5
@@ -191,13 +198,13 @@ refused_connect() {
   cp=$!
   wait "$cp" && { kill "$tp"; echo "the connect to port 9 succeeded"; return 1; }
   i=0
-  until grep -q "\"cause\":\"connection_refused\".*\"pid\":$cp," /tmp/dist-trace.json; do
+  until grep -qs "\"cause\":\"connection_refused\".*\"pid\":$cp," /tmp/dist-trace.json; do
     i=$((i + 1))
-    [ "$i" -le 120 ] || { kill "$tp"; echo "no connection_refused record with pid $cp:"; cat /tmp/dist-trace.json; return 1; }
+    [ "$i" -le 120 ] || { kill "$tp"; cat /tmp/dist-trace.json; echo "no connection_refused record with pid $cp in 60 s"; return 1; }
     sleep 0.5
   done
   kill -INT "$tp"
-  wait "$tp" || { echo "exit status $? after SIGINT"; tail -n 2 /tmp/dist-trace.err; return 1; }
+  wait "$tp" || { rc=$?; cat /tmp/dist-trace.err; echo "exit status $rc after SIGINT"; return 1; }
   echo "connection_refused with the client's pid $cp"
 }
 check version TRACER --version
@@ -216,7 +223,7 @@ pub fn check_libraries(bins: &Binaries, root: &Path) -> Result<()> {
             .lines()
             .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
         {
-            if !root.join(lib.trim_start_matches('/')).exists() {
+            if !exists_in(root, Path::new(lib)) {
                 bail!(
                     "{} needs {lib}, which the guest root {} lacks",
                     bin.display(),
@@ -226,6 +233,49 @@ pub fn check_libraries(bins: &Binaries, root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Does the absolute `path` name a file inside the tree `root`, with its
+/// symlinks resolved as the guest would (an absolute target is in the
+/// tree, not on this machine)?
+fn exists_in(root: &Path, path: &Path) -> bool {
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .collect();
+    let mut at = root.to_path_buf();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            if at != root {
+                at.pop();
+            }
+            continue;
+        }
+        let next = at.join(&name);
+        match std::fs::read_link(&next) {
+            Ok(target) => {
+                links += 1;
+                if links > 40 {
+                    return false;
+                }
+                if target.is_absolute() {
+                    at = root.to_path_buf();
+                }
+                todo.extend(target.components().rev().filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.to_os_string()),
+                    std::path::Component::ParentDir => Some("..".into()),
+                    _ => None,
+                }));
+            }
+            Err(_) => at = next,
+        }
+    }
+    at.exists()
 }
 
 /// Copies a host file to the absolute path `at` under `dir`.
@@ -252,4 +302,48 @@ pub fn pack(work: &Path, bins: &Binaries, extra: &[String]) -> Result<PathBuf> {
     let archive = work.join("layer.cpio");
     pack_cpio(&dir, &archive)?;
     Ok(archive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exists_in;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("xtask-exists-in-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib64")).unwrap();
+        std::fs::write(root.join("usr/lib/x86_64-linux-gnu/ld-2.31.so"), "").unwrap();
+        std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib64", root.join("lib64")).unwrap();
+        // An absolute target, as Debian 11 has it: not this machine's /lib.
+        std::os::unix::fs::symlink(
+            "/lib/x86_64-linux-gnu/ld-2.31.so",
+            root.join("usr/lib64/ld-linux-x86-64.so.2"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "../x86_64-linux-gnu/ld-2.31.so",
+            root.join("usr/lib64/rel.so"),
+        )
+        .unwrap();
+        assert!(exists_in(&root, "/lib64/ld-linux-x86-64.so.2".as_ref()));
+        assert!(exists_in(
+            &root,
+            "/lib/x86_64-linux-gnu/ld-2.31.so".as_ref()
+        ));
+        assert!(!exists_in(
+            &root,
+            "/lib/x86_64-linux-gnu/ld-2.36.so".as_ref()
+        ));
+        assert!(!exists_in(&root, "/usr/lib64/rel.so".as_ref()));
+        std::os::unix::fs::symlink(
+            "../lib/x86_64-linux-gnu/ld-2.31.so",
+            root.join("usr/lib64/rel2.so"),
+        )
+        .unwrap();
+        assert!(exists_in(&root, "/usr/lib64/rel2.so".as_ref()));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
