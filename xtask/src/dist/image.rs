@@ -2,7 +2,7 @@
 //! binary, the C library files it loads (taken from this machine's
 //! Debian packages, with their copyright files) and nothing else, made
 //! offline with podman in a private store under target/dist-work (the
-//! machine's image store is left alone).  `podman load -i`, `ctr image
+//! machine's image store and podman's state are left alone).  `podman load -i`, `ctr image
 //! import` or `skopeo copy oci-archive:...` read it.
 
 use std::{
@@ -67,13 +67,18 @@ pub fn build(binary: &Path, work: &Path, out: &Path) -> Result<PathBuf> {
             .arg("."),
     )?;
     let store = work.join("store");
+    // podman refuses a run root path longer than 50 bytes, and the
+    // checkout may be anywhere: a short one under /tmp, removed below.
+    let runroot = RunRoot::new()?;
     let podman = || {
         let mut c = Command::new("podman");
         c.arg("--root")
-            .arg(store.join("root"))
+            .arg(&store)
             .arg("--runroot")
-            .arg(store.join("run"))
-            .args(["--storage-driver", "vfs"]);
+            .arg(&runroot.0)
+            .arg("--tmpdir")
+            .arg(runroot.0.join("libpod"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"]);
         c
     };
     let changes = [
@@ -98,6 +103,26 @@ pub fn build(binary: &Path, work: &Path, out: &Path) -> Result<PathBuf> {
     )
     .context("podman save")?;
     Ok(out.to_path_buf())
+}
+
+/// podman's run root for one build, removed when dropped.
+struct RunRoot(PathBuf);
+
+impl RunRoot {
+    fn new() -> Result<RunRoot> {
+        let dir = PathBuf::from(format!("/tmp/rsttrace-podman-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(RunRoot(dir))
+    }
+}
+
+impl Drop for RunRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The shared objects the binary loads, with the loader, as ldd resolves
