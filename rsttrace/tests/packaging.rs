@@ -341,6 +341,13 @@ fn daemonset_matches_the_unit() {
     let containers = pod["containers"].as_sequence().expect("containers");
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
+    // The image `cargo xtask dist` builds, of this version: loading
+    // target/dist/rsttrace-<version>.oci.tar on a node gives it.
+    assert_eq!(
+        c["image"].as_str(),
+        Some(format!("localhost/rsttrace:{}", env!("CARGO_PKG_VERSION")).as_str()),
+        "the DaemonSet's image"
+    );
     let sc = &c["securityContext"];
     assert_eq!(sc["privileged"].as_bool(), Some(false), "privileged");
     assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));

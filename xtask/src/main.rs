@@ -10,8 +10,12 @@
 //!   are its loads
 //! - `vm`: the end-to-end tests on Debian's 5.10, 6.1 and 6.12 kernels
 //!   under qemu (opt-in)
+//! - `dist`: the portable binary, the Debian package and the OCI image in
+//!   target/dist/
 
 mod bench;
+mod cargo_json;
+mod dist;
 mod retry;
 mod storm;
 mod vm;
@@ -70,6 +74,9 @@ enum Task {
     Bench(bench::Args),
     /// Run the end-to-end tests on Debian's 5.10, 6.1 and 6.12 kernels under qemu (as root).
     Vm(vm::Args),
+    /// Build target/dist/: a portable binary (glibc 2.17+), the .deb, the
+    /// OCI image archive and SHA256SUMS.
+    Dist,
     /// The benchmark's load: SYNs to a closed loopback port (run in a namespace).
     #[command(hide = true)]
     Storm {
@@ -251,10 +258,17 @@ fn test(no_lint: bool, args: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the integration tests load eBPF programs and create network namespaces: run `cargo xtask test` as root");
     }
-    bootstrap_with(&["--with-tests"])?;
+    bootstrap_with(&["--with-tests", "--with-dist"])?;
     if !no_lint {
         lint()?;
         docs(true)?;
+    }
+    // The package and image tests (rsttrace/tests/dist.rs, the e2e
+    // service_image test) install and run what `dist` made, in Debian 11
+    // and 12 roots (cached in target/vm/roots, as the VMs' roots).
+    dist::run()?;
+    for suite in vm::root::SUITES {
+        vm::root::prepare(&suite)?;
     }
     status(cmd("cargo").arg("test").args(args))
 }
@@ -275,6 +289,9 @@ fn main() -> ExitCode {
         Task::Lint => lint().map(|()| ExitCode::SUCCESS),
         Task::Docs { check } => docs(check).map(|()| ExitCode::SUCCESS),
         Task::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Task::Dist => bootstrap_with(&["--with-dist"])
+            .and_then(|()| dist::run())
+            .map(|_| ExitCode::SUCCESS),
         Task::Vm(args) => vm::run(&args).map(|ok| {
             if ok {
                 ExitCode::SUCCESS

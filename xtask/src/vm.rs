@@ -7,8 +7,10 @@
 //! - apt.rs: host packages; the kernel packages through a private apt
 //!   configuration (target/vm/apt)
 //! - kernel.rs: vmlinuz and a modules archive per kernel
-//! - root.rs: the debootstrapped guest root and its archive
-//! - layer.rs: this run's binaries and the guest's /init
+//! - root.rs: the debootstrapped guest roots (Debian 11 for 5.10, the
+//!   release that ships it; Debian 12 for the others) and their archives
+//! - layer.rs: this run's binaries (what `cargo xtask dist` ships, and the
+//!   e2e tests built for the same glibc) and the guest's /init
 //! - boot.rs: qemu, its console
 //! - report.rs: parsing the console, the results table, docs/kernels.md
 
@@ -17,7 +19,7 @@ mod boot;
 mod kernel;
 mod layer;
 mod report;
-mod root;
+pub mod root;
 
 use std::{
     path::{Path, PathBuf},
@@ -54,6 +56,8 @@ pub struct Series {
     pub suffix: &'static str,
     /// The suites it may come from.
     pub suites: &'static [&'static str],
+    /// The guest's userspace.
+    pub userspace: &'static root::Suite,
 }
 
 pub const SERIES: [Series; 3] = [
@@ -62,18 +66,23 @@ pub const SERIES: [Series; 3] = [
         prefix: "linux-image-5.10.",
         suffix: "-cloud-amd64",
         suites: &["bullseye", "bullseye-security"],
+        // Debian 11 is the release that ships 5.10: its glibc (2.31) is
+        // older than the machine's, which is what the portable binary is for.
+        userspace: &root::BULLSEYE,
     },
     Series {
         name: "6.1",
         prefix: "linux-image-6.1.",
         suffix: "-cloud-amd64",
         suites: &["bookworm"],
+        userspace: &root::BOOKWORM,
     },
     Series {
         name: "6.12",
         prefix: "linux-image-6.12.",
         suffix: "+deb12-cloud-amd64",
         suites: &["bookworm-backports"],
+        userspace: &root::BOOKWORM,
     },
 ];
 
@@ -112,7 +121,7 @@ pub fn run(args: &Args) -> Result<bool> {
         bail!("cargo xtask vm installs packages, runs debootstrap and depmod: run it as root");
     }
     let setup_start = Instant::now();
-    crate::bootstrap(false)?;
+    crate::bootstrap_with(&["--with-dist"])?;
     let work = crate::root().join("target/vm");
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let archive = apt::Archive::open(&work.join("apt"))?;
@@ -125,15 +134,35 @@ pub fn run(args: &Args) -> Result<bool> {
             .with_context(|| format!("preparing the {} kernel from {}", s.name, deb.display()))?;
         kernels.push((*s, package, k));
     }
-    let base = root::base(&work)?;
-    let binaries = layer::build()?;
+    let mut roots = vec![];
+    for s in &series {
+        if !roots.iter().any(|(name, _)| *name == s.userspace.name) {
+            roots.push((s.userspace.name, root::prepare(s.userspace)?));
+        }
+    }
+    let root_of = |s: &Series| {
+        &roots
+            .iter()
+            .find(|(n, _)| *n == s.userspace.name)
+            .expect("prepared")
+            .1
+    };
+    // The guests run what an operator installs: target/dist/rsttrace.
+    let dist = crate::dist::run()?;
+    let binaries = layer::build(&dist)?;
+    for (_, r) in &roots {
+        layer::check_libraries(&binaries, &r.dir)?;
+    }
     // The service tests drive Prometheus, rsyslog, logrotate and podman,
     // which the guest does not have; what they test (metrics, rules,
     // output files, packaging) is the same on every kernel, and the host
     // suite runs them.
     let mut test_args = args.args.clone();
     test_args.extend(["--skip".to_string(), "service_".to_string()]);
-    let expected = layer::list_tests(&binaries.tests, &test_args);
+    let expected = layer::list_tests(&binaries.tests, &test_args).map(|mut e| {
+        e.extend(report::CHECKS.iter().map(|c| c.to_string()));
+        e
+    });
     let layer = layer::pack(&work, &binaries, &test_args)?;
     let setup = setup_start.elapsed();
     println!("vm: setup took {}", report::duration(setup));
@@ -142,7 +171,7 @@ pub fn run(args: &Args) -> Result<bool> {
     for (s, package, k) in &kernels {
         let dir = work.join(s.name);
         let initrd = dir.join("initrd.cpio");
-        concat(&[&base, &k.modules, &layer], &initrd)?;
+        concat(&[&root_of(s).archive, &k.modules, &layer], &initrd)?;
         println!(
             "vm: booting {} ({} {}) under qemu, software emulation",
             s.name, package.name, package.version
@@ -154,7 +183,8 @@ pub fn run(args: &Args) -> Result<bool> {
             timeout: TIMEOUT,
             verbose: args.verbose,
         })?;
-        let run = report::parse(s.name, package, &boot, expected.as_deref());
+        let mut run = report::parse(s.name, package, &boot, expected.as_deref());
+        report::check_tracer(&mut run, &binaries.tracer_sha256);
         println!("{}", run.summary_line());
         runs.push(run);
     }

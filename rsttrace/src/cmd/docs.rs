@@ -139,7 +139,10 @@ pub fn completions(shell: clap_complete::Shell) -> String {
 
 pub fn man() -> Result<String> {
     let mut out = Vec::new();
+    // Section 8, system administration commands: rsttrace runs as root
+    // (packages install it in /usr/sbin).
     clap_mangen::Man::new(cli::command())
+        .section("8")
         .render(&mut out)
         .context("cannot render the man page")?;
     Ok(String::from_utf8_lossy(&out).into_owned())

@@ -13,13 +13,15 @@ fn is_failure(v: &Value, failure: &str, port: u16) -> bool {
 #[test]
 fn firewall_verdicts_and_failures_without_resets() {
     let link = Link::new();
+    // `icmpx type host-unreachable`: Debian 11's nft (0.9.8) needs the
+    // `type`, newer ones accept it.
     link.a.nft(
         "table inet rsttrace_test {
            chain input {
              type filter hook input priority 0;
              tcp dport 9501 reject with tcp reset
              tcp dport 9502 reject
-             tcp dport 9503 reject with icmpx host-unreachable
+             tcp dport 9503 reject with icmpx type host-unreachable
              tcp dport 9504 drop
            }
          }",

@@ -17,6 +17,7 @@ mod firewall;
 mod options;
 mod origin;
 mod resets;
+mod service_image;
 mod service_metrics;
 mod service_output;
 mod service_pods;

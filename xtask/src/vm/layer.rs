@@ -1,76 +1,48 @@
-//! This run's top layer of the initramfs: the freshly built tracer and
-//! e2e test binary, at the absolute paths they have on the host (the test
-//! binary runs the tracer at `env!("CARGO_BIN_EXE_rsttrace")`), and the
-//! guest's /init.
+//! This run's top layer of the initramfs: the tracer `cargo xtask dist`
+//! ships and the e2e test binary built for the same glibc (2.17, with
+//! cargo-zigbuild: the guests' Debian 11 has glibc 2.31, older than the
+//! machine's), at the absolute paths the test binary expects (it runs the
+//! tracer at `env!("CARGO_BIN_EXE_rsttrace")`), and the guest's /init.
 
 use std::{
-    io::BufRead,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 
 use super::pack_cpio;
-use crate::cmd;
+use crate::{cargo_json, dist};
 
 pub struct Binaries {
     /// The `e2e` integration test executable.
     pub tests: PathBuf,
+    /// Where the test binary runs the tracer (its CARGO_BIN_EXE_rsttrace).
     pub tracer: PathBuf,
+    /// What is put there: target/dist/rsttrace.
+    pub tracer_source: PathBuf,
+    /// Its SHA-256, as SHA256SUMS records it.
+    pub tracer_sha256: String,
 }
 
-/// Builds with `cargo --message-format=json` and returns the executable
-/// of the artifact `name` of `kind` (debug profile, as `cargo test`).
-fn cargo_executable(args: &[&str], kind: &str, name: &str) -> Result<PathBuf> {
-    let mut child = cmd("cargo")
-        .args(args)
-        .arg("--message-format=json")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
-    let mut found = None;
-    let stdout = child.stdout.take().expect("piped stdout");
-    for line in std::io::BufReader::new(stdout).lines() {
-        let Ok(v) = serde_json::from_str::<Value>(&line?) else {
-            continue;
-        };
-        match v["reason"].as_str() {
-            Some("compiler-message") => {
-                if let Some(text) = v["message"]["rendered"].as_str() {
-                    eprint!("{text}");
-                }
-            }
-            Some("compiler-artifact")
-                if v["target"]["name"] == name
-                    && v["target"]["kind"]
-                        .as_array()
-                        .is_some_and(|k| k.iter().any(|k| k == kind)) =>
-            {
-                if let Some(exe) = v["executable"].as_str() {
-                    found = Some(PathBuf::from(exe));
-                }
-            }
-            _ => {}
-        }
-    }
-    let s = child.wait()?;
-    if !s.success() {
-        bail!("cargo {} failed ({s})", args.join(" "));
-    }
-    found.with_context(|| format!("cargo {} built no {kind} `{name}`", args.join(" ")))
-}
-
-pub fn build() -> Result<Binaries> {
-    let tests = cargo_executable(
-        &["test", "--no-run", "-p", "rsttrace", "--test", "e2e"],
-        "test",
+/// The e2e tests, release profile (whose dependencies the dist build has
+/// just compiled), for the dist binary's target.
+pub fn build(dist: &dist::Artifacts) -> Result<Binaries> {
+    let built = cargo_json::artifacts(dist::zigbuild(&[
+        "--release",
+        "--package",
+        "rsttrace",
+        "--test",
         "e2e",
-    )?;
-    let tracer = cargo_executable(&["build", "-p", "rsttrace"], "bin", "rsttrace")?;
-    Ok(Binaries { tests, tracer })
+    ])?)
+    .context("building the e2e tests with cargo-zigbuild")?;
+    Ok(Binaries {
+        tests: cargo_json::find(&built, "test", "e2e")?,
+        tracer: cargo_json::find(&built, "bin", "rsttrace")?,
+        tracer_source: dist.binary.clone(),
+        tracer_sha256: dist::recorded_sum(&dist.sums, "rsttrace")?,
+    })
 }
 
 /// The tests the binary would run with these arguments (`--list` on the
@@ -132,7 +104,7 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn init_script(tests: &Path, extra: &[String]) -> String {
+fn init_script(tests: &Path, tracer: &Path, extra: &[String]) -> String {
     let args: Vec<String> = extra.iter().map(|a| shell_quote(a)).collect();
     format!(
         r#"#!/bin/sh
@@ -141,6 +113,12 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# What systemd or udev links on every host; Debian 11's nft opens
+# /dev/stdin for `nft -f -`.
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
@@ -160,6 +138,10 @@ for c in {commands}; do
 done
 ip link set lo up
 cd /tmp
+. /etc/os-release
+echo "{NOTE}userspace $PRETTY_NAME, $(ldd --version | head -n 1)"
+echo "{NOTE}tracer sha256 $(sha256sum {tracer} | cut -d' ' -f1)"
+{checks}
 echo "{NOTE}tests start at uptime $(cut -d' ' -f1 /proc/uptime)"
 echo "{TESTS_BEGIN}"
 {tests} --test-threads=2 --show-output {args} 2>&1
@@ -177,24 +159,126 @@ exit 1
         modules = MODULES.join(" "),
         commands = COMMANDS.join(" "),
         tests = shell_quote(&tests.to_string_lossy()),
+        tracer = shell_quote(&tracer.to_string_lossy()),
+        checks = CHECKS.replace("TRACER", &shell_quote(&tracer.to_string_lossy())),
         args = args.join(" "),
     )
 }
 
-/// Shared libraries a binary needs, from ldd.
-fn libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .with_context(|| format!("ldd {}", binary.display()))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
-        .map(PathBuf::from)
-        .collect())
+/// The shipped binary by itself, before the suite: `--version`,
+/// `causes`, and a short trace of a refused connect that must name the
+/// client's pid.  Each prints `{NOTE}check NAME ok: DETAIL` or `failed:`
+/// with the last line the check printed (report.rs reads them).  TRACER is replaced by the tracer's path.
+const CHECKS: &str = r#"check() {
+  name=$1; shift
+  if out=$("$@" 2>&1); then
+    echo "rsttrace-vm: check $name ok: $(printf '%s\n' "$out" | tail -n 1)"
+  else
+    echo "rsttrace-vm: check $name failed: $(printf '%s\n' "$out" | tail -n 1)"
+  fi
+}
+causes() {
+  TRACER causes --format json >/tmp/dist-causes.json || return 1
+  n=$(grep -o '"cause":' /tmp/dist-causes.json | wc -l)
+  [ "$n" -gt 0 ] || { echo "no causes listed"; return 1; }
+  echo "$n causes"
+}
+refused_connect() {
+  rm -f /tmp/dist-trace.json /tmp/dist-trace.err
+  TRACER --format json >/tmp/dist-trace.json 2>/tmp/dist-trace.err &
+  tp=$!
+  i=0
+  until grep -qs 'tracing TCP resets' /tmp/dist-trace.err; do
+    kill -0 "$tp" 2>/dev/null || { cat /tmp/dist-trace.err; return 1; }
+    i=$((i + 1)); [ "$i" -le 600 ] || { kill "$tp"; echo "not tracing after 300 s"; return 1; }
+    sleep 0.5
+  done
+  # bash connects itself (a redirection, no child): the record's pid is its own.
+  bash -c 'exec 3<>/dev/tcp/127.0.0.1/9' 2>/dev/null &
+  cp=$!
+  wait "$cp" && { kill "$tp"; echo "the connect to port 9 succeeded"; return 1; }
+  i=0
+  until grep -qs "\"cause\":\"connection_refused\".*\"pid\":$cp," /tmp/dist-trace.json; do
+    i=$((i + 1))
+    [ "$i" -le 120 ] || { kill "$tp"; cat /tmp/dist-trace.json; echo "no connection_refused record with pid $cp in 60 s"; return 1; }
+    sleep 0.5
+  done
+  kill -INT "$tp"
+  wait "$tp" || { rc=$?; cat /tmp/dist-trace.err; echo "exit status $rc after SIGINT"; return 1; }
+  echo "connection_refused with the client's pid $cp"
+}
+check version TRACER --version
+check causes causes
+check refused_connect refused_connect"#;
+
+/// Every library the binary loads (ldd on this machine) is in the root.
+pub fn check_libraries(bins: &Binaries, root: &Path) -> Result<()> {
+    for bin in [&bins.tests, &bins.tracer_source] {
+        let out = Command::new("ldd")
+            .arg(bin)
+            .output()
+            .with_context(|| format!("ldd {}", bin.display()))?;
+        let libs = String::from_utf8_lossy(&out.stdout);
+        for lib in libs
+            .lines()
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
+        {
+            if !exists_in(root, Path::new(lib)) {
+                bail!(
+                    "{} needs {lib}, which the guest root {} lacks",
+                    bin.display(),
+                    root.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Copies a host file to the same absolute path under `dir`.
+/// Does the absolute `path` name a file inside the tree `root`, with its
+/// symlinks resolved as the guest would (an absolute target is in the
+/// tree, not on this machine)?
+fn exists_in(root: &Path, path: &Path) -> bool {
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .collect();
+    let mut at = root.to_path_buf();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            if at != root {
+                at.pop();
+            }
+            continue;
+        }
+        let next = at.join(&name);
+        match std::fs::read_link(&next) {
+            Ok(target) => {
+                links += 1;
+                if links > 40 {
+                    return false;
+                }
+                if target.is_absolute() {
+                    at = root.to_path_buf();
+                }
+                todo.extend(target.components().rev().filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.to_os_string()),
+                    std::path::Component::ParentDir => Some("..".into()),
+                    _ => None,
+                }));
+            }
+            Err(_) => at = next,
+        }
+    }
+    at.exists()
+}
+
+/// Copies a host file to the absolute path `at` under `dir`.
 fn copy_to(dir: &Path, file: &Path, at: &Path) -> Result<()> {
     let dst = dir.join(at.strip_prefix("/").unwrap_or(at));
     std::fs::create_dir_all(dst.parent().expect("a parent"))?;
@@ -211,32 +295,55 @@ pub fn pack(work: &Path, bins: &Binaries, extra: &[String]) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir)?;
     let init = dir.join("init");
-    std::fs::write(&init, init_script(&bins.tests, extra))?;
+    std::fs::write(&init, init_script(&bins.tests, &bins.tracer, extra))?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
-    let root = work.join("root");
-    for bin in [&bins.tests, &bins.tracer] {
-        copy_to(&dir, bin, bin)?;
-        for lib in libraries(bin)? {
-            let rel = lib.strip_prefix("/").unwrap_or(&lib);
-            if root.join(rel).exists() {
-                continue;
-            }
-            // The root is merged-/usr: a real lib/ here would replace its
-            // /lib symlink.
-            let at = match rel
-                .components()
-                .next()
-                .map(|c| c.as_os_str().to_string_lossy())
-            {
-                Some(top) if ["lib", "lib64", "bin", "sbin"].contains(&top.as_ref()) => {
-                    Path::new("/usr").join(rel)
-                }
-                _ => lib.clone(),
-            };
-            copy_to(&dir, &lib, &at)?;
-        }
-    }
+    copy_to(&dir, &bins.tests, &bins.tests)?;
+    copy_to(&dir, &bins.tracer_source, &bins.tracer)?;
     let archive = work.join("layer.cpio");
     pack_cpio(&dir, &archive)?;
     Ok(archive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exists_in;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("xtask-exists-in-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib64")).unwrap();
+        std::fs::write(root.join("usr/lib/x86_64-linux-gnu/ld-2.31.so"), "").unwrap();
+        std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib64", root.join("lib64")).unwrap();
+        // An absolute target, as Debian 11 has it: not this machine's /lib.
+        std::os::unix::fs::symlink(
+            "/lib/x86_64-linux-gnu/ld-2.31.so",
+            root.join("usr/lib64/ld-linux-x86-64.so.2"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "../x86_64-linux-gnu/ld-2.31.so",
+            root.join("usr/lib64/rel.so"),
+        )
+        .unwrap();
+        assert!(exists_in(&root, "/lib64/ld-linux-x86-64.so.2".as_ref()));
+        assert!(exists_in(
+            &root,
+            "/lib/x86_64-linux-gnu/ld-2.31.so".as_ref()
+        ));
+        assert!(!exists_in(
+            &root,
+            "/lib/x86_64-linux-gnu/ld-2.36.so".as_ref()
+        ));
+        assert!(!exists_in(&root, "/usr/lib64/rel.so".as_ref()));
+        std::os::unix::fs::symlink(
+            "../lib/x86_64-linux-gnu/ld-2.31.so",
+            root.join("usr/lib64/rel2.so"),
+        )
+        .unwrap();
+        assert!(exists_in(&root, "/usr/lib64/rel2.so".as_ref()));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
