@@ -63,6 +63,8 @@ pub struct Offsets {
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
     pub skb_dev: u32,
+    /// `skb->sk`: the socket a packet this host sends belongs to.
+    pub skb_sk: u32,
     // struct net_device: nd_net.net
     pub dev_nd_net: u32,
     // struct tcp_sock and struct inet_connection_sock
@@ -137,11 +139,6 @@ pub struct Config {
     /// (`netif_receive_skb`, kernels without BPF trampolines); 0: from
     /// the functions that handle handshakes and resets.
     pub packet_ttls: u8,
-    /// Index of the return value in the fexit context of
-    /// `inet_csk_accept` and `tcp_v{4,6}_syn_recv_sock`: the number of
-    /// arguments, which differs between kernels (BTF says).
-    pub accept_ret_arg: u8,
-    pub syn_recv_ret_arg: u8,
     /// 1 when `tcp_reset()` takes the reset segment (`sk, skb`; not in
     /// Debian's 5.10).
     pub tcp_reset_has_skb: u8,
@@ -153,6 +150,7 @@ pub struct Config {
     /// (Linux 5.11+): the running task's fields are then plain loads.
     pub task_btf: u8,
     pub _pad2: u8,
+    pub _pad3: u32,
     /// Only report events from these network namespaces (0 = unused
     /// slot; all four 0 = every namespace).
     pub netns_filter: [u32; NETNS_FILTER],
@@ -163,6 +161,7 @@ pub struct Config {
     /// `SKB_DROP_REASON_NO_SOCKET` on this kernel (Linux >= 5.17).
     pub drop_reason_no_socket: u32,
     pub _pad1: u32,
+    pub _pad4: u32,
     /// Ring buffer wake-up policy: wake the reader at most once per
     /// `wakeup_interval_ns` unless `wakeup_bytes` are waiting.
     pub wakeup_interval_ns: u64,
@@ -170,9 +169,9 @@ pub struct Config {
 }
 
 // The layout is shared with the eBPF object byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<Offsets>() == 56 * 4);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 57 * 4);
 const _: () = assert!(
-    core::mem::size_of::<Config>() == 56 * 4 + 4 + 28 + 4 * NETNS_FILTER + 4 + 4 + 4 + 4 + 16
+    core::mem::size_of::<Config>() == 57 * 4 + 4 + 28 + 4 * NETNS_FILTER + 4 + 4 + 4 + 4 + 4 + 16
 );
 
 impl Config {
@@ -214,6 +213,7 @@ impl Config {
                 skb_network_header: ABSENT,
                 skb_transport_header: ABSENT,
                 skb_dev: ABSENT,
+                skb_sk: ABSENT,
                 dev_nd_net: ABSENT,
                 tcp_snd_una: ABSENT,
                 tcp_snd_nxt: ABSENT,
@@ -259,17 +259,17 @@ impl Config {
             want_stray: 0,
             want_firewall_tp: 0,
             packet_ttls: 0,
-            accept_ret_arg: 0,
-            syn_recv_ret_arg: 0,
             tcp_reset_has_skb: 0,
             want_drops: 0,
             task_btf: 0,
             _pad2: 0,
+            _pad3: 0,
             netns_filter: [0; NETNS_FILTER],
             drop_reason_netfilter: ABSENT,
             reason_not_specified: ABSENT,
             drop_reason_no_socket: ABSENT,
             _pad1: 0,
+            _pad4: 0,
             wakeup_interval_ns: 0,
             wakeup_bytes: 0,
         }

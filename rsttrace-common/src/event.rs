@@ -295,6 +295,12 @@ pub struct FirewallEvent {
     pub hook: u8,
     pub ends: Endpoints,
     pub seg: SegmentHdr,
+    /// 1 when the segment was this host's own, dropped on its way out (an
+    /// output rule); `ends` are this host's view either way.
+    pub outgoing: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
+    pub _pad2: u32,
 }
 
 /// An ICMP error about a TCP segment this host sent: `ends` and `seg`
@@ -407,7 +413,7 @@ const _: () = assert!(core::mem::size_of::<SegmentHdr>() == 16);
 const _: () = assert!(core::mem::size_of::<ResetEvent>() == 352);
 const _: () = assert!(core::mem::size_of::<ErrorReportEvent>() == 128);
 const _: () = assert!(core::mem::size_of::<ListenEvent>() == 64);
-const _: () = assert!(core::mem::size_of::<FirewallEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<FirewallEvent>() == 88);
 const _: () = assert!(core::mem::size_of::<IcmpEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<StrayEvent>() == 80);
 const _: () = assert!(core::mem::size_of::<SockEntry>() == 72);

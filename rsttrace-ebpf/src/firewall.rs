@@ -33,7 +33,7 @@ use rsttrace_common::event::{
 
 use crate::{
     emit::{emit, header},
-    kmem::{conf, now_ns, off, read_array, Mem, Probed, Typed},
+    kmem::{conf, now_ns, off, read_array, zero, Mem, Probed, Typed},
     net::{netns_filtered, read_packet, read_segment, skb_netns, AF_INET, AF_INET6, TCP_RST},
 };
 
@@ -68,6 +68,31 @@ pub struct Reply {
 
 #[map]
 static REPLY: PerCpuArray<Reply> = PerCpuArray::with_max_entries(1, 0);
+
+/// Space to build a record in: on the stack, with its buffers, a record
+/// would not fit beside its caller's frame before Linux 6.13 (and its
+/// zeroing would become a `memset` subprogram, one more frame).
+#[map]
+static FIREWALL_SCRATCH: PerCpuArray<FirewallEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// A zeroed record with this hook, verdict and ICMP type and code.
+#[inline(always)]
+fn record(
+    hook: u8,
+    verdict: u8,
+    icmp_type: u8,
+    icmp_code: u8,
+) -> Option<&'static mut FirewallEvent> {
+    // SAFETY: this program's own per-CPU slot; the programs using it do
+    // not interrupt each other on a CPU (softirq, one segment at a time).
+    let ev = unsafe { &mut *FIREWALL_SCRATCH.get_ptr_mut(0)? };
+    zero(ev);
+    ev.hook = hook;
+    ev.verdict = verdict;
+    ev.icmp_type = icmp_type;
+    ev.icmp_code = icmp_code;
+    Some(ev)
+}
 
 #[inline(always)]
 fn reply() -> Option<&'static mut Reply> {
@@ -219,10 +244,8 @@ pub fn on_netfilter_drop<C: EbpfContext>(ctx: &C, skb: u64) {
     let exact = r.exact_skb == skb;
     r.exact_skb = 0;
     r.armed = 0;
-    let mut ev = FirewallEvent {
-        hook: HOOK_TRACEPOINT,
-        verdict: VERDICT_DROP,
-        ..FirewallEvent::default()
+    let Some(ev) = record(HOOK_TRACEPOINT, VERDICT_DROP, 0, 0) else {
+        return;
     };
     // Already reported by an exact hook, or not TCP, or a reset.
     if exact
@@ -234,7 +257,9 @@ pub fn on_netfilter_drop<C: EbpfContext>(ctx: &C, skb: u64) {
         r.icmp_skb = 0;
         return;
     }
-    if r.kind == VERDICT_RESET && reset_answers(r, &ev.ends, &ev.seg) {
+    if own_segment(skb, ev) {
+        ev.outgoing = 1;
+    } else if r.kind == VERDICT_RESET && reset_answers(r, &ev.ends, &ev.seg) {
         ev.verdict = VERDICT_RESET;
     } else if r.icmp_skb == skb || (r.kind == VERDICT_ICMP && icmp_quotes(r, &ev.ends, &ev.seg)) {
         ev.verdict = VERDICT_ICMP;
@@ -243,7 +268,26 @@ pub fn on_netfilter_drop<C: EbpfContext>(ctx: &C, skb: u64) {
     }
     r.kind = 0;
     r.icmp_skb = 0;
-    send(ctx, skb_netns::<Probed>(skb), &mut ev);
+    send(ctx, skb_netns::<Probed>(skb), ev);
+}
+
+/// Whether the dropped segment is this host's own, on its way out: it
+/// belongs to a socket whose local port is the segment's source (a
+/// received segment early demux gave a socket has it as destination).
+/// Then `ev`'s ends, parsed as arriving, are turned round.
+#[inline(always)]
+fn own_segment(skb: u64, ev: &mut FirewallEvent) -> bool {
+    let sk: u64 = Probed::load(skb, off!(skb_sk));
+    if sk == 0 {
+        return false;
+    }
+    let port: u16 = Probed::load(sk, off!(skc_num));
+    if port == 0 || port != ev.ends.remote_port {
+        return false;
+    }
+    core::mem::swap(&mut ev.ends.local_addr, &mut ev.ends.remote_addr);
+    core::mem::swap(&mut ev.ends.local_port, &mut ev.ends.remote_port);
+    true
 }
 
 /// `nf_send_reset(net, sk, oldskb, hook)` and `nf_send_reset6` (same
@@ -253,10 +297,8 @@ pub fn nf_send_reset_kprobe(ctx: ProbeContext) -> u32 {
     let Some(skb) = ctx.arg::<u64>(2) else {
         return 0;
     };
-    let mut ev = FirewallEvent {
-        hook: HOOK_KPROBE,
-        verdict: VERDICT_RESET,
-        ..FirewallEvent::default()
+    let Some(ev) = record(HOOK_KPROBE, VERDICT_RESET, 0, 0) else {
+        return 0;
     };
     // nf_reject_ip_tcphdr_get(): never a reset for a reset.
     if !read_segment::<Probed>(skb, &mut ev.ends, &mut ev.seg) || ev.seg.tcp_flags & TCP_RST != 0 {
@@ -265,7 +307,7 @@ pub fn nf_send_reset_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(r) = reply() {
         r.exact_skb = skb;
     }
-    send(&ctx, skb_netns::<Probed>(skb), &mut ev);
+    send(&ctx, skb_netns::<Probed>(skb), ev);
     0
 }
 
@@ -297,12 +339,8 @@ const ICMPV6_DEST_UNREACH: u8 = 1;
 
 #[inline(always)]
 fn unreach(ctx: &ProbeContext, skb: u64, icmp_type: u8, icmp_code: u8) {
-    let mut ev = FirewallEvent {
-        hook: HOOK_KPROBE,
-        verdict: VERDICT_ICMP,
-        icmp_type,
-        icmp_code,
-        ..FirewallEvent::default()
+    let Some(ev) = record(HOOK_KPROBE, VERDICT_ICMP, icmp_type, icmp_code) else {
+        return;
     };
     if !read_segment::<Probed>(skb, &mut ev.ends, &mut ev.seg) {
         return;
@@ -310,7 +348,7 @@ fn unreach(ctx: &ProbeContext, skb: u64, icmp_type: u8, icmp_code: u8) {
     if let Some(r) = reply() {
         r.exact_skb = skb;
     }
-    send(ctx, skb_netns::<Probed>(skb), &mut ev);
+    send(ctx, skb_netns::<Probed>(skb), ev);
 }
 
 #[inline(always)]

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use rsttrace_common::event::{Endpoints, SegmentHdr};
 
 use crate::{
-    kmem::{conf, Typed},
+    kmem::Typed,
     net::read_segment,
     owners::{accepted, set_peer_ttl},
 };
@@ -44,44 +44,108 @@ pub fn tcp_finish_connect(ctx: FEntryContext) -> i32 {
 /// `skb` is the peer's last handshake segment.  The child got its owner
 /// (the listener's) when it was cloned; this adds the peer's TTL.
 #[inline(always)]
-fn on_syn_recv_sock(ctx: &FExitContext) {
-    // The return value follows the arguments, whose number BTF gave.
-    let child: u64 = match conf!(syn_recv_ret_arg) {
-        6 => ctx.arg(6),
-        7 => ctx.arg(7),
-        _ => 0,
-    };
+fn on_syn_recv_sock(skb: u64, child: u64) {
     if child == 0 {
         return;
     }
-    let (ttl, _) = segment_ttl(ctx.arg(1));
+    let (ttl, _) = segment_ttl(skb);
     if ttl != 0 {
         set_peer_ttl(child, ttl);
     }
 }
 
-#[fexit(function = "tcp_v4_syn_recv_sock")]
-pub fn tcp_v4_syn_recv_sock(ctx: FExitContext) -> i32 {
-    on_syn_recv_sock(&ctx);
-    0
+/// An fexit program reads the return value after the arguments, so each
+/// number of arguments a kernel gives the function is a program of its own
+/// (BTF says which one loads; the offset must be a constant).
+macro_rules! syn_recv_exit {
+    ($name:ident, $function:literal, $ret:literal) => {
+        #[fexit(function = $function)]
+        pub fn $name(ctx: FExitContext) -> i32 {
+            on_syn_recv_sock(ctx.arg(1), ctx.arg($ret));
+            0
+        }
+    };
 }
 
-#[fexit(function = "tcp_v6_syn_recv_sock")]
-pub fn tcp_v6_syn_recv_sock(ctx: FExitContext) -> i32 {
-    on_syn_recv_sock(&ctx);
-    0
-}
+syn_recv_exit!(tcp_v4_syn_recv_sock_6, "tcp_v4_syn_recv_sock", 6);
+syn_recv_exit!(tcp_v4_syn_recv_sock_7, "tcp_v4_syn_recv_sock", 7);
+syn_recv_exit!(tcp_v6_syn_recv_sock_6, "tcp_v6_syn_recv_sock", 6);
+syn_recv_exit!(tcp_v6_syn_recv_sock_7, "tcp_v6_syn_recv_sock", 7);
 
 /// `inet_csk_accept(...)` returns the accepted socket, in the accepting
-/// task: it owns the socket now.
-#[fexit(function = "inet_csk_accept")]
-pub fn inet_csk_accept(ctx: FExitContext) -> i32 {
-    // (sk, flags, err, kern) before Linux 6.10, (sk, arg) since.
-    let sk: u64 = match conf!(accept_ret_arg) {
-        2 => ctx.arg(2),
-        4 => ctx.arg(4),
-        _ => 0,
+/// task: it owns it now.  `(sk, flags, err, kern)` before Linux 6.10,
+/// `(sk, arg)` since.
+macro_rules! accept_exit {
+    ($name:ident, $ret:literal) => {
+        #[fexit(function = "inet_csk_accept")]
+        pub fn $name(ctx: FExitContext) -> i32 {
+            accepted::<Typed>(ctx.arg($ret));
+            0
+        }
     };
-    accepted::<Typed>(sk);
+}
+
+accept_exit!(inet_csk_accept_2, 2);
+accept_exit!(inet_csk_accept_4, 4);
+
+/// The last reset segment TCP's receive path looked at on this CPU, for
+/// kernels whose `tcp_reset(sk)` is not handed the segment (Debian's
+/// 5.10): the reset being processed when `tcp_reset` runs.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ResetSegment {
+    sk: u64,
+    ttl: u8,
+    _pad: [u8; 7],
+}
+
+#[aya_ebpf::macros::map]
+static RESET_SEGMENT: aya_ebpf::maps::PerCpuArray<ResetSegment> =
+    aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+/// Keeps `skb`'s TTL for `sk` when it is a reset.
+#[inline(always)]
+fn stash_reset(sk: u64, skb: u64) {
+    let (ttl, flags) = segment_ttl(skb);
+    if flags & crate::net::TCP_RST == 0 {
+        return;
+    }
+    if let Some(s) = RESET_SEGMENT.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot, written and read within one segment's
+        // processing on this CPU.
+        unsafe {
+            (*s).sk = crate::kmem::plain(sk);
+            (*s).ttl = ttl;
+        }
+    }
+}
+
+/// The TTL stashed for `sk`, taken (0 when none).
+#[inline(always)]
+pub fn take_stashed_ttl(sk: u64) -> u8 {
+    let Some(s) = RESET_SEGMENT.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: as in `stash_reset`.
+    let s = unsafe { &mut *s };
+    let sk = crate::kmem::plain(sk);
+    let ttl = if s.sk == sk { s.ttl } else { 0 };
+    s.sk = 0;
+    ttl
+}
+
+/// `tcp_rcv_state_process(sk, skb)`: every segment of a socket not yet
+/// (or no longer) established, a connection refused among them.
+#[fentry(function = "tcp_rcv_state_process")]
+pub fn tcp_rcv_state_process(ctx: FEntryContext) -> i32 {
+    stash_reset(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+/// `tcp_validate_incoming(sk, skb, th, syn_inerr)`: an established
+/// connection's segment off the fast path, where its resets are checked.
+#[fentry(function = "tcp_validate_incoming")]
+pub fn tcp_validate_incoming(ctx: FEntryContext) -> i32 {
+    stash_reset(ctx.arg(0), ctx.arg(1));
     0
 }

@@ -26,10 +26,14 @@ pub fn sock_netns<M: Mem>(sk: u64) -> u32 {
 }
 
 /// Inode of the network namespace of the device a packet arrived on (for
-/// resets sent with no socket).
+/// resets sent with no socket), or of the socket that sends it (a packet
+/// on its way out has no device before routing).
 #[inline(always)]
 pub fn skb_netns<M: Mem>(skb: u64) -> u32 {
     let dev: u64 = M::load(skb, off!(skb_dev));
+    if dev == 0 {
+        return sock_netns::<M>(M::load(skb, off!(skb_sk)));
+    }
     let net: u64 = M::load(dev, off!(dev_nd_net));
     M::load(net, off!(net_inum))
 }

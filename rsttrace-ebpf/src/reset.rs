@@ -17,7 +17,7 @@ use rsttrace_common::event::{
 
 use crate::{
     emit::{aggregate, count, emit, header, should_emit},
-    handshake::segment_ttl,
+    handshake::{segment_ttl, take_stashed_ttl},
     kmem::{conf, now_ns, off, read, zero, Mem, Probed, Typed},
     net::{
         current_comm, is_full_sock, netns_filtered, read_segment, skb_netns, sock_endpoints,
@@ -93,8 +93,14 @@ pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     ev.hook = r.hook;
     let full = r.sk != 0 && socket_basics::<M>(r.sk, ev);
     owner(r.sk, ev, full);
-    if r.kind == KIND_RESET_RECEIVED && conf!(packet_ttls) != 0 {
-        ev.rst_ttl = last_reset_ttl(&ev.ends);
+    if r.kind == KIND_RESET_RECEIVED {
+        if conf!(packet_ttls) != 0 {
+            ev.rst_ttl = last_reset_ttl(&ev.ends);
+        } else if r.skb == 0 && M::TYPED {
+            // tcp_reset(sk) without the segment: the receive path's hooks
+            // kept its TTL (see handshake.rs).
+            ev.rst_ttl = take_stashed_ttl(r.sk);
+        }
     }
     // Counting needs no precise time: jiffies are an inlined load, the
     // clock a helper call that shows under storms.

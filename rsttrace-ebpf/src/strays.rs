@@ -12,7 +12,7 @@ use rsttrace_common::event::{Endpoints, SegmentHdr, StrayEvent, COUNTER_STRAY, K
 
 use crate::{
     emit::{count, emit, header},
-    kmem::{conf, now_ns, Probed},
+    kmem::{conf, now_ns, zero, Probed},
     net::{netns_filtered, read_segment, skb_netns, TCP_RST},
 };
 
@@ -20,6 +20,10 @@ use crate::{
 /// that follows is no stray, and costs no read.
 #[map]
 static ANSWERED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Space to build a record in, off the stack (see `firewall.rs`).
+#[map]
+static STRAY_SCRATCH: PerCpuArray<StrayEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// A reset is being sent in reply to `skb` on this CPU.
 #[inline(always)]
@@ -43,25 +47,38 @@ pub fn on_no_socket_drop<C: EbpfContext>(ctx: &C, skb: u64) {
             return;
         }
     }
-    let mut ev = StrayEvent::default();
+    let Some(ev) = scratch() else {
+        return;
+    };
     if !read_segment::<Probed>(skb, &mut ev.ends, &mut ev.seg) || ev.seg.tcp_flags & TCP_RST == 0 {
         return;
     }
     ev.netns = skb_netns::<Probed>(skb);
-    send(ctx, &mut ev);
+    send(ctx, ev);
+}
+
+/// A zeroed record, off the stack: beside their callers' frames (before
+/// Linux 6.13 a program and its subprograms share 512 bytes) records do
+/// not fit, and zeroing one there becomes a `memset` subprogram.
+#[inline(always)]
+fn scratch() -> Option<&'static mut StrayEvent> {
+    // SAFETY: a per-CPU slot, filled and sent within one program run.
+    let ev = unsafe { &mut *STRAY_SCRATCH.get_ptr_mut(0)? };
+    zero(ev);
+    Some(ev)
 }
 
 /// Counts (and with `--stray-resets` reports) a reset for no socket seen
 /// by the functions that build resets.
 #[inline(always)]
 pub fn stray<C: EbpfContext>(ctx: &C, netns: u32, ends: &Endpoints, seg: &SegmentHdr) {
-    let mut ev = StrayEvent {
-        netns,
-        ends: *ends,
-        seg: *seg,
-        ..StrayEvent::default()
+    let Some(ev) = scratch() else {
+        return;
     };
-    send(ctx, &mut ev);
+    ev.netns = netns;
+    ev.ends = *ends;
+    ev.seg = *seg;
+    send(ctx, ev);
 }
 
 #[inline(always)]

@@ -43,6 +43,12 @@ pub struct Args {
     /// Print the whole guest console, not only the test results.
     #[arg(long, short)]
     verbose: bool,
+    /// Instead of the tests, run the benchmark's loads once with rsttrace
+    /// and print its programs' run counts per unit of work (with
+    /// --record, into docs/benchmark.md): under emulation times mean
+    /// nothing, counts do.
+    #[arg(long)]
+    bench: bool,
     /// Extra arguments for the test binary (after `--`), e.g. a test-name filter.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
@@ -163,7 +169,7 @@ pub fn run(args: &Args) -> Result<bool> {
         e.extend(report::CHECKS.iter().map(|c| c.to_string()));
         e
     });
-    let layer = layer::pack(&work, &binaries, &test_args)?;
+    let layer = layer::pack(&work, &binaries, &test_args, args.bench)?;
     let setup = setup_start.elapsed();
     println!("vm: setup took {}", report::duration(setup));
 
@@ -183,6 +189,10 @@ pub fn run(args: &Args) -> Result<bool> {
             timeout: TIMEOUT,
             verbose: args.verbose,
         })?;
+        if args.bench {
+            bench_counts(s, package, &boot, args.record)?;
+            continue;
+        }
         let mut run = report::parse(s.name, package, &boot, expected.as_deref());
         report::check_tracer(&mut run, &binaries.tracer_sha256);
         println!("{}", run.summary_line());
@@ -195,6 +205,30 @@ pub fn run(args: &Args) -> Result<bool> {
         println!("vm: wrote {}", path.display());
     }
     Ok(runs.iter().all(|r| r.ok()))
+}
+
+/// The program counts a `--bench` guest printed; with `record`, written
+/// into docs/benchmark.md between its VM markers.
+fn bench_counts(s: &Series, package: &apt::Package, boot: &boot::Boot, record: bool) -> Result<()> {
+    let console = boot::strip_escapes(&boot.console);
+    let section = console
+        .split_once(layer::BENCH_BEGIN)
+        .and_then(|(_, rest)| rest.split_once(layer::BENCH_END))
+        .map(|(counts, _)| counts.trim().to_string())
+        .filter(|c| c.contains("runs per"))
+        .with_context(|| format!("the {} guest printed no program counts", s.name))?;
+    println!("{section}");
+    if record {
+        let path = crate::root().join("docs/benchmark.md");
+        let doc = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = format!(
+            "Linux {} ({} {}), under qemu software emulation, one run of each load:\n\n{section}",
+            s.name, package.name, package.version
+        );
+        std::fs::write(&path, crate::bench::with_vm_counts(&doc, &text))?;
+        println!("vm: wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Writes `parts` one after the other into `out` (initramfs archives

@@ -78,6 +78,9 @@ pub struct Decisions {
     pub source: Source,
     /// Handshake and reset TTLs from function hooks.
     pub handshakes: bool,
+    /// The reset's TTL from the receive path's functions (tcp_reset is
+    /// not handed the segment).
+    pub reset_segments: bool,
     /// The per-packet receive hook, and what it is for.
     pub packets: bool,
     pub packet_ttls: bool,
@@ -98,12 +101,17 @@ pub fn decide(hooks: &Hooks, want: &Want, source: Source) -> Decisions {
     let functions = source == Source::Functions && want.kernel_btf;
     let exact = kprobes_supported().is_ok();
     let has = |name| functions && hooks.function_args(name).is_some();
-    let ttl_functions = has("tcp_finish_connect")
+    // The peer's TTL per handshake, and the reset's own: handed to
+    // tcp_reset() (6.1+), or kept by the receive path's functions before.
+    let handshake_functions = has("tcp_finish_connect")
         && matches!(hooks.function_args("tcp_v4_syn_recv_sock"), Some(6 | 7))
         && hooks
             .function_args("tcp_v6_syn_recv_sock")
-            .is_none_or(|n| Some(n) == hooks.function_args("tcp_v4_syn_recv_sock"))
-        && hooks.function_args("tcp_reset").unwrap_or(0) >= 2;
+            .is_none_or(|n| Some(n) == hooks.function_args("tcp_v4_syn_recv_sock"));
+    let reset_segment = hooks.function_args("tcp_reset").unwrap_or(0) >= 2;
+    let reset_segments =
+        !reset_segment && has("tcp_rcv_state_process") && has("tcp_validate_incoming");
+    let ttl_functions = handshake_functions && (reset_segment || reset_segments);
     let icmp_functions = want.failures && has("tcp_v4_err");
     let receive = want.kernel_btf && hooks.receive_path;
     let packet_ttls = receive && want.path && !ttl_functions;
@@ -120,6 +128,7 @@ pub fn decide(hooks: &Hooks, want: &Want, source: Source) -> Decisions {
     Decisions {
         source,
         handshakes: want.path && ttl_functions,
+        reset_segments: want.path && ttl_functions && !reset_segment,
         packets: packet_ttls || packet_icmp,
         packet_ttls,
         packet_icmp,
@@ -185,6 +194,9 @@ pub fn attach(
     if d.handshakes {
         functions(a, Role::Handshakes, hooks)?;
     }
+    if d.reset_segments {
+        functions(a, Role::ResetSegments, hooks)?;
+    }
     if d.icmp_functions {
         functions(a, Role::Icmp, hooks)?;
     }
@@ -218,12 +230,17 @@ fn tracepoint(a: &mut Attacher, want: &Want, role: Role) -> Result<(), CaptureEr
 fn functions(a: &mut Attacher, role: Role, hooks: &Hooks) -> Result<(), CaptureError> {
     for variant in [Variant::Fentry, Variant::Fexit] {
         for h in hooks_of(role, variant) {
-            if hooks.function_args(h.target).is_none() {
+            let args = hooks.function_args(h.target);
+            if args.is_none() {
                 a.note(
                     h.target,
                     kind(variant),
                     HookState::Off("not in this kernel's BTF".into()),
                 );
+                continue;
+            }
+            if h.arity.is_some_and(|n| Some(n) != args) {
+                // The program for another number of arguments.
                 continue;
             }
             let r = if variant == Variant::Fentry {
@@ -276,7 +293,8 @@ fn accepts(
     d: Decisions,
     plan: &mut Plan,
 ) -> Result<(), CaptureError> {
-    if d.source == Source::Functions && hooks.function_args("inet_csk_accept").is_some() {
+    let fexit = matches!(hooks.function_args("inet_csk_accept"), Some(2 | 4));
+    if d.source == Source::Functions && fexit {
         return functions(a, Role::Accepts, hooks);
     }
     if hooks.accept {

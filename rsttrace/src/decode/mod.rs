@@ -173,6 +173,8 @@ pub struct FirewallVerdict {
     /// Seen in netfilter's own reset function (exact), not matched from
     /// tracepoints.
     pub exact: bool,
+    /// The segment was this host's own, dropped on its way out.
+    pub outgoing: bool,
 }
 
 // Built and consumed once per record on the stack: boxing the large

@@ -57,6 +57,7 @@ pub(super) fn firewall(ev: &FirewallEvent) -> FirewallVerdict {
         segment: seg(&ev.seg),
         netns: ev.netns,
         exact: ev.hook == HOOK_KPROBE,
+        outgoing: ev.outgoing != 0,
     }
 }
 

@@ -30,6 +30,9 @@ pub enum Role {
     Errors,
     /// The peer's TTL of each handshake (a received reset's origin).
     Handshakes,
+    /// A received reset's own segment, where `tcp_reset(sk)` is not handed
+    /// it (before 6.1): the receive path's functions keep its TTL.
+    ResetSegments,
     /// Every packet received: TTLs and ICMP errors, where no function hook
     /// gives them.
     Packets,
@@ -86,6 +89,9 @@ pub struct Hook {
     pub program: &'static str,
     /// For BTF tracepoints: the argument types the program reads.
     pub args: &'static [&'static str],
+    /// For fexit programs: the number of arguments the function must have
+    /// (the return value follows them; each count is a program).
+    pub arity: Option<usize>,
     /// The kernel module a function lives in when it is not built in.
     pub module: Option<&'static str>,
     /// rsttrace does not start without this role.
@@ -109,6 +115,7 @@ impl Hook {
             variant,
             program,
             args: &[],
+            arity: None,
             module: None,
             required: false,
             paused_in_storms: false,
@@ -118,6 +125,11 @@ impl Hook {
 
     const fn args(mut self, args: &'static [&'static str]) -> Hook {
         self.args = args;
+        self
+    }
+
+    const fn arity(mut self, n: usize) -> Hook {
+        self.arity = Some(n);
         self
     }
 
@@ -170,15 +182,20 @@ pub const HOOKS: &[Hook] = &[
     Hook::new(Received, "tcp:tcp_receive_reset", RawTp, "tcp_receive_reset_raw", "resets received, without the kernel's BTF").required(),
     Hook::new(States, "sock:inet_sock_set_state", TpBtf, "inet_sock_set_state", "socket owners (connect, listen), closes, listener history").args(&["*sock", "int", "int"]).required(),
     Hook::new(States, "sock:inet_sock_set_state", RawTp, "inet_sock_set_state_raw", "socket owners, without the kernel's BTF").required(),
-    Hook::new(Accepts, "inet_csk_accept", Fexit, "inet_csk_accept", "owners of accepted sockets, once per accept"),
+    Hook::new(Accepts, "inet_csk_accept", Fexit, "inet_csk_accept_2", "owners of accepted sockets, once per accept (Linux 6.10+)").arity(2),
+    Hook::new(Accepts, "inet_csk_accept", Fexit, "inet_csk_accept_4", "owners of accepted sockets, once per accept").arity(4),
     Hook::new(Accepts, "syscalls:sys_exit_accept4", Tracepoint, "sys_exit_accept4", "owners of accepted sockets (accept4), through the fd table"),
     Hook::new(Accepts, "syscalls:sys_exit_accept", Tracepoint, "sys_exit_accept", "owners of accepted sockets (accept), through the fd table"),
     Hook::new(Errors, "sock:inet_sk_error_report", TpBtf, "inet_sk_error_report", "the errno a socket gets (delivered_errno, --failures); Linux 5.14+").args(SOCK),
     Hook::new(Errors, "sock:inet_sk_error_report", RawTp, "inet_sk_error_report_raw", "the errno a socket gets, without the kernel's BTF"),
     Hook::new(Errors, "sock_def_error_report", Fentry, "sock_def_error_report", "the errno a socket gets, before Linux 5.14 (no tracepoint)"),
     Hook::new(Handshakes, "tcp_finish_connect", Fentry, "tcp_finish_connect", "the peer's TTL on connections this host opens (origin of received resets)"),
-    Hook::new(Handshakes, "tcp_v4_syn_recv_sock", Fexit, "tcp_v4_syn_recv_sock", "the peer's TTL on connections this host accepts, IPv4"),
-    Hook::new(Handshakes, "tcp_v6_syn_recv_sock", Fexit, "tcp_v6_syn_recv_sock", "the peer's TTL on connections this host accepts, IPv6"),
+    Hook::new(Handshakes, "tcp_v4_syn_recv_sock", Fexit, "tcp_v4_syn_recv_sock_6", "the peer's TTL on connections this host accepts, IPv4").arity(6),
+    Hook::new(Handshakes, "tcp_v4_syn_recv_sock", Fexit, "tcp_v4_syn_recv_sock_7", "the peer's TTL on connections this host accepts, IPv4").arity(7),
+    Hook::new(Handshakes, "tcp_v6_syn_recv_sock", Fexit, "tcp_v6_syn_recv_sock_6", "the peer's TTL on connections this host accepts, IPv6").arity(6),
+    Hook::new(Handshakes, "tcp_v6_syn_recv_sock", Fexit, "tcp_v6_syn_recv_sock_7", "the peer's TTL on connections this host accepts, IPv6").arity(7),
+    Hook::new(ResetSegments, "tcp_rcv_state_process", Fentry, "tcp_rcv_state_process", "a received reset's TTL on sockets not established, where tcp_reset() is not handed the segment (5.10)"),
+    Hook::new(ResetSegments, "tcp_validate_incoming", Fentry, "tcp_validate_incoming", "a received reset's TTL on established sockets (off the fast path), where tcp_reset() is not handed the segment (5.10)"),
     Hook::new(Packets, "net:netif_receive_skb", TpBtf, "netif_receive_skb", "every packet received, where BPF trampolines are missing: TTLs of resets and handshakes (origin), ICMP errors (--failures)").args(&["*sk_buff"]),
     Hook::new(Icmp, "tcp_v4_err", Fentry, "tcp_v4_err", "ICMP errors about this host's IPv4 segments (--failures)"),
     Hook::new(Icmp, "tcp_v6_err", Fentry, "tcp_v6_err", "ICMPv6 errors about this host's segments (--failures)"),
@@ -303,8 +320,8 @@ pub fn detect(
     Ok(hooks)
 }
 
-/// The functions of the table that BTF names, and the argument counts
-/// the fexit programs and `tcp_reset`'s program depend on.
+/// The functions of the table that BTF names, with their argument counts
+/// (which fexit program loads, whether `tcp_reset` hands over the segment).
 fn functions(btf: &Btf, config: &mut Config, hooks: &mut Hooks) {
     for h in HOOKS.iter().filter(|h| h.variant.is_function()) {
         if hooks.function_args(h.target).is_none() {
@@ -313,10 +330,7 @@ fn functions(btf: &Btf, config: &mut Config, hooks: &mut Hooks) {
             }
         }
     }
-    let args = |name| hooks.function_args(name).unwrap_or(0) as u8;
-    config.accept_ret_arg = args("inet_csk_accept");
-    config.syn_recv_ret_arg = args("tcp_v4_syn_recv_sock");
-    config.tcp_reset_has_skb = u8::from(args("tcp_reset") >= 2);
+    config.tcp_reset_has_skb = u8::from(hooks.function_args("tcp_reset").unwrap_or(0) >= 2);
 }
 
 /// kfree_skb's drop reasons (Linux 5.17+): NETFILTER_DROP for firewall

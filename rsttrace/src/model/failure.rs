@@ -21,6 +21,9 @@ pub enum FailureKind {
     FirewallIcmp,
     /// This host's firewall dropped a segment silently.
     FirewallDrop,
+    /// This host's firewall dropped a segment this host sent (an output
+    /// rule).
+    FirewallOutputDrop,
 }
 
 impl FailureKind {
@@ -33,6 +36,7 @@ impl FailureKind {
         FailureKind::AdminProhibited,
         FailureKind::FirewallIcmp,
         FailureKind::FirewallDrop,
+        FailureKind::FirewallOutputDrop,
     ];
 
     /// From the errno the socket reported, when no reset was seen on it.
@@ -57,6 +61,7 @@ impl FailureKind {
             FailureKind::AdminProhibited => "admin_prohibited",
             FailureKind::FirewallIcmp => "firewall_icmp_reject",
             FailureKind::FirewallDrop => "firewall_drop",
+            FailureKind::FirewallOutputDrop => "firewall_output_drop",
         }
     }
 
@@ -70,6 +75,7 @@ impl FailureKind {
             FailureKind::AdminProhibited => "An ICMP administratively-prohibited message ended the connection attempt: a firewall on the path or at the destination rejected it; no reset was involved.",
             FailureKind::FirewallIcmp => "This host's firewall rejected a segment from the peer with an ICMP error (REJECT without tcp-reset): the peer gets app_errno, not a reset.",
             FailureKind::FirewallDrop => "This host's firewall silently dropped a segment from the peer: its connect() or send times out; no reset was involved.",
+            FailureKind::FirewallOutputDrop => "This host's firewall dropped a segment this host sent (an output rule): the local connection stalls until it times out; no reset was involved.",
         }
     }
 }
@@ -143,7 +149,7 @@ impl Failure {
 pub const FIELDS: &[Field<Failure>] = &[
     field("time", Ty::Str, Text::Head(27), "When the kernel reported the error, RFC 3339 UTC.", |f| Value::Time(f.unix_ns)),
     field("event", Ty::Str, Text::Head(8), "\"connection_failure\".", |_| Value::Str("connection_failure")),
-    field("failure", Ty::Str, Text::Head(24), "syn_timeout, timeout, icmp_port_unreachable, host_unreachable, net_unreachable, firewall_icmp_reject or firewall_drop.", |f| Value::Str(f.kind.id())),
+    field("failure", Ty::Str, Text::Head(24), "syn_timeout, timeout, icmp_port_unreachable, host_unreachable, net_unreachable, admin_prohibited, firewall_icmp_reject, firewall_drop (a segment from the peer) or firewall_output_drop (one this host sent).", |f| Value::Str(f.kind.id())),
     field("explanation", Ty::Str, Text::Tail, "The failure in one sentence.", |f| Value::Str(f.kind.explanation())),
     field("app_errno", Ty::OptStr, Text::Kv("errno"), "The errno the application gets (ETIMEDOUT, ECONNREFUSED, EHOSTUNREACH, ENETUNREACH); null when it only times out later.", |f| Value::str(f.errno.map(Errno::name))),
     field("app_errno_for", Ty::Str, Text::Join, "Whose application gets app_errno: \"local\" (this host's socket) or \"peer\" (the other end, for this host's firewall verdicts).", |f| Value::Str(if f.errno_for_peer { "peer" } else { "local" })),

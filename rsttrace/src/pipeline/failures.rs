@@ -36,6 +36,7 @@ impl Pipeline {
             Verdict::Icmp { icmp_type, code } => {
                 (FailureKind::FirewallIcmp, icmp_errno(icmp_type, code))
             }
+            Verdict::Drop if v.outgoing => (FailureKind::FirewallOutputDrop, None),
             Verdict::Drop => (FailureKind::FirewallDrop, None),
         };
         if self.settings.failures {
@@ -43,7 +44,8 @@ impl Pipeline {
                 unix_ns: self.clock.unix_ns(v.ts_ns),
                 kind,
                 errno,
-                errno_for_peer: true,
+                // Our own segment dropped on its way out stalls our socket.
+                errno_for_peer: !v.outgoing,
                 conn: v.conn,
                 netns: v.netns,
                 owner: None,

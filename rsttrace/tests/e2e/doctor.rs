@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{as_nobody, doctor, require_root};
+use crate::harness::{as_nobody, doctor, kernel, require_root};
 
 const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
 
@@ -38,42 +38,67 @@ fn doctor_says_what_this_kernel_offers() {
     }
     assert_eq!(check(d, "BTF")["status"], "ok");
     assert_eq!(check(d, "CAP_BPF")["status"], "ok");
-    // The reset path follows from the reason field and the program types.
-    let reasons = check(d, "reset reason")["status"] == "ok";
+    // What the harness knows of this kernel, not what doctor says of it.
+    let k = kernel();
     let sent = d["sent_resets"].as_str().unwrap();
-    if reasons {
-        assert_eq!(sent, "tracepoint");
+    assert_eq!(sent, k.sent_path(), "{d:#}");
+    if k.reset_reasons() {
         assert_eq!(check(d, "tp_btf tcp_send_reset")["status"], "ok");
     } else {
-        let fentry = check(d, "fentry")["status"] == "ok";
-        let kprobe = check(d, "kprobe")["status"] == "ok";
-        let want = if fentry {
-            "fentry"
-        } else if kprobe {
-            "kprobe"
-        } else {
-            "partial_tracepoint"
-        };
-        assert_eq!(sent, want, "{d:#}");
-        assert!(d["notes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n.as_str().unwrap().contains("Linux < 6.10")));
+        assert!(notes(d).any(|n| n.contains("Linux < 6.10")), "{d:#}");
     }
-    // Delivered errnos need inet_sk_error_report (Linux 5.14).
-    let reports = check(d, "sock:inet_sk_error_report")["status"] == "ok";
-    let btf_hook = d["checks"]
+    let attached = |item: &str| attached(d, item);
+    // Per event where trampolines work, per packet where they do not.
+    let per_event = [
+        "fentry tcp_reset",
+        "fentry tcp_finish_connect",
+        "fexit tcp_v4_syn_recv_sock",
+        "fexit inet_csk_accept",
+        "fentry tcp_v4_err",
+    ];
+    for hook in per_event {
+        assert_eq!(attached(hook), k.trampolines(), "{hook}: {d:#}");
+    }
+    // Before 6.1 tcp_reset(sk) is not handed the reset segment: the
+    // receive path's functions keep its TTL.
+    for hook in [
+        "fentry tcp_rcv_state_process",
+        "fentry tcp_validate_incoming",
+    ] {
+        let wanted = k.trampolines() && k.version < (6, 1);
+        assert_eq!(attached(hook), wanted, "{hook}: {d:#}");
+    }
+    assert_eq!(
+        attached("tp_btf netif_receive_skb"),
+        k.per_packet_hooks(),
+        "{d:#}"
+    );
+    assert_eq!(
+        notes(d).any(|n| n.contains("BPF trampolines (fentry/fexit) do not work")),
+        !k.trampolines(),
+        "{d:#}"
+    );
+    // Delivered errnos: the tracepoint (5.14+), else the function under it.
+    let reports =
+        attached("tp_btf inet_sk_error_report") || attached("fentry sock_def_error_report");
+    assert_eq!(reports, k.error_reports(), "{d:#}");
+}
+
+fn notes(d: &Value) -> impl Iterator<Item = &str> {
+    d["notes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["item"] == "tp_btf inet_sk_error_report");
-    // Without the tracepoint there is nothing to hook, so no line for it.
-    assert_eq!(
-        btf_hook.is_some_and(|c| c["status"] == "ok"),
-        reports,
-        "{d:#}"
-    );
+        .filter_map(Value::as_str)
+}
+
+/// Whether doctor lists hook `item` as attached.
+fn attached(d: &Value, item: &str) -> bool {
+    d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["item"] == item && c["area"] == "hooks" && c["status"] == "ok")
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{doctor_status, error_reports, skip, Link, Tracer};
+use crate::harness::{error_reports, kernel, skip, Link, Tracer};
 
 fn is_failure(v: &Value, failure: &str, port: u16) -> bool {
     v["event"] == "connection_failure"
@@ -58,10 +58,11 @@ fn firewall_verdicts_and_failures_without_resets() {
     assert_eq!(rst["kernel_reason"], Value::Null);
     assert_eq!(rst["pid"], Value::Null);
     assert_eq!(rst["app_errno"], "ECONNREFUSED");
-    if doctor_status("drop reason") != "ok" {
+    let test = "firewall::firewall_verdicts_and_failures_without_resets";
+    if !kernel().firewall_rejects() {
         skip(
-            "firewall::firewall_verdicts_and_failures_without_resets",
-            "ICMP rejects and silent drops need kfree_skb drop reasons (Linux 5.17+); the reset was checked",
+            test,
+            "ICMP rejects need kprobes or kfree_skb drop reasons (Linux 5.17+); the reset was checked",
         );
         return;
     }
@@ -74,8 +75,15 @@ fn firewall_verdicts_and_failures_without_resets() {
         is_failure(v, "firewall_icmp_reject", 9503)
     });
     assert_eq!(host["app_errno"], "EHOSTUNREACH");
-    let drop = ta.expect("drop", |v| is_failure(v, "firewall_drop", 9504));
-    assert_eq!(drop["app_errno"], Value::Null);
+    if kernel().drop_reasons() {
+        let drop = ta.expect("drop", |v| is_failure(v, "firewall_drop", 9504));
+        assert_eq!(drop["app_errno"], Value::Null);
+    } else {
+        skip(
+            test,
+            "silent drops need kfree_skb drop reasons (Linux 5.17+)",
+        );
+    }
 
     // The client host: one real reset, and three failures that are not.
     let refused = tb.expect("connection_refused", |v| v["cause"] == "connection_refused");
@@ -138,4 +146,90 @@ fn firewall_hooks_can_be_left_out() {
     ta.settle(std::time::Duration::from_millis(500));
     let rejected: Vec<_> = ta.seen.iter().filter(|v| v["local_port"] == 9511).collect();
     assert!(rejected.is_empty(), "{rejected:#?}");
+}
+
+/// This host's own output rule drops its FIN: a failure of this host's
+/// connection, seen from this host (its namespace, its address and port as
+/// local, the errno its own socket meets).  The same rule drops the IPv6
+/// multicast listener reports the link sends when it comes up, ICMPv6
+/// behind a hop-by-hop header: none of them is a TCP segment to report.
+#[test]
+fn own_segments_dropped_on_the_way_out() {
+    let test = "firewall::own_segments_dropped_on_the_way_out";
+    if !kernel().drop_reasons() {
+        skip(
+            test,
+            "firewall drops need kfree_skb drop reasons (Linux 5.17+)",
+        );
+        return;
+    }
+    let link = Link::new();
+    link.b.nft(
+        "table inet rsttrace_out {
+           chain output {
+             type filter hook output priority 0;
+             tcp dport 9505 tcp flags & fin == fin drop
+             ip6 nexthdr 0 counter drop
+             meta l4proto ipv6-icmp drop
+           }
+         }",
+    );
+    let mut tb = Tracer::start(&link.b, &["--failures"]);
+    let mut server = link.a.peer();
+    server.ok(&format!("listen l {} 9505", link.addr_a));
+    let mut client = link.b.peer();
+    let fin_dropped = |tb: &mut Tracer, client: &mut crate::harness::Peer, n: u32| {
+        let port: u64 = client
+            .ok(&format!("connect c{n} {} 9505", link.addr_a))
+            .parse()
+            .unwrap();
+        client.ok(&format!("close c{n}"));
+        tb.expect("the FIN dropped on its way out", |v| {
+            v["event"] == "connection_failure"
+                && v["failure"] == "firewall_output_drop"
+                && v["local_port"] == port
+        })
+    };
+    let drop = fin_dropped(&mut tb, &mut client, 1);
+    assert_eq!(drop["netns"], link.b.inode(), "{drop}");
+    assert_eq!(drop["local_addr"], link.addr_b.as_str(), "{drop}");
+    assert_eq!(drop["remote_addr"], link.addr_a.as_str(), "{drop}");
+    assert_eq!(drop["remote_port"], 9505, "{drop}");
+    assert_eq!(drop["app_errno_for"], "local", "{drop}");
+    // Joining a multicast group sends a listener report, dropped between
+    // two FINs: were it taken for TCP, its record would come before the
+    // second (records come out in order).
+    let hbh_drops = |l: &Link| {
+        let rules = l.b.nft_list("table inet rsttrace_out");
+        let line = rules
+            .lines()
+            .find(|l| l.contains("nexthdr"))
+            .unwrap_or("")
+            .to_string();
+        line.split("packets ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no counter in {rules}"))
+    };
+    let before = hbh_drops(&link);
+    client.ok(&format!("mjoin ff02::1:ff00:abcd {}", link.dev_b));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while hbh_drops(&link) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no listener report was dropped: the check below would prove nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fin_dropped(&mut tb, &mut client, 2);
+    let other: Vec<_> = tb
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "connection_failure" && v["remote_port"] != 9505)
+        .collect();
+    assert!(
+        other.is_empty(),
+        "segments that are not TCP reported: {other:?}"
+    );
 }

@@ -17,6 +17,8 @@ use std::{
 
 use serde_json::Value;
 
+pub use crate::kernel::kernel;
+
 pub const PREFIX: &str = "rsttrace-t-";
 const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
 
@@ -275,6 +277,15 @@ impl Netns {
             .write_all(ruleset.as_bytes())
             .unwrap();
         assert!(child.wait().unwrap().success(), "nft -f failed");
+    }
+
+    /// `nft list <what>` in the namespace (counters included).
+    pub fn nft_list(&self, what: &str) -> String {
+        let mut args = vec!["netns", "exec", &self.name, "nft", "list"];
+        args.extend(what.split_whitespace());
+        let out = Command::new("ip").args(&args).output().expect("nft");
+        assert!(out.status.success(), "nft list {what} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Drops the resets this namespace's kernel would send: a raw-socket
@@ -672,30 +683,6 @@ pub fn doctor() -> &'static Value {
     })
 }
 
-/// What doctor says of one of its checks.
-pub fn doctor_detail(item: &str) -> String {
-    doctor()["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .find(|c| c["item"] == item)
-        .and_then(|c| c["detail"].as_str())
-        .unwrap_or_else(|| panic!("doctor has no check {item}"))
-        .to_string()
-}
-
-/// The status of one of doctor's checks ("ok", "missing", ...).
-pub fn doctor_status(item: &str) -> String {
-    doctor()["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .find(|c| c["item"] == item)
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or_else(|| panic!("doctor has no check {item}"))
-        .to_string()
-}
-
 /// `rsttrace causes --format json`, once.
 pub fn catalogue() -> &'static Value {
     static CAUSES: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
@@ -708,9 +695,11 @@ pub fn catalogue() -> &'static Value {
     })
 }
 
-/// How this kernel tells `cause`: "exact", "inferred" or "unavailable".
+/// How this kernel tells `cause`: "exact", "inferred" or "unavailable"
+/// (rsttrace's catalogue, for the range the harness says this kernel is
+/// in).
 pub fn availability(cause: &str) -> String {
-    let range = doctor()["kernel_range"].as_str().expect("kernel_range");
+    let range = kernel().range();
     catalogue()["causes"]
         .as_array()
         .unwrap()
@@ -723,15 +712,21 @@ pub fn availability(cause: &str) -> String {
 }
 
 /// Says on stdout that a test does not apply to this kernel, and why
-/// (the VM runner lists these lines as skips).
+/// (the VM runner lists these lines as skips).  Linux 6.12 and later
+/// offer everything the tests check: a skip there is a failure.
 pub fn skip(test: &str, why: &str) {
+    assert!(
+        kernel().version < (6, 12),
+        "{test} skipped on Linux {} ({why}), which offers everything it needs",
+        kernel().release
+    );
     println!("SKIP {test}: {why}");
 }
 
 /// Skips (returning true) when this kernel cannot tell `cause` apart.
 pub fn skip_unless_told(test: &str, cause: &str) -> bool {
     if availability(cause) == "unavailable" {
-        let range = doctor()["kernel_range"].as_str().unwrap_or("?");
+        let range = kernel().range();
         skip(
             test,
             &format!("Linux {range} cannot tell {cause} apart (see docs/kernels.md)"),
@@ -745,7 +740,7 @@ pub fn skip_unless_told(test: &str, cause: &str) -> bool {
 /// `reason` where the kernel names it, inferred (no reason) otherwise.
 pub fn assert_reason(ev: &Value, reason: &str) {
     let cause = ev["cause"].as_str().unwrap();
-    if availability(cause) == "exact" && doctor_status("reset reason") == "ok" {
+    if availability(cause) == "exact" && kernel().reset_reasons() {
         assert_eq!(ev["kernel_reason"], reason, "{ev}");
         assert_eq!(ev["cause_source"], "kernel_reason", "{ev}");
     } else {
@@ -754,10 +749,9 @@ pub fn assert_reason(ev: &Value, reason: &str) {
     }
 }
 
-/// Whether the kernel reports delivered errnos (sock:inet_sk_error_report,
-/// Linux 5.14+).
+/// Whether the kernel reports delivered errnos (see `kernel.rs`).
 pub fn error_reports() -> bool {
-    doctor_status("sock:inet_sk_error_report") == "ok"
+    kernel().error_reports()
 }
 
 /// The errno delivered to the local socket, as this kernel can tell it.

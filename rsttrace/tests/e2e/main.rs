@@ -3,6 +3,7 @@
 //! remove.  Run as root (`cargo xtask test`).
 
 mod harness;
+mod kernel;
 mod peer;
 mod raw;
 mod real;

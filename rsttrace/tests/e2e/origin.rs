@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::{
-    harness::{doctor_status, error_reports, skip, Link, Netns, Peer, Tracer},
+    harness::{error_reports, kernel, skip, Link, Netns, Peer, Tracer},
     topology::{Routed, ABSENT, CLIENT, ROUTER_C, SERVER, UNROUTED},
 };
 
@@ -37,19 +37,6 @@ fn connected(server_ns: &Netns, client_ns: &Netns, addr: &str, port: u16) -> (Pe
 
 fn received_on(v: &Value, local_port: u16) -> bool {
     v["event"] == "reset" && v["direction"] == "received" && v["local_port"] == local_port
-}
-
-/// Skips (true) where the receive-path hook cannot load: no TTLs.
-fn skip_without_path(test: &str) -> bool {
-    if doctor_status("tp_btf netif_receive_skb") != "ok" {
-        let why = crate::harness::doctor_detail("tp_btf netif_receive_skb");
-        skip(
-            test,
-            &format!("rst_ttl and peer_ttl need the net:netif_receive_skb hook ({why})"),
-        );
-        return true;
-    }
-    false
 }
 
 /// Both ends traced: the client's received reset names the server process
@@ -92,9 +79,6 @@ fn two_namespaces_name_the_sender() {
 /// 64 - 1); the router's reset starts one hop closer (64).
 #[test]
 fn a_router_injected_reset_is_path() {
-    if skip_without_path("origin::a_router_injected_reset_is_path") {
-        return;
-    }
     let r = Routed::new();
     let mut t = Tracer::start(&r.client, &[]);
     let (_server, mut client, cport) = connected(&r.server, &r.client, SERVER, 9602);
@@ -130,9 +114,6 @@ fn a_router_injected_reset_is_path() {
 /// segments, and arrives with the same TTL.
 #[test]
 fn a_server_reset_through_the_router_is_peer() {
-    if skip_without_path("origin::a_server_reset_through_the_router_is_peer") {
-        return;
-    }
     let r = Routed::new();
     let mut t = Tracer::start(&r.client, &[]);
     let (mut server, mut client, cport) = connected(&r.server, &r.client, SERVER, 9603);
@@ -186,13 +167,11 @@ fn fails(
     assert_eq!(f["failure"], kind, "{f}");
     assert_eq!(f["app_errno"], errno, "{f}");
     assert_eq!(f["pid"], pid(client), "{f}");
-    // ICMP details come from the receive-path hook.
-    if doctor_status("tp_btf netif_receive_skb") == "ok" {
-        let icmp = (f["icmp_type"].as_u64(), f["icmp_code"].as_u64());
-        assert_eq!(icmp, (code.map(|_| 3), code), "{f}");
-        let from = code.map(|_| ROUTER_C);
-        assert_eq!(f["icmp_from"].as_str(), from, "{f}");
-    }
+    // ICMP details, from TCP's error handler or the receive path.
+    let icmp = (f["icmp_type"].as_u64(), f["icmp_code"].as_u64());
+    assert_eq!(icmp, (code.map(|_| 3), code), "{f}");
+    let from = code.map(|_| ROUTER_C);
+    assert_eq!(f["icmp_from"].as_str(), from, "{f}");
     no_reset(t, addr, port);
 }
 
@@ -256,13 +235,11 @@ fn failures_through_the_router_are_not_resets() {
 #[test]
 fn a_reset_for_no_socket_is_a_stray() {
     let test = "origin::a_reset_for_no_socket_is_a_stray";
-    if skip_without_path(test) {
-        return;
-    }
-    if doctor_status("drop reason") != "ok" {
+    if !kernel().strays() {
         skip(
             test,
-            "resets for no socket need kfree_skb drop reasons (Linux 5.17+)",
+            "resets for no socket need kfree_skb drop reasons (Linux 5.17+) or the reset \
+             builders hooked",
         );
         return;
     }

@@ -59,6 +59,8 @@ fn result(r: std::io::Result<String>) -> String {
 
 pub fn main() -> ! {
     let mut socks: HashMap<String, Socket> = HashMap::new();
+    // Multicast groups joined: members while their socket lives.
+    let mut groups: Vec<std::net::UdpSocket> = vec![];
     let mut syncnt: Option<i32> = None;
     let mut raw: Option<Raw> = None;
     let mut mptcp = false;
@@ -257,6 +259,18 @@ pub fn main() -> ! {
                     ),
                     None => "err timeout".into(),
                 }
+            }
+            "mjoin" => {
+                // Joins IPv6 multicast group w[1] on interface w[2]: the
+                // kernel sends a multicast listener report at once.
+                let ifname = std::ffi::CString::new(w[2]).unwrap();
+                // SAFETY: a NUL-terminated interface name.
+                let index = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+                let group: std::net::Ipv6Addr = w[1].parse().unwrap();
+                let s = std::net::UdpSocket::bind("[::]:0").expect("udp6");
+                s.join_multicast_v6(&group, index).expect("join");
+                groups.push(s);
+                "ok".into()
             }
             "unspec" => {
                 // connect(AF_UNSPEC): disconnect without closing.

@@ -56,7 +56,25 @@ pub struct Args {
     /// Where --record writes (relative to the workspace root).
     #[arg(long, default_value = "docs/benchmark.md")]
     out: std::path::PathBuf,
+    /// Use this rsttrace binary; no setup, no build (`cargo xtask vm
+    /// --bench` runs the bench this way inside a guest).
+    #[arg(long, hide = true)]
+    pub rsttrace: Option<std::path::PathBuf>,
+    /// Print only the programs' run counts per unit of work (no ratios:
+    /// `--rounds 0`), as the VM section of docs/benchmark.md shows them.
+    #[arg(long, hide = true)]
+    pub counts: bool,
 }
+
+pub use report::with_vm_counts;
+
+/// The rsttrace rows whose program counts the VM section shows.
+pub const COUNTED: &[&str] = &[
+    "short-rsttrace",
+    "keepalive-rsttrace",
+    "retry-rsttrace",
+    "rsttrace",
+];
 
 pub fn run(args: &Args) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -64,15 +82,21 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("the benchmark loads eBPF programs and sends raw packets: run it as root");
     }
     check_names(&args.only)?;
-    bootstrap(true)?;
-    status(cmd("cargo").args(["build", "--release", "--package", "rsttrace"]))?;
-    let rsttrace = root().join("target/release/rsttrace");
+    let rsttrace = match &args.rsttrace {
+        Some(path) => path.clone(),
+        None => {
+            bootstrap(true)?;
+            status(cmd("cargo").args(["build", "--release", "--package", "rsttrace"]))?;
+            root().join("target/release/rsttrace")
+        }
+    };
     let help = rsttrace_help(&rsttrace)?;
     let choice = Choice {
         only: &args.only,
         transport: args.transport.as_deref(),
     };
     let has_option = |o: &str| help.contains(o);
+    let rounds = if args.counts { 0 } else { args.rounds };
     let plan: Vec<(Load, Vec<Variant>)> = Load::ALL
         .iter()
         .map(|&load| (load, variants::select(load, &choice, has_option)))
@@ -111,7 +135,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut tables = vec![];
     for (load, variants) in &plan {
         eprintln!("bench: {}", load.title());
-        tables.push((*load, run_table(&env, *load, variants, args.rounds)?));
+        tables.push((*load, run_table(&env, *load, variants, rounds)?));
     }
     let any_rsttrace = plan
         .iter()
@@ -119,17 +143,22 @@ pub fn run(args: &Args) -> Result<()> {
     let report = report::Report {
         command: format!("cargo xtask {command}"),
         tables,
-        idle: idle(&env, any_rsttrace, args.idle_seconds)?,
+        idle: idle(&env, any_rsttrace && !args.counts, args.idle_seconds)?,
         kernel,
         cpus,
-        rounds: args.rounds,
+        rounds,
         seconds: args.seconds,
     };
     drop(nginx);
+    if args.counts {
+        println!("{}", report::counts(&report));
+        return Ok(());
+    }
     println!("\n{}", report::render(&report));
     if args.record {
         let path = root().join(&args.out);
-        std::fs::write(&path, report::document(&report))
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, report::document(&report, &existing))
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("bench: wrote {}", path.display());
     }

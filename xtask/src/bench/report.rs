@@ -96,15 +96,46 @@ pub fn render(r: &Report) -> String {
     s
 }
 
-/// The file `--record` writes.
-pub fn document(r: &Report) -> String {
+/// The file `--record` writes; `existing` is the file as it was, whose
+/// VM section (another command's) is kept.
+pub fn document(r: &Report, existing: &str) -> String {
+    let vm = vm_section(existing).unwrap_or("Not recorded yet.");
     format!(
         "# Benchmark\n\n<!-- Written by `cargo xtask bench --record`; rerun it to refresh. -->\n\n\
          Reproduce (as root): `cargo xtask bench` (add `--record` to rewrite this file; \
          `--only NAME,...` runs some variants; `--transport perf` runs the rsttrace variants \
-         over perf buffers). Every figure below comes from one run.\n\n{}\n{METHOD}",
+         over perf buffers). Every figure below comes from one run.\n\n{}\n{VM_HEADING}\n\n\
+         {VM_BEGIN}\n{vm}\n{VM_END}\n\n{METHOD}",
         render(r)
     )
+}
+
+const VM_HEADING: &str = "## Where BPF trampolines work: program runs per unit of work\n\n\
+This machine's kernel refuses BPF trampolines, so rsttrace watches packets here. On \
+kernels that allow them (Debian's 5.10, 6.1 and 6.12 and most production kernels) \
+rsttrace takes the same facts from the functions that handle each event. These counts \
+come from Debian's 6.12 kernel under qemu (`cargo xtask vm --kernel 6.12 --bench \
+--record`); emulation distorts times, not counts.";
+const VM_BEGIN: &str =
+    "<!-- VM counts: written by `cargo xtask vm --kernel 6.12 --bench --record` -->";
+const VM_END: &str = "<!-- end of VM counts -->";
+
+/// The VM counts section of `doc`, if it has one.
+fn vm_section(doc: &str) -> Option<&str> {
+    let (_, rest) = doc.split_once(VM_BEGIN)?;
+    let (section, _) = rest.split_once(VM_END)?;
+    Some(section.trim())
+}
+
+/// `doc` with its VM counts section replaced by `counts` (appended when it
+/// has none).
+pub fn with_vm_counts(doc: &str, counts: &str) -> String {
+    match (doc.split_once(VM_BEGIN), doc.split_once(VM_END)) {
+        (Some((before, _)), Some((_, after))) => {
+            format!("{before}{VM_BEGIN}\n{counts}\n{VM_END}{after}")
+        }
+        _ => format!("{doc}\n{VM_HEADING}\n\n{VM_BEGIN}\n{counts}\n{VM_END}\n"),
+    }
 }
 
 fn load_table(load: Load, t: &Table) -> String {
@@ -262,6 +293,40 @@ fn range(s: Option<Summary>, decimals: usize) -> String {
     })
 }
 
+/// The programs' run counts per unit of work, load by load (the VM
+/// section of docs/benchmark.md: under emulation times mean nothing,
+/// counts do).
+pub fn counts(r: &Report) -> String {
+    let mut s = format!("`{}` on Linux {}:\n", r.command, r.kernel);
+    for (load, t) in &r.tables {
+        for run in t.runs.iter().filter(|r| r.variant.is_rsttrace()) {
+            let Some(m) = run.costed.first() else {
+                continue;
+            };
+            let b = usage(m).bpf;
+            let units = m.work.units.max(1) as f64;
+            let _ = write!(
+                s,
+                "\n**{}** (`{}`, {} {}s): {:.2} program runs per {}\n\n| program | runs per {} |\n|---|---:|\n",
+                load.title(),
+                run.variant.name,
+                m.work.units,
+                load.unit(),
+                b.run_cnt as f64 / units,
+                load.unit(),
+                load.unit(),
+            );
+            if b.programs.is_empty() {
+                s += "| (none) | 0 |\n";
+            }
+            for p in &b.programs {
+                let _ = writeln!(s, "| {} | {:.2} |", p.name, p.run_cnt as f64 / units);
+            }
+        }
+    }
+    s
+}
+
 /// One line per measurement, on stderr while the run goes.
 pub fn progress(round: usize, name: &str, load: Load, m: &Sample) -> String {
     let mut s = format!(
@@ -292,6 +357,22 @@ pub fn progress(round: usize, name: &str, load: Load, m: &Sample) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_counts_replace_their_section_only() {
+        let doc = with_vm_counts("# Benchmark\n\nhost tables\n", "old counts");
+        assert!(
+            doc.contains("host tables") && doc.contains("old counts"),
+            "{doc}"
+        );
+        let doc = with_vm_counts(&doc, "new counts");
+        assert!(
+            doc.contains("new counts") && !doc.contains("old counts"),
+            "{doc}"
+        );
+        assert_eq!(vm_section(&doc), Some("new counts"));
+        assert_eq!(doc.matches(VM_BEGIN).count(), 1);
+    }
 
     #[test]
     fn ranges() {

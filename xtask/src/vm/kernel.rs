@@ -18,7 +18,7 @@ pub struct Kernel {
 }
 
 /// Bump when what `prepare` makes changes.
-const RECIPE: &str = "kernel v1";
+const RECIPE: &str = "kernel v2";
 
 pub fn prepare(dir: &Path, deb: &Path) -> Result<Kernel> {
     let kernel = Kernel {
@@ -69,6 +69,15 @@ pub fn prepare(dir: &Path, deb: &Path) -> Result<Kernel> {
     status(Command::new("depmod").arg("-b").arg(&modroot).arg(&release))
         .with_context(|| format!("depmod for {release}"))?;
     std::fs::remove_file(modroot.join("lib"))?;
+    // The guest's /boot/config-<release>: the tests read what the kernel
+    // offers from its configuration, as on a distribution's host.
+    let guest_boot = modroot.join("boot");
+    std::fs::create_dir_all(&guest_boot)?;
+    std::fs::copy(
+        boot.join(format!("config-{release}")),
+        guest_boot.join(format!("config-{release}")),
+    )
+    .with_context(|| format!("no boot/config-{release} in the package"))?;
     pack_cpio(&modroot, &kernel.modules)?;
     std::fs::remove_dir_all(&pkg)?;
     std::fs::write(dir.join("release"), &release)?;

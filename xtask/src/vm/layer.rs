@@ -94,6 +94,8 @@ const COMMANDS: [&str; 10] = [
 ];
 
 pub const TESTS_BEGIN: &str = "===rsttrace-vm: tests begin===";
+pub const BENCH_BEGIN: &str = "===rsttrace-vm: bench begin===";
+pub const BENCH_END: &str = "===rsttrace-vm: bench end===";
 pub const TESTS_END: &str = "===rsttrace-vm: tests end, exit ";
 pub const WARNINGS: &str = "===rsttrace-vm: kernel warnings===";
 pub const DONE: &str = "===rsttrace-vm: done===";
@@ -104,7 +106,31 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn init_script(tests: &Path, tracer: &Path, extra: &[String]) -> String {
+/// What the guest runs: the e2e suite, or the benchmark's program counts.
+pub enum Run<'a> {
+    Tests,
+    /// The xtask binary at this path in the guest.
+    Bench(&'a Path),
+}
+
+fn run_command(tests: &Path, tracer: &Path, args: &[String], run: &Run) -> String {
+    match run {
+        Run::Tests => format!(
+            "{} --test-threads=2 --show-output {} 2>&1",
+            shell_quote(&tests.to_string_lossy()),
+            args.join(" ")
+        ),
+        // No ratios under emulation: the programs' run counts per unit.
+        Run::Bench(xtask) => format!(
+            "echo \"{BENCH_BEGIN}\"\n{} bench --rsttrace {} --counts --seconds 3 --idle-seconds 0 --only {} 2>/tmp/bench.err\necho \"{BENCH_END}\"\ntail -n 20 /tmp/bench.err",
+            shell_quote(&xtask.to_string_lossy()),
+            shell_quote(&tracer.to_string_lossy()),
+            crate::bench::COUNTED.join(","),
+        ),
+    }
+}
+
+fn init_script(tests: &Path, tracer: &Path, extra: &[String], run: &Run) -> String {
     let args: Vec<String> = extra.iter().map(|a| shell_quote(a)).collect();
     format!(
         r#"#!/bin/sh
@@ -144,7 +170,7 @@ echo "{NOTE}tracer sha256 $(sha256sum {tracer} | cut -d' ' -f1)"
 {checks}
 echo "{NOTE}tests start at uptime $(cut -d' ' -f1 /proc/uptime)"
 echo "{TESTS_BEGIN}"
-{tests} --test-threads=2 --show-output {args} 2>&1
+{command}
 rc=$?
 echo "{TESTS_END}$rc==="
 echo "{NOTE}tests end at uptime $(cut -d' ' -f1 /proc/uptime)"
@@ -158,10 +184,9 @@ exit 1
 "#,
         modules = MODULES.join(" "),
         commands = COMMANDS.join(" "),
-        tests = shell_quote(&tests.to_string_lossy()),
+        command = run_command(tests, tracer, &args, run),
         tracer = shell_quote(&tracer.to_string_lossy()),
         checks = CHECKS.replace("TRACER", &shell_quote(&tracer.to_string_lossy())),
-        args = args.join(" "),
     )
 }
 
@@ -287,15 +312,25 @@ fn copy_to(dir: &Path, file: &Path, at: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where the guest finds the xtask binary with `--bench`.
+pub const GUEST_XTASK: &str = "/usr/local/bin/rsttrace-xtask";
+
 /// Packs the layer into target/vm/layer.cpio.
-pub fn pack(work: &Path, bins: &Binaries, extra: &[String]) -> Result<PathBuf> {
+pub fn pack(work: &Path, bins: &Binaries, extra: &[String], bench: bool) -> Result<PathBuf> {
     let dir = work.join("layer");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
     let init = dir.join("init");
-    std::fs::write(&init, init_script(&bins.tests, &bins.tracer, extra))?;
+    let guest_xtask = Path::new(GUEST_XTASK);
+    let run = if bench {
+        copy_to(&dir, &std::env::current_exe()?, guest_xtask)?;
+        Run::Bench(guest_xtask)
+    } else {
+        Run::Tests
+    };
+    std::fs::write(&init, init_script(&bins.tests, &bins.tracer, extra, &run))?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
     copy_to(&dir, &bins.tests, &bins.tests)?;
     copy_to(&dir, &bins.tracer_source, &bins.tracer)?;

@@ -32,8 +32,9 @@ pub const SUITES: [Suite; 2] = [BULLSEYE, BOOKWORM];
 /// detached); systemd and init-system-helpers, which every Debian host
 /// has: the package tests verify the installed unit with the release's
 /// own systemd-analyze, and the maintainer scripts call
-/// deb-systemd-helper.
-const PACKAGES: [&str; 10] = [
+/// deb-systemd-helper.  nginx-light, apache2-utils (ab) and wrk: the
+/// benchmark's ordinary traffic (`cargo xtask vm --bench`).
+const PACKAGES: [&str; 13] = [
     "iproute2",
     "nftables",
     "iptables",
@@ -44,6 +45,9 @@ const PACKAGES: [&str; 10] = [
     "bpftool",
     "systemd",
     "init-system-helpers",
+    "nginx-light",
+    "apache2-utils",
+    "wrk",
 ];
 
 /// Directories of no use in the guest, removed to keep the initramfs small.

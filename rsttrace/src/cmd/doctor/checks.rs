@@ -249,9 +249,15 @@ pub(super) fn functions(r: &mut Report, facts: &KernelFacts) {
 }
 
 fn function_status(f: &Hook, present: bool, facts: &KernelFacts) -> (Status, String) {
-    let in_btf = facts.hooks.function_args(f.target).is_some();
-    match (present || in_btf, f.module) {
-        (true, _) => (Status::Ok, f.purpose.to_string()),
+    let args = facts.hooks.function_args(f.target);
+    match (present || args.is_some(), f.module) {
+        (true, _) => (
+            Status::Ok,
+            match args {
+                Some(n) => format!("{} ({n} arguments in BTF)", f.purpose),
+                None => format!("{} (not in BTF: kprobes only)", f.purpose),
+            },
+        ),
         (false, Some(m)) => (
             Status::Info,
             format!(

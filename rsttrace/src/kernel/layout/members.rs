@@ -75,6 +75,7 @@ pub(super) const MEMBERS: &[Member] = members![
     ("sk_buff", "network_header", skb_network_header, 2, true),
     ("sk_buff", "transport_header", skb_transport_header, 2, true),
     ("sk_buff", "dev", skb_dev, 8, true),
+    ("sk_buff", "sk", skb_sk, 8, false),
     ("net_device", "nd_net.net", dev_nd_net, 8, true),
     ("tcp_sock", "snd_una", tcp_snd_una, 4, false),
     ("tcp_sock", "snd_nxt", tcp_snd_nxt, 4, false),
