@@ -352,7 +352,16 @@ fn section(r: &Run, filter: &[String], commit: &str) -> String {
     if !r.notes.is_empty() {
         s += "\n";
     }
-    s += "| test | result | reason / first panic line |\n|---|---|---|\n";
+    s += &table(r);
+    s += &format!("<!-- end {} -->\n", r.series);
+    s
+}
+
+const TABLE_HEAD: &str = "| test | result | reason / first panic line |\n|---|---|---|\n";
+
+/// The results, test by test: what `--check` compares.
+fn table(r: &Run) -> String {
+    let mut s = String::from(TABLE_HEAD);
     for (name, o) in &r.tests {
         let (result, detail) = match o {
             Outcome::Passed => ("pass", String::new()),
@@ -363,8 +372,52 @@ fn section(r: &Run, filter: &[String], commit: &str) -> String {
         };
         s += &format!("| `{name}` | {result} | {} |\n", cell(&detail));
     }
-    s += &format!("<!-- end {} -->\n", r.series);
     s
+}
+
+/// The results table recorded for `series` in `doc`.
+fn recorded_table<'a>(doc: &'a str, series: &str) -> Option<&'a str> {
+    let start = doc.find(&format!("<!-- kernel {series} -->\n"))?;
+    let section = &doc[start..];
+    let end = section.find(&format!("<!-- end {series} -->\n"))?;
+    let table = section[..end].find(TABLE_HEAD)?;
+    Some(&section[table..end])
+}
+
+/// Fails unless docs/kernels.md records, for every kernel just run, the
+/// results this run had (test by test; versions and times may differ).
+pub fn check(path: &Path, runs: &[Run]) -> Result<()> {
+    let doc = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let mut stale = vec![];
+    for r in runs {
+        let now = table(r);
+        match recorded_table(&doc, r.series) {
+            Some(then) if then == now => {}
+            Some(then) => {
+                let was: Vec<&str> = then.lines().collect();
+                let rows: Vec<String> = now
+                    .lines()
+                    .filter(|l| !was.contains(l))
+                    .map(|l| format!("  now: {l}"))
+                    .chain(
+                        was.iter()
+                            .filter(|l| !now.lines().any(|n| n == **l))
+                            .map(|l| format!("  was: {l}")),
+                    )
+                    .collect();
+                stale.push(format!("{}:\n{}", r.series, rows.join("\n")));
+            }
+            None => stale.push(format!("{}: no results recorded", r.series)),
+        }
+    }
+    if !stale.is_empty() {
+        anyhow::bail!(
+            "{} does not record what this run gave (run `cargo xtask vm --record` and commit it):\n{}",
+            path.display(),
+            stale.join("\n")
+        );
+    }
+    Ok(())
 }
 
 /// `commit abc1234` (`+ uncommitted changes`) of the workspace.
@@ -546,5 +599,32 @@ test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out
         check_tracer(&mut r, "def456");
         assert!(detail_of(&r, CHECKS[3]).contains("def456"));
         assert!(r.notes.iter().any(|n| n.contains("nft_foo")));
+    }
+
+    #[test]
+    fn check_compares_the_results_only() {
+        let boot = Boot {
+            wall: Duration::from_secs(100),
+            timed_out: false,
+            console: CONSOLE.into(),
+        };
+        let package = Package {
+            name: "linux-image-6.1.0-50-cloud-amd64".into(),
+            version: "6.1.176-1".into(),
+        };
+        let r = parse("6.1", &package, &boot, None);
+        let path = std::env::temp_dir().join(format!("kernels-{}.md", std::process::id()));
+        record(&path, std::slice::from_ref(&r), &[]).unwrap();
+        check(&path, std::slice::from_ref(&r)).unwrap();
+        // Another package version: the same results.
+        let doc = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, doc.replace("6.1.176-1", "6.1.177-1")).unwrap();
+        check(&path, std::slice::from_ref(&r)).unwrap();
+        // A test that passed there and skips now: stale.
+        let doc = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, doc.replace("| `a::passes` | pass |", "| `a::passes` | skip |")).unwrap();
+        let e = check(&path, std::slice::from_ref(&r)).unwrap_err().to_string();
+        assert!(e.contains("a::passes"), "{e}");
+        let _ = std::fs::remove_file(&path);
     }
 }
