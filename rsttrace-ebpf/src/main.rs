@@ -278,7 +278,7 @@ fn on_error_report<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
     // Error 0 (tcp_disconnect(), the error queue, timestamps) is no
     // failure and no reset's errno: not worth a record.
     let error: i32 = M::load(sk, off!(sk_err));
-    if error == 0 {
+    if error == 0 || reset::report_of_counted_reset(sk) {
         return;
     }
     let netns = sock_netns::<M>(sk);
