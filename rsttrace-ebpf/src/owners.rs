@@ -42,7 +42,7 @@ const SLOTS: u32 = 1 << SLOT_BITS;
 /// A socket's entry, tagged with the socket's address (0: free).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SockSlot {
+pub(crate) struct SockSlot {
     sk: u64,
     entry: SockEntry,
 }
@@ -50,7 +50,7 @@ pub struct SockSlot {
 /// A closed connection's entry, tagged with its key.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct ClosedSlot {
+pub(crate) struct ClosedSlot {
     key: ConnKey,
     entry: ClosedEntry,
 }
@@ -99,7 +99,7 @@ fn sock_slot(i: u32) -> Option<&'static mut SockSlot> {
 /// The entry of a full socket (time-wait and request mini-sockets are
 /// never registered).
 #[inline(always)]
-pub fn lookup(sk: u64) -> Option<&'static mut SockEntry> {
+pub(crate) fn lookup(sk: u64) -> Option<&'static mut SockEntry> {
     if sk == 0 {
         return None;
     }
@@ -139,7 +139,7 @@ fn store(sk: u64, entry: &SockEntry) {
 
 /// Who owned the connection a time-wait socket stands for.
 #[inline(always)]
-pub fn closed_owner(netns: u32, ends: &Endpoints) -> Option<&'static ClosedEntry> {
+pub(crate) fn closed_owner(netns: u32, ends: &Endpoints) -> Option<&'static ClosedEntry> {
     let key = ConnKey {
         netns,
         _pad: 0,
@@ -178,7 +178,7 @@ fn closed_slot(key: &ConnKey) -> Option<&'static mut ClosedSlot> {
 /// - FIN_WAIT1/FIN_WAIT2/CLOSING -> CLOSE: tcp_time_wait() hands the
 ///   connection to a time-wait socket, which no table entry stands for.
 #[inline(always)]
-pub fn on_set_state<M: Mem, C: EbpfContext>(ctx: &C, sk: u64, old: u8, new: u8) {
+pub(crate) fn on_set_state<M: Mem, C: EbpfContext>(ctx: &C, sk: u64, old: u8, new: u8) {
     if new == conf!(tcp_syn_sent) {
         if is_inet::<M>(sk) {
             register(sk, current_owner::<M>(), now_ns());
@@ -325,7 +325,7 @@ fn register(sk: u64, owner: Owner, born_ns: u64) {
 /// The running task accepted `sk`: it owns it now.  The connection's
 /// start (its handshake, seen earlier) and peer TTL are kept.
 #[inline(always)]
-pub fn accepted<M: Mem>(sk: u64) {
+pub(crate) fn accepted<M: Mem>(sk: u64) {
     if sk == 0 {
         return;
     }
@@ -343,7 +343,7 @@ pub fn accepted<M: Mem>(sk: u64) {
 /// The peer's TTL of a connection's handshake, from the hook that sees the
 /// segment (`tcp_finish_connect`, `tcp_v{4,6}_syn_recv_sock`).
 #[inline(always)]
-pub fn set_peer_ttl(sk: u64, ttl: u8) {
+pub(crate) fn set_peer_ttl(sk: u64, ttl: u8) {
     if let Some(e) = lookup(sk) {
         e.peer_ttl = ttl;
     }
@@ -368,7 +368,7 @@ fn send_listen<C: EbpfContext>(ctx: &C, key: ListenKey, listening: u8, owner: Ow
 /// `syscalls:sys_exit_accept{,4}` (kernels without BPF trampolines): the
 /// caller now owns the returned socket, found through its fd table.
 #[inline(always)]
-pub fn on_accept_syscall(ctx: &TracePointContext) {
+pub(crate) fn on_accept_syscall(ctx: &TracePointContext) {
     let ret_off = conf!(accept_ret_offset);
     if ret_off == ABSENT {
         return;

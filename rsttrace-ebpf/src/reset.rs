@@ -32,13 +32,13 @@ use crate::{
 /// One slot per direction: a program never nests with itself on a CPU,
 /// but the send and receive programs can interrupt each other.
 #[map]
-pub static SCRATCH: PerCpuArray<ResetEvent> = PerCpuArray::with_max_entries(2, 0);
+pub(crate) static SCRATCH: PerCpuArray<ResetEvent> = PerCpuArray::with_max_entries(2, 0);
 
-pub const SLOT_SENT: u32 = 0;
-pub const SLOT_RECEIVED: u32 = 1;
+pub(crate) const SLOT_SENT: u32 = 0;
+pub(crate) const SLOT_RECEIVED: u32 = 1;
 
 /// A reset as a hook sees it.
-pub struct Reset {
+pub(crate) struct Reset {
     pub kind: u8,
     pub slot: u32,
     pub sk: u64,
@@ -54,7 +54,7 @@ pub struct Reset {
 }
 
 #[inline(always)]
-pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
+pub(crate) fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     let netns = if r.sk != 0 {
         sock_netns::<M>(r.sk)
     } else {
@@ -136,7 +136,7 @@ fn counted_reset(sk: u64) {
 
 /// Whether `sk`'s errno report follows a reset this CPU only counted.
 #[inline(always)]
-pub fn report_of_counted_reset(sk: u64) -> bool {
+pub(crate) fn report_of_counted_reset(sk: u64) -> bool {
     let Some(c) = COUNTED.get_ptr_mut(0) else {
         return false;
     };
