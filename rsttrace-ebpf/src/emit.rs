@@ -191,7 +191,12 @@ pub(crate) fn should_emit(jiffies: u64) -> bool {
 /// Counts a reset under its aggregation key.  A full table still counts
 /// the reset (`COUNTER_AGG_OVERFLOW`) so that totals add up.
 #[inline(always)]
-pub(crate) fn aggregate<C: aya_ebpf::EbpfContext>(ctx: &C, kind: u8, ev: &ResetEvent, jiffies: u64) {
+pub(crate) fn aggregate<C: aya_ebpf::EbpfContext>(
+    ctx: &C,
+    kind: u8,
+    ev: &ResetEvent,
+    jiffies: u64,
+) {
     count(COUNTER_AGGREGATED);
     let epoch = match CONTROL.get(0) {
         Some(c) => c.epoch as u8,

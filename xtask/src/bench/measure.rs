@@ -38,6 +38,8 @@ pub struct Sample {
 #[derive(Clone, Debug, Default)]
 pub struct TracerUsage {
     pub reported: u64,
+    /// Of those, the resets sent.
+    pub sent: u64,
     pub lost: u64,
     pub cpu_s: f64,
     pub max_rss_kib: u64,
@@ -89,6 +91,7 @@ fn finish(r: Running, bpf: BpfUsage) -> Result<TracerUsage> {
     let stopped = tracer::stop(r)?;
     Ok(TracerUsage {
         reported: stopped.tally.reported,
+        sent: stopped.tally.sent,
         lost: stopped.tally.lost,
         cpu_s: stopped.cpu_s,
         max_rss_kib: stopped.max_rss_kib,

@@ -141,9 +141,10 @@ pub fn with_vm_counts(doc: &str, counts: &str) -> String {
 fn load_table(load: Load, t: &Table) -> String {
     let per = if load.resets() { "record" } else { load.unit() };
     let mut s = format!(
-        "| tracer | {} | vs no tracer | reported / kernel resets | lost | tracer CPU per {per} | BPF per {} | peak RSS | BPF maps |\n\
+        "| tracer | {} | vs no tracer | {} | lost | tracer CPU per {per} | BPF per {} | peak RSS | BPF maps |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         load.rate_unit(),
+        if load == Load::RetryStorm { "reported / kernel resets (sent + received)" } else { "reported / kernel resets (sent)" },
         load.unit()
     );
     let base = Summary::of(t.baseline.iter().map(|b| b.rate));
@@ -154,7 +155,7 @@ fn load_table(load: Load, t: &Table) -> String {
         range(base, 0)
     );
     for r in &t.runs {
-        let reported = r.total(|m| usage(m).reported);
+        let reported = r.total(|m| load.reported(usage(m).reported, usage(m).sent));
         let kernel = r.total(|m| m.work.kernel_resets);
         let cpu: f64 = r.samples.iter().map(|m| usage(m).cpu_s).sum();
         let units = if load.resets() {
@@ -342,7 +343,7 @@ pub fn progress(round: usize, name: &str, load: Load, m: &Sample) -> String {
     let _ = write!(
         s,
         "  reported {}/{}  lost {}  cpu {:.2}s  rss {}  bpf {} ns / {} runs, maps {}",
-        u.reported,
+        load.reported(u.reported, u.sent),
         m.work.kernel_resets,
         u.lost,
         u.cpu_s,

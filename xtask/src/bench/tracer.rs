@@ -23,6 +23,8 @@ use super::{
 #[derive(Debug, Default)]
 pub struct Tally {
     pub reported: u64,
+    /// Of those, the resets this host sent.
+    pub sent: u64,
     pub lost: u64,
     ready: bool,
 }
@@ -187,10 +189,17 @@ pub fn count_json(line: &str, t: &mut Tally) {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
-    if line.contains("\"event\":\"reset\"") {
-        t.reported += 1;
+    let sent = line.contains("\"direction\":\"sent\"");
+    let n = if line.contains("\"event\":\"reset\"") {
+        1
     } else if line.contains("\"event\":\"suppressed\"") {
-        t.reported += number("\"count\":");
+        number("\"count\":")
+    } else {
+        0
+    };
+    t.reported += n;
+    if sent {
+        t.sent += n;
     } else if line.contains("\"event\":\"lost\"") {
         t.lost += number("\"count\":");
     }
@@ -275,18 +284,18 @@ mod tests {
     fn counts_rsttrace_records() {
         let mut t = Tally::default();
         count_json(
-            r#"{"time":"x","event":"reset","cause":"no_listener"}"#,
+            r#"{"time":"x","event":"reset","direction":"sent","cause":"no_listener"}"#,
             &mut t,
         );
         count_json(
-            r#"{"time":"x","event":"suppressed","count":1234,"first_time":"y"}"#,
+            r#"{"time":"x","event":"suppressed","direction":"received","count":1234,"first_time":"y"}"#,
             &mut t,
         );
         count_json(
             r#"{"time":"x","event":"lost","count":7,"why":"buffer_full"}"#,
             &mut t,
         );
-        assert_eq!((t.reported, t.lost), (1235, 7));
+        assert_eq!((t.reported, t.sent, t.lost), (1235, 1, 7));
     }
 
     #[test]
