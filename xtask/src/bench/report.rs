@@ -219,7 +219,7 @@ fn program_tables(load: Load, t: &Table) -> String {
         let _ = write!(
             s,
             "\n`{}`, BPF programs per {} ({} {}s in the run with statistics on; {:.0} ns per {} in all):\n\n\
-             | program | runs per {} | ns per run | ns per {} |\n|---|---:|---:|---:|\n",
+             | program | runs | runs per {} | ns per run | ns per {} |\n|---|---:|---:|---:|---:|\n",
             r.variant.name,
             load.unit(),
             m.work.units,
@@ -232,8 +232,9 @@ fn program_tables(load: Load, t: &Table) -> String {
         for p in &b.programs {
             let _ = writeln!(
                 s,
-                "| {} | {:.2} | {:.0} | {:.0} |",
+                "| {} | {} | {:.2} | {:.0} | {:.0} |",
                 p.name,
+                p.run_cnt,
                 p.run_cnt as f64 / units,
                 p.run_time_ns as f64 / p.run_cnt.max(1) as f64,
                 p.run_time_ns as f64 / units,
@@ -308,7 +309,7 @@ pub fn counts(r: &Report) -> String {
             let units = m.work.units.max(1) as f64;
             let _ = write!(
                 s,
-                "\n**{}** (`{}`, {} {}s): {:.2} program runs per {}\n\n| program | runs per {} |\n|---|---:|\n",
+                "\n**{}** (`{}`, {} {}s): {:.2} program runs per {}\n\n| program | runs | runs per {} |\n|---|---:|---:|\n",
                 load.title(),
                 run.variant.name,
                 m.work.units,
@@ -318,10 +319,16 @@ pub fn counts(r: &Report) -> String {
                 load.unit(),
             );
             if b.programs.is_empty() {
-                s += "| (none) | 0 |\n";
+                s += "| (none) | 0 | 0 |\n";
             }
             for p in &b.programs {
-                let _ = writeln!(s, "| {} | {:.2} |", p.name, p.run_cnt as f64 / units);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.2} |",
+                    p.name,
+                    p.run_cnt,
+                    p.run_cnt as f64 / units
+                );
             }
         }
     }
