@@ -17,7 +17,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_task,
     macros::map,
-    maps::{Array, LruHashMap},
+    maps::Array,
     programs::TracePointContext,
     EbpfContext,
 };
@@ -64,11 +64,33 @@ static SOCKS: Array<SockSlot> = Array::with_max_entries(SLOTS, 0);
 #[map]
 static CLOSED: Array<ClosedSlot> = Array::with_max_entries(SLOTS, 0);
 
+/// A listener's owner, tagged with its (netns, port).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct ListenSlot {
+    key: ListenKey,
+    owner: Owner,
+}
+
 /// (netns, port) -> the process listening there, so that a new child
-/// socket starts with its listener's owner.  Written per listen(), not
-/// per connection.
+/// socket starts with its listener's owner: written per listen(), read
+/// per connection, direct-mapped like the tables above.
 #[map]
-static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entries(16384, 0);
+static LISTENERS: Array<ListenSlot> = Array::with_max_entries(SLOTS, 0);
+
+#[inline(always)]
+fn listen_slot(key: &ListenKey) -> Option<&'static mut ListenSlot> {
+    let i = slot_of(u64::from(key.netns) << 16 | u64::from(key.port));
+    // SAFETY: as for `sock_slot`.
+    LISTENERS.get_ptr_mut(i).map(|p| unsafe { &mut *p })
+}
+
+/// The process listening on `key`, if one registered.
+#[inline(always)]
+fn listener(key: &ListenKey) -> Option<Owner> {
+    let slot = listen_slot(key)?;
+    (slot.key == *key).then_some(slot.owner)
+}
 
 /// The longest a time-wait socket lives (TCP_TIMEWAIT_LEN, and the
 /// FIN_WAIT2 substate's tcp_fin_timeout default).
@@ -224,16 +246,18 @@ fn start_listening<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
     let now = now_ns();
     register(sk, owner, now);
     let key = listen_key::<M>(sk);
-    let _ = LISTENERS.insert(key, owner, 0);
+    if let Some(slot) = listen_slot(&key) {
+        // Untagged while written (see `store`).
+        slot.key.netns = 0;
+        slot.owner = owner;
+        slot.key = key;
+    }
     send_listen(ctx, key, 1, owner, now);
 }
 
 #[inline(always)]
 fn inherit_from_listener<M: Mem>(sk: u64) {
-    // SAFETY: as for `lookup`.
-    let owner = unsafe { LISTENERS.get(listen_key::<M>(sk)) }
-        .copied()
-        .unwrap_or_default();
+    let owner = listener(&listen_key::<M>(sk)).unwrap_or_default();
     let peer_ttl = if conf!(packet_ttls) != 0 {
         // The handshake's last ACK is being processed on this CPU.
         handshake_ttl(M::load(sk, off!(skc_num)))
@@ -259,12 +283,11 @@ fn stop_listening<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
         Some(e) => e.owner,
         None => Owner::default(),
     };
-    // SAFETY: as for `lookup`.
-    if let Some(current) = unsafe { LISTENERS.get(key) } {
+    if let Some(slot) = listen_slot(&key) {
         // With SO_REUSEPORT several sockets share the key; only the
         // process that registered it clears it.
-        if current.tgid == owner.tgid {
-            let _ = LISTENERS.remove(key);
+        if slot.key == key && slot.owner.tgid == owner.tgid {
+            slot.key.netns = 0;
         }
     }
     send_listen(ctx, key, 0, owner, now_ns());
