@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rsttrace_common::COMM_LEN;
+use sha1::{Digest, Sha1};
 
 pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const AF_INET6: u16 = libc::AF_INET6 as u16;
@@ -59,18 +60,18 @@ impl Conn {
     }
 
     /// Community ID v1 (seed 0) of this TCP connection: the same on both
-    /// hosts, whichever end computes it.
-    pub fn community_id(&self) -> String {
-        community_id::calculate_community_id(
-            0,
-            self.local,
-            self.remote,
-            Some(self.local_port),
-            Some(self.remote_port),
-            6,
-            false,
-        )
-        .unwrap_or_default()
+    /// hosts, whichever end computes it.  Empty when the two addresses
+    /// are of different families (the spec has no id for that).
+    pub fn community_id(&self) -> CommunityId {
+        match (self.local, self.remote) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                CommunityId::tcp(&l.octets(), self.local_port, &r.octets(), self.remote_port)
+            }
+            (IpAddr::V6(l), IpAddr::V6(r)) => {
+                CommunityId::tcp(&l.octets(), self.local_port, &r.octets(), self.remote_port)
+            }
+            _ => CommunityId::default(),
+        }
     }
 
     /// The same connection seen from the other end.
@@ -81,6 +82,100 @@ impl Conn {
             remote: self.local,
             remote_port: self.local_port,
         }
+    }
+}
+
+/// A Community ID v1 (`1:` and the base64 of a SHA-1), kept inline: one
+/// is computed per record, and a `String` would be an allocation each.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommunityId {
+    text: [u8; CommunityId::MAX],
+    len: u8,
+}
+
+impl CommunityId {
+    /// `1:` and 28 base64 characters.
+    const MAX: usize = 30;
+
+    /// The id of a TCP flow between two endpoints (seed 0), as the spec
+    /// computes it: the endpoints in order (address, then port), so that
+    /// both directions get the same id.
+    fn tcp(a: &[u8], a_port: u16, b: &[u8], b_port: u16) -> CommunityId {
+        const TCP: u8 = 6;
+        let ((src, sport), (dst, dport)) = if (a, a_port) < (b, b_port) {
+            ((a, a_port), (b, b_port))
+        } else {
+            ((b, b_port), (a, a_port))
+        };
+        // Seed (0), addresses, protocol, a zero pad byte, ports; all in
+        // network byte order.
+        let mut data = [0u8; 2 + 16 + 16 + 2 + 4];
+        let mut n = 2;
+        for part in [
+            src,
+            dst,
+            &[TCP, 0],
+            &sport.to_be_bytes(),
+            &dport.to_be_bytes(),
+        ] {
+            data[n..n + part.len()].copy_from_slice(part);
+            n += part.len();
+        }
+        let digest: [u8; 20] = Sha1::digest(&data[..n]).into();
+        let mut id = CommunityId {
+            text: [0; CommunityId::MAX],
+            len: CommunityId::MAX as u8,
+        };
+        id.text[..2].copy_from_slice(b"1:");
+        base64(&digest, &mut id.text[2..]);
+        id
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written (`tcp`, `from`).
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+/// Standard base64 with padding of 20 bytes: 28 characters.
+fn base64(bytes: &[u8; 20], out: &mut [u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sextet = |v: u32, shift: u32| ALPHABET[(v >> shift & 63) as usize];
+    for (group, text) in bytes.chunks(3).zip(out.chunks_mut(4)) {
+        let v = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |v, (i, &b)| v | u32::from(b) << (16 - 8 * i));
+        text[0] = sextet(v, 18);
+        text[1] = sextet(v, 12);
+        text[2] = if group.len() > 1 { sextet(v, 6) } else { b'=' };
+        text[3] = if group.len() > 2 { sextet(v, 0) } else { b'=' };
+    }
+}
+
+/// For records built by hand (tests): the first 30 bytes of `s`.
+impl From<&str> for CommunityId {
+    fn from(s: &str) -> Self {
+        let mut id = CommunityId::default();
+        let mut n = s.len().min(CommunityId::MAX);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        id.text[..n].copy_from_slice(&s.as_bytes()[..n]);
+        id.len = n as u8;
+        id
+    }
+}
+
+impl std::fmt::Debug for CommunityId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for CommunityId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -199,6 +294,48 @@ mod tests {
             c.community_id(),
             "both ends agree"
         );
+    }
+
+    #[test]
+    fn community_ids_are_the_reference_crates() {
+        let addrs: Vec<IpAddr> = [
+            "127.0.0.1",
+            "10.0.0.2",
+            "10.0.0.10",
+            "192.168.255.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fd00::2",
+            "2001:db8::ff00:42:8329",
+            "::",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        for &local in &addrs {
+            for &remote in &addrs {
+                for (local_port, remote_port) in [(80, 1024), (1024, 80), (9, 9), (0, 65535)] {
+                    let c = Conn {
+                        local,
+                        local_port,
+                        remote,
+                        remote_port,
+                    };
+                    let want = community_id::calculate_community_id(
+                        0,
+                        local,
+                        remote,
+                        Some(local_port),
+                        Some(remote_port),
+                        6,
+                        false,
+                    )
+                    .unwrap_or_default();
+                    assert_eq!(c.community_id(), want.as_str(), "{c:?}");
+                }
+            }
+        }
     }
 
     #[test]
