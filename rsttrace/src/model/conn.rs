@@ -31,12 +31,38 @@ pub fn family_name(addr: &IpAddr) -> &'static str {
 }
 
 /// Both ends of a connection, this host's first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conn {
     pub local: IpAddr,
     pub local_port: u16,
     pub remote: IpAddr,
     pub remote_port: u16,
+}
+
+/// Hashed as one run of bytes (the correlator looks connections up
+/// several times per reset; the derived hash fed the hasher field by
+/// field, family tags included).
+impl std::hash::Hash for Conn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut key = [0u8; 1 + 16 + 16 + 4];
+        let mut n = 1;
+        for addr in [self.local, self.remote] {
+            match addr {
+                IpAddr::V4(a) => {
+                    key[n..n + 4].copy_from_slice(&a.octets());
+                    n += 4;
+                }
+                IpAddr::V6(a) => {
+                    key[0] |= if n == 1 { 1 } else { 2 };
+                    key[n..n + 16].copy_from_slice(&a.octets());
+                    n += 16;
+                }
+            }
+        }
+        key[n..n + 2].copy_from_slice(&self.local_port.to_ne_bytes());
+        key[n + 2..n + 4].copy_from_slice(&self.remote_port.to_ne_bytes());
+        state.write(&key[..n + 4]);
+    }
 }
 
 impl Conn {

@@ -14,7 +14,7 @@
 //! and both records then name the other end.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{hash_map::Entry, HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -99,8 +99,7 @@ pub struct Correlator {
     /// Whether this kernel reports errnos at all (Linux >= 5.14).
     reports: bool,
     /// Held drafts by arrival (id).
-    held: BTreeMap<u64, Held>,
-    next_id: u64,
+    held: HeldQueue,
     /// Held sent resets by the receiver's view of the connection, and
     /// held received resets by their own: the other end looks here.
     sent_by_conn: HashMap<Conn, u64>,
@@ -116,8 +115,7 @@ impl Correlator {
         Correlator {
             hold,
             reports,
-            held: BTreeMap::new(),
-            next_id: 0,
+            held: HeldQueue::default(),
             sent_by_conn: HashMap::new(),
             recv_by_conn: HashMap::new(),
             recent: VecDeque::new(),
@@ -176,12 +174,14 @@ impl Correlator {
     /// each other.
     fn pair(&mut self, draft: &mut Draft, out: &mut Vec<Draft>) -> bool {
         let received = draft.ev.facts.direction == Direction::Received;
+        // In a storm of one direction the other map stays empty: no need
+        // to hash the connection.
         let id = if received {
-            self.sent_by_conn.remove(&draft.ev.conn)
+            take(&mut self.sent_by_conn, &draft.ev.conn)
         } else {
-            self.recv_by_conn.remove(&draft.ev.conn.reversed())
+            take(&mut self.recv_by_conn, &draft.ev.conn.reversed())
         };
-        let Some(other) = id.and_then(|id| self.held.get_mut(&id).map(|h| (id, h))) else {
+        let Some(other) = id.and_then(|id| self.held.get_mut(id).map(|h| (id, h))) else {
             return false;
         };
         let (id, h) = other;
@@ -189,7 +189,7 @@ impl Correlator {
         h.draft.other_end = Some(end_of(draft, !received));
         h.wait_pair = false;
         if h.ready() {
-            let h = self.held.remove(&id).expect("found above");
+            let h = self.held.remove(id).expect("found above");
             out.push(h.draft);
         }
         true
@@ -200,16 +200,15 @@ impl Correlator {
             out.push(h.draft);
             return;
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        if h.wait_pair {
-            let conn = h.draft.ev.conn;
-            match h.draft.ev.facts.direction {
+        let (wait_pair, conn, direction) =
+            (h.wait_pair, h.draft.ev.conn, h.draft.ev.facts.direction);
+        let id = self.held.push(h);
+        if wait_pair {
+            match direction {
                 Direction::Sent => self.sent_by_conn.insert(conn.reversed(), id),
                 Direction::Received => self.recv_by_conn.insert(conn, id),
             };
         }
-        self.held.insert(id, h);
     }
 
     /// The received "reset" just before a TCP_ABORT_ON_DATA was the kernel
@@ -222,9 +221,9 @@ impl Correlator {
             .held
             .iter()
             .find(|(_, h)| h.may_be_local_abort && SockKey::of(&h.draft) == Some(sock))
-            .map(|(&id, _)| id);
+            .map(|(id, _)| id);
         if let Some(id) = found {
-            let mut h = self.held.remove(&id).expect("found above");
+            let mut h = self.held.remove(id).expect("found above");
             self.forget_conn(&h.draft, id);
             let c = &mut h.draft.class;
             c.cause = Cause::LocalAbortOnData;
@@ -238,8 +237,11 @@ impl Correlator {
             Direction::Sent => (&mut self.sent_by_conn, d.ev.conn.reversed()),
             Direction::Received => (&mut self.recv_by_conn, d.ev.conn),
         };
-        if map.get(&key) == Some(&id) {
-            map.remove(&key);
+        // One lookup: this runs for nearly every reset in a storm.
+        if let Entry::Occupied(e) = map.entry(key) {
+            if *e.get() == id {
+                e.remove();
+            }
         }
     }
 
@@ -265,11 +267,11 @@ impl Correlator {
             .held
             .iter_mut()
             .find(|(_, h)| SockKey::of(&h.draft) == Some(sock) && h.draft.delivered.is_none());
-        if let Some((&id, h)) = found {
+        if let Some((id, h)) = found {
             h.draft.delivered = Some((errno, er.owner));
             h.wait_report = false;
             if h.ready() {
-                let h = self.held.remove(&id).expect("found above");
+                let h = self.held.remove(id).expect("found above");
                 self.forget_conn(&h.draft, id);
                 out.push(h.draft);
             }
@@ -295,14 +297,73 @@ impl Correlator {
     /// Releases held resets that are complete or waited `hold` (all of
     /// them with `all`), oldest first.
     pub fn release_due(&mut self, now: Instant, all: bool, out: &mut Vec<Draft>) {
-        while let Some((&id, h)) = self.held.first_key_value() {
+        while let Some((id, h)) = self.held.first() {
             if !all && !h.ready() && now.duration_since(h.since) < self.hold {
                 break;
             }
-            let h = self.held.remove(&id).expect("first exists");
+            let h = self.held.remove(id).expect("first exists");
             self.forget_conn(&h.draft, id);
             out.push(h.draft);
         }
+    }
+}
+
+/// Held drafts in arrival order, each with an id that is never reused:
+/// a deque of slots, the oldest first, emptied at the front as drafts
+/// leave.  In a storm every sent reset waits here for a partner that never
+/// comes; a map of ids moved whole drafts around on each removal.
+#[derive(Default)]
+struct HeldQueue {
+    /// The id of `slots[0]`.
+    first_id: u64,
+    /// None: left already (out of order).
+    slots: VecDeque<Option<Held>>,
+    live: usize,
+}
+
+impl HeldQueue {
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn push(&mut self, h: Held) -> u64 {
+        let id = self.first_id + self.slots.len() as u64;
+        self.slots.push_back(Some(h));
+        self.live += 1;
+        id
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Held> {
+        let at = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
+        self.slots.get_mut(at)?.as_mut()
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Held> {
+        let at = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
+        let h = self.slots.get_mut(at)?.take()?;
+        self.live -= 1;
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.first_id += 1;
+        }
+        Some(h)
+    }
+
+    /// The oldest held draft (the front slot is never empty).
+    fn first(&self) -> Option<(u64, &Held)> {
+        Some((self.first_id, self.slots.front()?.as_ref()?))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &Held)> {
+        (self.first_id..)
+            .zip(&self.slots)
+            .filter_map(|(id, h)| Some((id, h.as_ref()?)))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut Held)> {
+        (self.first_id..)
+            .zip(&mut self.slots)
+            .filter_map(|(id, h)| Some((id, h.as_mut()?)))
     }
 }
 
@@ -312,6 +373,14 @@ fn end_of(d: &Draft, sender: bool) -> OtherEnd {
         owner: d.ev.owner,
         netns: d.ev.netns,
         cause: sender.then_some(d.class.cause),
+    }
+}
+
+fn take(map: &mut HashMap<Conn, u64>, conn: &Conn) -> Option<u64> {
+    if map.is_empty() {
+        None
+    } else {
+        map.remove(conn)
     }
 }
 
