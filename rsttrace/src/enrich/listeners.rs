@@ -27,7 +27,18 @@ struct PortState {
 const PORTS: usize = 65536;
 
 pub struct ListenerHistory {
-    ports: Bounded<(u32, u16), PortState>,
+    ports: Bounded<PortKey, PortState>,
+}
+
+/// A port in a network namespace, as one word (hashed once per
+/// `no_listener` reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PortKey(u64);
+
+impl PortKey {
+    fn new(netns: u32, port: u16) -> Self {
+        PortKey(u64::from(netns) << 16 | u64::from(port))
+    }
 }
 
 impl Default for ListenerHistory {
@@ -47,7 +58,7 @@ pub struct ProcListener {
 }
 
 impl ListenerHistory {
-    fn port(&mut self, key: (u32, u16)) -> &mut PortState {
+    fn port(&mut self, key: PortKey) -> &mut PortState {
         if !self.ports.contains(&key) {
             self.ports.insert(key, PortState::default());
         }
@@ -55,7 +66,7 @@ impl ListenerHistory {
     }
 
     pub fn seed(&mut self, listener: &ProcListener, owner: Option<Task>) {
-        let st = self.port((listener.netns, listener.port));
+        let st = self.port(PortKey::new(listener.netns, listener.port));
         st.listening += 1;
         if owner.is_some() {
             st.last = owner;
@@ -63,7 +74,7 @@ impl ListenerHistory {
     }
 
     pub fn on_listen(&mut self, ev: &ListenChange) {
-        let st = self.port((ev.netns, ev.port));
+        let st = self.port(PortKey::new(ev.netns, ev.port));
         if ev.listening {
             st.listening += 1;
             st.stopped_ns = None;
@@ -80,7 +91,7 @@ impl ListenerHistory {
 
     /// The port's story as of boot-time `now_ns`.
     pub fn note(&self, netns: u32, port: u16, now_ns: u64) -> ListenerNote {
-        match self.ports.get(&(netns, port)) {
+        match self.ports.get(&PortKey::new(netns, port)) {
             Some(st) => ListenerNote {
                 listening_now: st.listening > 0,
                 last: st.last,

@@ -22,12 +22,23 @@ pub const MAX_COMMS: usize = 64;
 /// Distinct containers kept as their own label value.
 pub const MAX_CONTAINERS: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ResetKey {
     direction: Direction,
     cause: Cause,
     comm: u16,
     container: u16,
+}
+
+/// Hashed as one word: every reset is counted here.
+impl std::hash::Hash for ResetKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let word = (self.direction as u64) << 48
+            | (self.cause as u64) << 32
+            | u64::from(self.comm) << 16
+            | u64::from(self.container);
+        state.write_u64(word);
+    }
 }
 
 /// What the pipeline counted.
