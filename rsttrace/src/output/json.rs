@@ -26,10 +26,11 @@ pub struct Json {
 
 impl Format for Json {
     fn render(&mut self, record: &Record, buf: &mut Vec<u8>) {
+        let start = buf.len();
         record.visit(&mut Object {
             buf,
             plain: &mut self.plain,
-            first: true,
+            start,
         });
     }
 }
@@ -37,22 +38,18 @@ impl Format for Json {
 struct Object<'a> {
     buf: &'a mut Vec<u8>,
     plain: &'a mut Plain,
-    first: bool,
+    /// Where the record starts: the first key's comma becomes its `{`.
+    start: usize,
 }
 
 impl Object<'_> {
-    /// `,"key":` (`null`: `,"key":null`); the first key's comma becomes
-    /// the object's `{`.
+    /// `,"key":` (`null`: `,"key":null`).
     #[inline(always)]
     fn key(&mut self, key: &JsonKey, null: bool) {
         let at = self.buf.len();
         self.buf.extend_from_slice(&key.bytes);
         let len = if null { key.null_len } else { key.key_len };
         self.buf.truncate(at + usize::from(len));
-        if self.first {
-            self.buf[at] = b'{';
-            self.first = false;
-        }
     }
 }
 
@@ -80,8 +77,9 @@ impl Visitor<'_> for Object<'_> {
     }
 
     fn end(&mut self) {
-        if self.first {
-            self.buf.push(b'{');
+        match self.buf.get_mut(self.start) {
+            Some(comma) => *comma = b'{',
+            None => self.buf.push(b'{'),
         }
         self.buf.extend_from_slice(b"}\n");
     }
