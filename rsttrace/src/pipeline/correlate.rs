@@ -102,8 +102,8 @@ pub struct Correlator {
     held: HeldQueue,
     /// Held sent resets by the receiver's view of the connection, and
     /// held received resets by their own: the other end looks here.
-    sent_by_conn: HashMap<Conn, u64>,
-    recv_by_conn: HashMap<Conn, u64>,
+    sent: EndIndex,
+    recv: EndIndex,
     recent: VecDeque<RecentReport>,
     /// Sockets that had a reset recently (a report for them is not a
     /// failure of its own).
@@ -116,8 +116,8 @@ impl Correlator {
             hold,
             reports,
             held: HeldQueue::default(),
-            sent_by_conn: HashMap::new(),
-            recv_by_conn: HashMap::new(),
+            sent: EndIndex::default(),
+            recv: EndIndex::default(),
             recent: VecDeque::new(),
             reset_socks: VecDeque::new(),
         }
@@ -174,12 +174,10 @@ impl Correlator {
     /// each other.
     fn pair(&mut self, draft: &mut Draft, out: &mut Vec<Draft>) -> bool {
         let received = draft.ev.facts.direction == Direction::Received;
-        // In a storm of one direction the other map stays empty: no need
-        // to hash the connection.
         let id = if received {
-            take(&mut self.sent_by_conn, &draft.ev.conn)
+            take(self.index(Direction::Sent), &draft.ev.conn)
         } else {
-            take(&mut self.recv_by_conn, &draft.ev.conn.reversed())
+            take(self.index(Direction::Received), &draft.ev.conn.reversed())
         };
         let Some(other) = id.and_then(|id| self.held.get_mut(id).map(|h| (id, h))) else {
             return false;
@@ -195,20 +193,32 @@ impl Correlator {
         true
     }
 
+    /// The held resets of `direction` waiting for their other end, by
+    /// the connection as the other end sees it, brought up to date first.
+    /// Only a reset of the other direction asks, so in a storm of one
+    /// direction (SYNs from a raw socket to a closed port: resets sent,
+    /// none received) no reset is ever entered: each would be hashed in
+    /// and out again for nothing.
+    fn index(&mut self, direction: Direction) -> &mut HashMap<Conn, u64> {
+        let index = match direction {
+            Direction::Sent => &mut self.sent,
+            Direction::Received => &mut self.recv,
+        };
+        for (id, h) in self.held.iter_from(index.upto) {
+            if h.wait_pair && h.draft.ev.facts.direction == direction {
+                index.by_conn.insert(other_view(&h.draft), id);
+            }
+        }
+        index.upto = self.held.next_id();
+        &mut index.by_conn
+    }
+
     fn hold(&mut self, h: Held, out: &mut Vec<Draft>) {
         if h.ready() && !h.wait_pair {
             out.push(h.draft);
             return;
         }
-        let (wait_pair, conn, direction) =
-            (h.wait_pair, h.draft.ev.conn, h.draft.ev.facts.direction);
-        let id = self.held.push(h);
-        if wait_pair {
-            match direction {
-                Direction::Sent => self.sent_by_conn.insert(conn.reversed(), id),
-                Direction::Received => self.recv_by_conn.insert(conn, id),
-            };
-        }
+        self.held.push(h);
     }
 
     /// The received "reset" just before a TCP_ABORT_ON_DATA was the kernel
@@ -233,12 +243,15 @@ impl Correlator {
     }
 
     fn forget_conn(&mut self, d: &Draft, id: u64) {
-        let (map, key) = match d.ev.facts.direction {
-            Direction::Sent => (&mut self.sent_by_conn, d.ev.conn.reversed()),
-            Direction::Received => (&mut self.recv_by_conn, d.ev.conn),
+        let index = match d.ev.facts.direction {
+            Direction::Sent => &mut self.sent,
+            Direction::Received => &mut self.recv,
         };
-        // One lookup: this runs for nearly every reset in a storm.
-        if let Entry::Occupied(e) = map.entry(key) {
+        if id >= index.upto {
+            // Never entered.
+            return;
+        }
+        if let Entry::Occupied(e) = index.by_conn.entry(other_view(d)) {
             if *e.get() == id {
                 e.remove();
             }
@@ -308,6 +321,24 @@ impl Correlator {
     }
 }
 
+/// The connection as the other end of `d` sees it: the key its held
+/// draft is found by.
+fn other_view(d: &Draft) -> Conn {
+    match d.ev.facts.direction {
+        Direction::Sent => d.ev.conn.reversed(),
+        Direction::Received => d.ev.conn,
+    }
+}
+
+/// Held drafts of one direction that wait for their other end, by
+/// `other_view`.
+#[derive(Default)]
+struct EndIndex {
+    by_conn: HashMap<Conn, u64>,
+    /// Held drafts with smaller ids have been entered (if they wait).
+    upto: u64,
+}
+
 /// Held drafts in arrival order, each with an id that is never reused:
 /// a deque of slots, the oldest first, emptied at the front as drafts
 /// leave.  In a storm every sent reset waits here for a partner that never
@@ -326,11 +357,14 @@ impl HeldQueue {
         self.live == 0
     }
 
-    fn push(&mut self, h: Held) -> u64 {
-        let id = self.first_id + self.slots.len() as u64;
+    fn push(&mut self, h: Held) {
         self.slots.push_back(Some(h));
         self.live += 1;
-        id
+    }
+
+    /// The id the next draft will get.
+    fn next_id(&self) -> u64 {
+        self.first_id + self.slots.len() as u64
     }
 
     fn get_mut(&mut self, id: u64) -> Option<&mut Held> {
@@ -360,6 +394,16 @@ impl HeldQueue {
             .filter_map(|(id, h)| Some((id, h.as_ref()?)))
     }
 
+    /// From id `from` on.
+    fn iter_from(&self, from: u64) -> impl Iterator<Item = (u64, &Held)> {
+        let from = from.max(self.first_id);
+        let at = usize::try_from(from - self.first_id)
+            .map_or(self.slots.len(), |at| at.min(self.slots.len()));
+        (from..)
+            .zip(self.slots.range(at..))
+            .filter_map(|(id, h)| Some((id, h.as_ref()?)))
+    }
+
     fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut Held)> {
         (self.first_id..)
             .zip(&mut self.slots)
@@ -376,6 +420,7 @@ fn end_of(d: &Draft, sender: bool) -> OtherEnd {
     }
 }
 
+/// `map.remove(conn)`, without hashing `conn` when there is nothing.
 fn take(map: &mut HashMap<Conn, u64>, conn: &Conn) -> Option<u64> {
     if map.is_empty() {
         None
