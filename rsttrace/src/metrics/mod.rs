@@ -9,7 +9,10 @@ pub mod exposition;
 pub mod labels;
 pub mod server;
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+};
 
 use self::labels::BoundedLabel;
 use crate::{
@@ -30,7 +33,7 @@ struct ResetKey {
     container: u16,
 }
 
-/// Hashed as one word: every reset is counted here.
+/// Hashed as one word, with `WordHasher`: every reset is counted here.
 impl std::hash::Hash for ResetKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let word = (self.direction as u64) << 48
@@ -41,9 +44,38 @@ impl std::hash::Hash for ResetKey {
     }
 }
 
+/// A hasher for keys rsttrace makes itself from enums and bounded label
+/// ids (nobody outside chooses them, so no need for SipHash's defence
+/// against chosen collisions): the words mixed by MurmurHash3's
+/// finalizer, so that the low bits the table indexes by depend on all
+/// of them.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = self.0.rotate_left(29) ^ word;
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
 /// What the pipeline counted.
 pub struct Tally {
-    resets: HashMap<ResetKey, u64>,
+    resets: HashMap<ResetKey, u64, BuildHasherDefault<WordHasher>>,
     comms: BoundedLabel,
     containers: BoundedLabel,
     /// Resets silenced, by rule (in the rules' order).
@@ -56,7 +88,7 @@ pub struct Tally {
 impl Tally {
     pub fn new(rules: usize) -> Self {
         Tally {
-            resets: HashMap::new(),
+            resets: HashMap::default(),
             comms: BoundedLabel::new(MAX_COMMS),
             containers: BoundedLabel::new(MAX_CONTAINERS),
             by_rule: vec![0; rules],
