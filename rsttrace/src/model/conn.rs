@@ -125,7 +125,9 @@ impl CommunityId {
 
     /// The id of a TCP flow between two endpoints (seed 0), as the spec
     /// computes it: the endpoints in order (address, then port), so that
-    /// both directions get the same id.
+    /// both directions get the same id.  Addresses of one family (4 or 16
+    /// bytes, inlined per family for fixed-size copies).
+    #[inline(always)]
     fn tcp(a: &[u8], a_port: u16, b: &[u8], b_port: u16) -> CommunityId {
         const TCP: u8 = 6;
         let ((src, sport), (dst, dport)) = if (a, a_port) < (b, b_port) {
@@ -136,18 +138,19 @@ impl CommunityId {
         // Seed (0), addresses, protocol, a zero pad byte, ports; all in
         // network byte order.
         let mut data = [0u8; 2 + 16 + 16 + 2 + 4];
-        let mut n = 2;
-        for part in [
-            src,
-            dst,
-            &[TCP, 0],
-            &sport.to_be_bytes(),
-            &dport.to_be_bytes(),
-        ] {
-            data[n..n + part.len()].copy_from_slice(part);
-            n += part.len();
-        }
-        let digest: [u8; 20] = Sha1::digest(&data[..n]).into();
+        let len = a.len();
+        data[2..2 + len].copy_from_slice(src);
+        data[2 + len..2 + 2 * len].copy_from_slice(dst);
+        let tail = 2 + 2 * len;
+        data[tail..tail + 6].copy_from_slice(&[
+            TCP,
+            0,
+            (sport >> 8) as u8,
+            sport as u8,
+            (dport >> 8) as u8,
+            dport as u8,
+        ]);
+        let digest: [u8; 20] = Sha1::digest(&data[..tail + 6]).into();
         let mut id = CommunityId {
             text: [0; CommunityId::MAX],
             len: CommunityId::MAX as u8,

@@ -66,7 +66,7 @@ impl Plain {
         match value {
             Value::Null => buf.push(b'-'),
             Value::Str(s) => buf.extend_from_slice(s.as_bytes()),
-            Value::U64(n) => buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+            Value::U64(n) => write_u64(buf, n),
             Value::I64(n) => buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
             Value::Bool(b) => buf.extend_from_slice(if b { b"true" } else { b"false" }),
             Value::Ip(IpAddr::V4(a)) => write_ipv4(buf, a),
@@ -104,7 +104,38 @@ fn write_ipv4(buf: &mut Vec<u8>, a: Ipv4Addr) {
         text[n] = b'0' + octet % 10;
         n += 1;
     }
-    buf.extend_from_slice(&text[..n]);
+    append_prefix(buf, &text, n);
+}
+
+/// The first `n` bytes of `text`: all of it copied (a fixed-size move,
+/// no call to memcpy), the rest cut off again.
+fn append_prefix<const N: usize>(buf: &mut Vec<u8>, text: &[u8; N], n: usize) {
+    let at = buf.len();
+    buf.extend_from_slice(text);
+    buf.truncate(at + n);
+}
+
+/// A number as `itoa` writes it; the ones below 100000 (ports, most pids,
+/// lengths, CPUs) without it.
+fn write_u64(buf: &mut Vec<u8>, n: u64) {
+    if n >= 100_000 {
+        buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        return;
+    }
+    let digits = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    let mut text = [0u8; 8];
+    let mut rest = n as u32;
+    for d in text[..digits].iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    append_prefix(buf, &text, digits);
 }
 
 /// A fixed buffer for flag names (`SYN|ACK|FIN|RST|PSH|URG` fits).
@@ -204,6 +235,28 @@ pub(crate) mod tests;
 #[cfg(test)]
 mod plain_tests {
     use super::*;
+
+    #[test]
+    fn numbers_as_itoa_writes_them() {
+        // Around every power of ten, and the largest.
+        let mut ten = 1u64;
+        for _ in 0..20 {
+            for m in [ten - 1, ten, ten + 1, ten.saturating_mul(5)] {
+                let mut buf = b"x".to_vec();
+                write_u64(&mut buf, m);
+                assert_eq!(buf[1..], *m.to_string().as_bytes(), "{m}");
+            }
+            ten = ten.saturating_mul(10);
+        }
+        let mut buf = vec![];
+        write_u64(&mut buf, u64::MAX);
+        assert_eq!(buf, u64::MAX.to_string().as_bytes());
+        for m in 0..200_000 {
+            let mut buf = vec![];
+            write_u64(&mut buf, m);
+            assert_eq!(buf, m.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn ipv4_as_display_writes_it() {
