@@ -8,6 +8,7 @@
 use std::{collections::HashSet, fs};
 
 use super::bounded::Bounded;
+use crate::hash::BuildWordHasher;
 
 use crate::{
     decode::ListenChange,
@@ -27,11 +28,12 @@ struct PortState {
 const PORTS: usize = 65536;
 
 pub struct ListenerHistory {
-    ports: Bounded<PortKey, PortState>,
+    ports: Bounded<PortKey, PortState, BuildWordHasher>,
 }
 
 /// A port in a network namespace, as one word (hashed once per
-/// `no_listener` reset).
+/// `no_listener` reset, with `WordHasher`: at most 65536 keys per
+/// namespace, whoever picks the ports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PortKey(u64);
 
@@ -44,7 +46,7 @@ impl PortKey {
 impl Default for ListenerHistory {
     fn default() -> Self {
         ListenerHistory {
-            ports: Bounded::new(PORTS),
+            ports: Bounded::with_hasher(PORTS),
         }
     }
 }

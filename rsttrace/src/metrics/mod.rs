@@ -9,14 +9,12 @@ pub mod exposition;
 pub mod labels;
 pub mod server;
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasherDefault, Hasher},
-};
+use std::collections::HashMap;
 
 use self::labels::BoundedLabel;
 use crate::{
     classify::{Cause, Direction},
+    hash::BuildWordHasher,
     model::{failure::FailureKind, lost::LostWhy, reset::Reset, suppressed::Suppressed},
 };
 
@@ -33,7 +31,7 @@ struct ResetKey {
     container: u16,
 }
 
-/// Hashed as one word, with `WordHasher`: every reset is counted here.
+/// Hashed as one word (with `WordHasher`): every reset is counted here.
 impl std::hash::Hash for ResetKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let word = (self.direction as u64) << 48
@@ -44,38 +42,9 @@ impl std::hash::Hash for ResetKey {
     }
 }
 
-/// A hasher for keys rsttrace makes itself from enums and bounded label
-/// ids (nobody outside chooses them, so no need for SipHash's defence
-/// against chosen collisions): the words mixed by MurmurHash3's
-/// finalizer, so that the low bits the table indexes by depend on all
-/// of them.
-#[derive(Default)]
-struct WordHasher(u64);
-
-impl Hasher for WordHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = self.0.rotate_left(29) ^ word;
-    }
-
-    fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
-
 /// What the pipeline counted.
 pub struct Tally {
-    resets: HashMap<ResetKey, u64, BuildHasherDefault<WordHasher>>,
+    resets: HashMap<ResetKey, u64, BuildWordHasher>,
     comms: BoundedLabel,
     containers: BoundedLabel,
     /// Resets silenced, by rule (in the rules' order).
