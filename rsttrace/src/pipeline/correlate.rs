@@ -15,6 +15,7 @@
 
 use std::{
     collections::{hash_map::Entry, HashMap, VecDeque},
+    ops::Deref,
     time::{Duration, Instant},
 };
 
@@ -43,6 +44,25 @@ pub struct Draft {
     pub delivered: Option<(Errno, Option<KernelOwner>)>,
     pub other_end: Option<OtherEnd>,
 }
+
+/// A draft ready for output.  Boxed: a draft is half a kilobyte and
+/// passes from the correlator to the pipeline, most of them after being
+/// held (a storm holds thousands); a box moves as a pointer.  The boxes
+/// come back (`Correlator::recycle`) and are reused, so this is no
+/// allocation per reset.
+pub struct Ready(Box<Held>);
+
+impl Deref for Ready {
+    type Target = Draft;
+
+    fn deref(&self) -> &Draft {
+        &self.0.draft
+    }
+}
+
+/// Boxes kept for reuse, at most (a storm's 50 ms of resets; more are
+/// freed).
+const SPARE_BOXES: usize = 16384;
 
 struct Held {
     draft: Draft,
@@ -108,6 +128,10 @@ pub struct Correlator {
     /// Sockets that had a reset recently (a report for them is not a
     /// failure of its own).
     reset_socks: VecDeque<(SockKey, Instant)>,
+    /// Boxes for `Ready` and held drafts: the allocations themselves are
+    /// what is kept for reuse.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Held>>,
 }
 
 impl Correlator {
@@ -120,6 +144,24 @@ impl Correlator {
             recv: EndIndex::default(),
             recent: VecDeque::new(),
             reset_socks: VecDeque::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes back the boxes of drafts the pipeline is done with.
+    pub fn recycle(&mut self, ready: &mut Vec<Ready>) {
+        let room = SPARE_BOXES.saturating_sub(self.spare.len());
+        self.spare.extend(ready.drain(..).take(room).map(|r| r.0));
+        ready.clear();
+    }
+
+    fn boxed(&mut self, h: Held) -> Box<Held> {
+        match self.spare.pop() {
+            Some(mut b) => {
+                *b = h;
+                b
+            }
+            None => Box::new(h),
         }
     }
 
@@ -129,7 +171,7 @@ impl Correlator {
 
     /// A new reset: drafts ready for output go to `out` (this one unless
     /// it waits, and any it completes).
-    pub fn on_reset(&mut self, mut draft: Draft, now: Instant, out: &mut Vec<Draft>) {
+    pub fn on_reset(&mut self, mut draft: Draft, now: Instant, out: &mut Vec<Ready>) {
         let sock = SockKey::of(&draft);
         if let Some(sock) = sock {
             push_bounded(&mut self.reset_socks, (sock, now));
@@ -172,7 +214,7 @@ impl Correlator {
 
     /// Finds the other end among the held drafts; if found, both learn of
     /// each other.
-    fn pair(&mut self, draft: &mut Draft, out: &mut Vec<Draft>) -> bool {
+    fn pair(&mut self, draft: &mut Draft, out: &mut Vec<Ready>) -> bool {
         let received = draft.ev.facts.direction == Direction::Received;
         let id = if received {
             take(self.index(Direction::Sent), &draft.ev.conn)
@@ -188,7 +230,7 @@ impl Correlator {
         h.wait_pair = false;
         if h.ready() {
             let h = self.held.remove(id).expect("found above");
-            out.push(h.draft);
+            out.push(Ready(h));
         }
         true
     }
@@ -213,17 +255,19 @@ impl Correlator {
         &mut index.by_conn
     }
 
-    fn hold(&mut self, h: Held, out: &mut Vec<Draft>) {
-        if h.ready() && !h.wait_pair {
-            out.push(h.draft);
-            return;
+    fn hold(&mut self, h: Held, out: &mut Vec<Ready>) {
+        let ready = h.ready() && !h.wait_pair;
+        let b = self.boxed(h);
+        if ready {
+            out.push(Ready(b));
+        } else {
+            self.held.push(b);
         }
-        self.held.push(h);
     }
 
     /// The received "reset" just before a TCP_ABORT_ON_DATA was the kernel
     /// resetting this same socket: released, marked as such.
-    fn release_local_abort(&mut self, sock: Option<SockKey>, out: &mut Vec<Draft>) {
+    fn release_local_abort(&mut self, sock: Option<SockKey>, out: &mut Vec<Ready>) {
         let Some(sock) = sock else {
             return;
         };
@@ -238,7 +282,7 @@ impl Correlator {
             let c = &mut h.draft.class;
             c.cause = Cause::LocalAbortOnData;
             c.app_errno = Cause::LocalAbortOnData.app_errno();
-            out.push(h.draft);
+            out.push(Ready(h));
         }
     }
 
@@ -268,7 +312,7 @@ impl Correlator {
 
     /// An errno report.  Returns true when it belongs to no reset (a
     /// connection failure of its own, when it has an errno).
-    pub fn on_report(&mut self, er: &ErrorReport, now: Instant, out: &mut Vec<Draft>) -> bool {
+    pub fn on_report(&mut self, er: &ErrorReport, now: Instant, out: &mut Vec<Ready>) -> bool {
         let Some(errno) = er.errno else {
             // tcp_disconnect() reports with no error.
             return false;
@@ -286,7 +330,7 @@ impl Correlator {
             if h.ready() {
                 let h = self.held.remove(id).expect("found above");
                 self.forget_conn(&h.draft, id);
-                out.push(h.draft);
+                out.push(Ready(h));
             }
             return false;
         }
@@ -309,14 +353,14 @@ impl Correlator {
 
     /// Releases held resets that are complete or waited `hold` (all of
     /// them with `all`), oldest first.
-    pub fn release_due(&mut self, now: Instant, all: bool, out: &mut Vec<Draft>) {
+    pub fn release_due(&mut self, now: Instant, all: bool, out: &mut Vec<Ready>) {
         while let Some((id, h)) = self.held.first() {
             if !all && !h.ready() && now.duration_since(h.since) < self.hold {
                 break;
             }
             let h = self.held.remove(id).expect("first exists");
             self.forget_conn(&h.draft, id);
-            out.push(h.draft);
+            out.push(Ready(h));
         }
     }
 }
@@ -348,7 +392,7 @@ struct HeldQueue {
     /// The id of `slots[0]`.
     first_id: u64,
     /// None: left already (out of order).
-    slots: VecDeque<Option<Held>>,
+    slots: VecDeque<Option<Box<Held>>>,
     live: usize,
 }
 
@@ -357,7 +401,7 @@ impl HeldQueue {
         self.live == 0
     }
 
-    fn push(&mut self, h: Held) {
+    fn push(&mut self, h: Box<Held>) {
         self.slots.push_back(Some(h));
         self.live += 1;
     }
@@ -369,10 +413,10 @@ impl HeldQueue {
 
     fn get_mut(&mut self, id: u64) -> Option<&mut Held> {
         let at = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
-        self.slots.get_mut(at)?.as_mut()
+        self.slots.get_mut(at)?.as_deref_mut()
     }
 
-    fn remove(&mut self, id: u64) -> Option<Held> {
+    fn remove(&mut self, id: u64) -> Option<Box<Held>> {
         let at = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
         let h = self.slots.get_mut(at)?.take()?;
         self.live -= 1;
@@ -385,13 +429,13 @@ impl HeldQueue {
 
     /// The oldest held draft (the front slot is never empty).
     fn first(&self) -> Option<(u64, &Held)> {
-        Some((self.first_id, self.slots.front()?.as_ref()?))
+        Some((self.first_id, self.slots.front()?.as_deref()?))
     }
 
     fn iter(&self) -> impl Iterator<Item = (u64, &Held)> {
         (self.first_id..)
             .zip(&self.slots)
-            .filter_map(|(id, h)| Some((id, h.as_ref()?)))
+            .filter_map(|(id, h)| Some((id, h.as_deref()?)))
     }
 
     /// From id `from` on.
@@ -401,13 +445,13 @@ impl HeldQueue {
             .map_or(self.slots.len(), |at| at.min(self.slots.len()));
         (from..)
             .zip(self.slots.range(at..))
-            .filter_map(|(id, h)| Some((id, h.as_ref()?)))
+            .filter_map(|(id, h)| Some((id, h.as_deref()?)))
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut Held)> {
         (self.first_id..)
             .zip(&mut self.slots)
-            .filter_map(|(id, h)| Some((id, h.as_mut()?)))
+            .filter_map(|(id, h)| Some((id, h.as_deref_mut()?)))
     }
 }
 

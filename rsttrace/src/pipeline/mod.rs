@@ -16,7 +16,7 @@ use std::{
 use rsttrace_common::event::{AggKey, AggValue};
 
 use self::{
-    correlate::{Correlator, Draft},
+    correlate::{Correlator, Draft, Ready},
     filter::Filter,
     topn::{service_port, TopTable},
 };
@@ -100,7 +100,7 @@ pub struct Pipeline {
     listeners: ListenerHistory,
     settings: Settings,
     parked: VecDeque<(Parked, Instant)>,
-    ready: Vec<Draft>,
+    ready: Vec<Ready>,
     /// Recent ICMP errors about our segments, by connection.
     icmp: Bounded<Conn, Icmp>,
     out: Output,
@@ -235,7 +235,7 @@ impl Pipeline {
                 self.stats.filtered += 1;
             }
         }
-        ready.clear();
+        self.correlator.recycle(&mut ready);
         self.ready = ready;
     }
 
