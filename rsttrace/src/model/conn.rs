@@ -161,8 +161,11 @@ impl CommunityId {
     }
 
     pub fn as_str(&self) -> &str {
-        // Only ASCII is ever written (`tcp`, `from`).
-        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or("")
+        let text = &self.text[..usize::from(self.len)];
+        // SAFETY: the bytes are ASCII (`tcp` writes `1:` and base64) or a
+        // prefix of a str cut at a character boundary (`from`), and never
+        // change after.
+        unsafe { std::str::from_utf8_unchecked(text) }
     }
 }
 
@@ -237,33 +240,52 @@ impl Segment {
     }
 }
 
-/// A process name (`task_struct.comm`), kept inline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Comm([u8; COMM_LEN]);
+/// A process name (`task_struct.comm`), kept inline, with the length of
+/// its text found once (records show a name several times, and through
+/// `as_str` each time).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm {
+    raw: [u8; COMM_LEN],
+    /// Up to the first NUL, cut at the first byte that is not UTF-8.
+    len: u8,
+}
 
 impl Comm {
     pub fn new(raw: [u8; COMM_LEN]) -> Self {
-        Comm(raw)
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        let len = match std::str::from_utf8(&raw[..end]) {
+            Ok(_) => end,
+            Err(e) => e.valid_up_to(),
+        };
+        Comm {
+            raw,
+            len: len as u8,
+        }
     }
 
     pub fn from_str_lossy(s: &str) -> Self {
         let mut raw = [0; COMM_LEN];
         let n = s.len().min(COMM_LEN - 1);
         raw[..n].copy_from_slice(&s.as_bytes()[..n]);
-        Comm(raw)
+        Comm::new(raw)
     }
 
     /// Up to the first NUL; invalid UTF-8 is cut at the first bad byte.
     pub fn as_str(&self) -> &str {
-        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        match std::str::from_utf8(&self.0[..end]) {
-            Ok(s) => s,
-            Err(e) => std::str::from_utf8(&self.0[..e.valid_up_to()]).unwrap_or(""),
-        }
+        let text = &self.raw[..usize::from(self.len)];
+        // SAFETY: `new`, the only constructor but Default (len 0), checked
+        // that these bytes are UTF-8, and they are never changed.
+        unsafe { std::str::from_utf8_unchecked(text) }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0[0] == 0
+        self.raw[0] == 0
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Comm").field(&self.raw).finish()
     }
 }
 
