@@ -155,6 +155,16 @@ impl Sink {
         self.flowing
     }
 
+    /// Waits until the writer has written or given up what was handed
+    /// over (dev-only replays, which read faster than any output takes).
+    pub fn settle(&self) {
+        while self.shared.written.load(Ordering::Acquire) < self.handed
+            && !self.shared.done.load(Ordering::Acquire)
+        {
+            thread::sleep(Duration::from_micros(100));
+        }
+    }
+
     /// Lets the writer finish for at most `wait`, then gives up on it.
     pub fn finish(&mut self, wait: Duration) -> SinkTotals {
         drop(self.tx.take());
