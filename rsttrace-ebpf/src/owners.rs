@@ -15,10 +15,7 @@
 //! child).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_task,
-    macros::map,
-    maps::Array,
-    programs::TracePointContext,
+    helpers::bpf_get_current_task, macros::map, maps::Array, programs::TracePointContext,
     EbpfContext,
 };
 use rsttrace_common::{

@@ -53,7 +53,9 @@ namespace, so its reported count is host-wide and may exceed the kernel count.
 `Lost N events`, tcpdump's packets dropped by kernel). On loopback the kernel hands \
 tcpdump each packet twice (sent and received), so its drop count can reach twice the \
 resets it missed.
-- **CPU per event.** The tracer process's own user + system time (rusage, start-up \
+- **Tracer CPU per record.** The tracer process's own user + system time (all its threads, \
+from /proc/PID/stat) from just before the load until it has caught up, over the records it \
+wrote (for the loads without resets, per unit of work): start-up and shutdown are left out.
 included) over the events it reported.
 - **In-kernel per reset.** From one more run of each variant after the rounds, with \
 `kernel.bpf_stats_enabled=1` (restored afterwards; off during the rounds, since the \

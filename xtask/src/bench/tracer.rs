@@ -1,6 +1,6 @@
 //! Running one tracer: start it, count what it prints as its users would
 //! read it (rsttrace's stdout through a pipe, bpftrace's and tcpdump's
-//! lines), stop it with SIGINT and take its CPU time and peak RSS.
+//! lines), stop it with SIGINT and take its peak RSS.
 
 use std::{
     io::{BufRead, BufReader},
@@ -37,7 +37,6 @@ pub struct Running {
 
 pub struct Stopped {
     pub tally: Tally,
-    pub cpu_s: f64,
     pub max_rss_kib: u64,
 }
 
@@ -239,7 +238,7 @@ impl Running {
     }
 }
 
-/// SIGINT, then reap with rusage.
+/// SIGINT, then reap with rusage (for the peak RSS).
 pub fn stop(mut r: Running) -> Result<Stopped> {
     let pid = r.pid() as i32;
     // SAFETY: signalling and reaping our own child.
@@ -258,10 +257,8 @@ pub fn stop(mut r: Running) -> Result<Stopped> {
     if !libc::WIFEXITED(status) && !libc::WIFSIGNALED(status) {
         bail!("tracer ended oddly ({status})");
     }
-    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Stopped {
         tally: std::mem::take(&mut *r.tally.lock().unwrap()),
-        cpu_s: cpu(usage.ru_utime) + cpu(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss as u64,
     })
 }
