@@ -12,7 +12,7 @@ use rsttrace_common::event::{Endpoints, SegmentHdr, StrayEvent, COUNTER_STRAY, K
 
 use crate::{
     emit::{count, emit, header},
-    kmem::{conf, now_ns, zero, Probed},
+    kmem::{conf, now_ns, off, read_array, zero, Mem, Probed, Typed},
     net::{netns_filtered, read_segment, skb_netns, TCP_RST},
 };
 
@@ -35,26 +35,56 @@ pub(crate) fn answered(skb: u64) {
     }
 }
 
-/// `kfree_skb` with reason NO_SOCKET: a reset among these is a stray.  A
-/// subprogram of its own, so that `kfree_skb`'s frame stays small (before
-/// Linux 6.13 a program and its subprograms share 512 bytes of stack); a
-/// subprogram's arguments are plain values to older verifiers, hence the
-/// helper reads.
-#[inline(never)]
+/// `kfree_skb` with reason NO_SOCKET: a reset among these is a stray.
+/// Under a SYN storm this runs twice per reset (the SYN, then the reset
+/// coming back to no socket): the SYN is known from `answered`, the reset
+/// by one byte, and only with `--stray-resets` is the segment read.
+#[inline(always)]
 pub(crate) fn on_no_socket_drop<C: EbpfContext>(ctx: &C, skb: u64) {
     if let Some(a) = ANSWERED.get(0) {
         if *a == skb {
             return;
         }
     }
+    if tcp_flags(skb) & TCP_RST == 0 {
+        return;
+    }
+    let netns = skb_netns::<Typed>(skb);
+    if netns_filtered(netns) {
+        return;
+    }
+    count(COUNTER_STRAY);
+    if conf!(want_stray) != 0 {
+        report_dropped(ctx, skb, netns);
+    }
+}
+
+/// The TCP flags of a segment whose headers are set (0 when they are not).
+#[inline(always)]
+fn tcp_flags(skb: u64) -> u8 {
+    let head: u64 = Typed::load(skb, off!(skb_head));
+    let th: u16 = Typed::load(skb, off!(skb_transport_header));
+    if head == 0 || th == 0xffff {
+        return 0;
+    }
+    let b: [u8; 1] = read_array(head + th as u64 + 13);
+    b[0]
+}
+
+/// The stray's record.  A subprogram of its own, so that `kfree_skb`'s
+/// frame stays small (before Linux 6.13 a program and its subprograms
+/// share 512 bytes of stack); a subprogram's arguments are plain values
+/// to older verifiers, hence the helper reads.
+#[inline(never)]
+fn report_dropped<C: EbpfContext>(ctx: &C, skb: u64, netns: u32) {
     let Some(ev) = scratch() else {
         return;
     };
-    if !read_segment::<Probed>(skb, &mut ev.ends, &mut ev.seg) || ev.seg.tcp_flags & TCP_RST == 0 {
+    if !read_segment::<Probed>(skb, &mut ev.ends, &mut ev.seg) {
         return;
     }
-    ev.netns = skb_netns::<Probed>(skb);
-    send(ctx, ev);
+    ev.netns = netns;
+    emit_stray(ctx, ev);
 }
 
 /// A zeroed record, off the stack: beside their callers' frames (before
@@ -81,15 +111,20 @@ pub(crate) fn stray<C: EbpfContext>(ctx: &C, netns: u32, ends: &Endpoints, seg: 
     send(ctx, ev);
 }
 
+/// Counts, and with `--stray-resets` reports, `ev`.
 #[inline(always)]
 fn send<C: EbpfContext>(ctx: &C, ev: &mut StrayEvent) {
     if netns_filtered(ev.netns) {
         return;
     }
     count(COUNTER_STRAY);
-    if conf!(want_stray) == 0 {
-        return;
+    if conf!(want_stray) != 0 {
+        emit_stray(ctx, ev);
     }
+}
+
+#[inline(always)]
+fn emit_stray<C: EbpfContext>(ctx: &C, ev: &mut StrayEvent) {
     let now = now_ns();
     ev.header = header(KIND_STRAY, now);
     emit(ctx, ev, now);
