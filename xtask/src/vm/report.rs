@@ -622,8 +622,14 @@ test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out
         check(&path, std::slice::from_ref(&r)).unwrap();
         // A test that passed there and skips now: stale.
         let doc = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, doc.replace("| `a::passes` | pass |", "| `a::passes` | skip |")).unwrap();
-        let e = check(&path, std::slice::from_ref(&r)).unwrap_err().to_string();
+        std::fs::write(
+            &path,
+            doc.replace("| `a::passes` | pass |", "| `a::passes` | skip |"),
+        )
+        .unwrap();
+        let e = check(&path, std::slice::from_ref(&r))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a::passes"), "{e}");
         let _ = std::fs::remove_file(&path);
     }
