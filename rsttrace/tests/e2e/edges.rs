@@ -370,3 +370,50 @@ fn external_btf_when_the_kernel_exposes_none() {
         "raw tracepoints, said once: {stderr}"
     );
 }
+
+/// `--check` looks at everything a start would refuse before loading:
+/// `--proc` must be a procfs, and `--output` must be appendable (or
+/// creatable) by the user who runs it, without being created.
+#[test]
+fn check_looks_at_proc_and_output() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("rsttrace-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |args: &[&str]| run(Command::new(TRACER).arg("--check").args(args));
+    let valid = |(code, stderr): (Option<i32>, Vec<String>)| {
+        assert_eq!(code, Some(0), "{stderr:#?}");
+        assert!(
+            stderr.len() == 1 && stderr[0].contains("the options are valid"),
+            "{stderr:#?}"
+        );
+    };
+
+    let (code, stderr) = check(&["--proc", "/etc"]);
+    assert_eq!(code, Some(1), "{stderr:#?}");
+    assert_one_error_line(&stderr, "--proc /etc: not a proc filesystem");
+    valid(check(&["--proc", "/proc"]));
+
+    let (code, stderr) = check(&["--output", "/no/such/dir/rsttrace.json"]);
+    assert_eq!(code, Some(1), "{stderr:#?}");
+    assert_one_error_line(&stderr, "cannot open --output /no/such/dir/rsttrace.json");
+    // A file that does not exist yet, in a directory root may write: valid,
+    // and not created by the check.
+    let new = dir.join("new.json");
+    valid(check(&["--output", new.to_str().unwrap()]));
+    assert!(!new.exists(), "--check created {}", new.display());
+
+    // The user who runs the check: nobody may neither create a file in
+    // root's directory nor append to root's file.
+    let owned = dir.join("owned.json");
+    std::fs::write(&owned, "").unwrap();
+    for path in [&new, &owned] {
+        let (code, stderr) = run(&mut as_nobody(
+            &[],
+            &["--check", "--output", path.to_str().unwrap()],
+        ));
+        assert_eq!(code, Some(1), "{}: {stderr:#?}", path.display());
+        assert_one_error_line(&stderr, &format!("cannot open --output {}", path.display()));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
