@@ -170,14 +170,21 @@ pub fn run(args: &Args) -> Result<bool> {
     // The harness's own unit tests and the peers' entry point are not
     // kernel results: left out too.
     let mut test_args = args.args.clone();
-    for skip in ["service_", "peer_entry", "raw::tests::", "kernel::versions_parse"] {
+    for skip in [
+        "service_",
+        "peer_entry",
+        "raw::tests::",
+        "kernel::versions_parse",
+    ] {
         test_args.extend(["--skip".to_string(), skip.to_string()]);
     }
     let expected = layer::list_tests(&binaries.tests, &test_args).map(|mut e| {
         e.extend(report::CHECKS.iter().map(|c| c.to_string()));
         e
     });
-    let layer = layer::pack(&work, &binaries, &test_args, args.bench)?;
+    // The schema contract judges the whole suite: not with a filter.
+    let contract = args.args.is_empty();
+    let layer = layer::pack(&work, &binaries, &test_args, args.bench, contract)?;
     let setup = setup_start.elapsed();
     println!("vm: setup took {}", report::duration(setup));
 

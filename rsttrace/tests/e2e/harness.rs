@@ -408,11 +408,13 @@ impl Tracer {
             .expect("start rsttrace");
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
+        let test = this_test();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
                     panic!("rsttrace printed a non-JSON line on stdout: {line:?}: {e}")
                 });
+                collect(&test, &v);
                 if tx.send(v).is_err() {
                     break;
                 }
@@ -761,4 +763,59 @@ pub fn assert_delivered(ev: &Value, errno: &str) {
     } else {
         assert_eq!(ev["delivered_errno"], Value::Null, "{ev}");
     }
+}
+
+/// The running test's name (libtest names each test's thread after it).
+pub fn this_test() -> String {
+    thread::current().name().unwrap_or("unnamed").to_string()
+}
+
+/// Where the suite writes what it saw of rsttrace's output, for the
+/// schema contract (contract.rs): the file `RSTTRACE_E2E_RECORDS` names
+/// (`cargo xtask test` and the VM guests set it); unset, nothing is kept.
+pub const RECORDS_ENV: &str = "RSTTRACE_E2E_RECORDS";
+
+/// Keeps the shape of one record rsttrace printed in test `test`: its
+/// event, every key it has and the keys that were not null, one JSON
+/// line per distinct shape, appended to the file [`RECORDS_ENV`] names.
+/// Tests that read rsttrace's output without a [`Tracer`] call this for
+/// each record too.
+pub fn collect(test: &str, record: &Value) {
+    static SEEN: Mutex<Option<std::collections::HashSet<String>>> = Mutex::new(None);
+    let Some(path) = std::env::var_os(RECORDS_ENV) else {
+        return;
+    };
+    let Some(obj) = record.as_object() else {
+        return;
+    };
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let non_null: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !obj[*k].is_null())
+        .collect();
+    let line = serde_json::json!({
+        "test": test,
+        "event": record["event"],
+        "keys": keys,
+        "non_null": non_null,
+    })
+    .to_string();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen
+        .get_or_insert_with(Default::default)
+        .insert(line.clone())
+    {
+        return;
+    }
+    // One write of a whole line to a file opened for appending: lines of
+    // concurrent tests (and test binaries) do not interleave.
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{RECORDS_ENV}={}: {e}", path.to_string_lossy()));
+    file.write_all(format!("{line}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("{RECORDS_ENV}={}: {e}", path.to_string_lossy()));
 }

@@ -12,6 +12,7 @@ mod topology;
 
 mod causes;
 mod containers;
+mod contract;
 mod doctor;
 mod edges;
 mod firewall;
