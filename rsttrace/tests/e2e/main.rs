@@ -18,12 +18,12 @@ mod edges;
 mod firewall;
 mod options;
 mod origin;
+mod privilege;
 mod resets;
 mod service_image;
 mod service_metrics;
 mod service_output;
 mod service_pods;
-mod service_privilege;
 mod service_rules;
 mod storm;
 
