@@ -263,6 +263,31 @@ impl Netns {
         panic!("no socket reached {state} in {}", self.name);
     }
 
+    /// Waits until no TCP socket in the namespace is in `state` on local
+    /// or remote port `port` (one that is gone, or moved on).
+    pub fn wait_for_no_socket(&self, state: &str, port: u16) {
+        let filter = format!("( sport = :{port} or dport = :{port} )");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = Command::new("ip")
+                .args([
+                    "netns", "exec", &self.name, "ss", "-Htan", "state", state, &filter,
+                ])
+                .output()
+                .expect("ss");
+            assert!(
+                out.status.success(),
+                "ss: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.stdout.is_empty() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("a socket on port {port} stays {state} in {}", self.name);
+    }
+
     /// Loads an nftables ruleset into the namespace.
     pub fn nft(&self, ruleset: &str) {
         let mut child = Command::new("ip")
@@ -379,6 +404,8 @@ pub struct Tracer {
     child: Child,
     records: mpsc::Receiver<Value>,
     stderr: std::sync::Arc<Mutex<String>>,
+    /// Says `false` once rsttrace's stderr is closed (read to its end).
+    stderr_end: mpsc::Receiver<bool>,
     pub seen: Vec<Value>,
 }
 
@@ -444,6 +471,7 @@ impl Tracer {
             child,
             records: rx,
             stderr: stderr_text,
+            stderr_end: ready_rx,
             seen: vec![],
         };
         if !ready {
@@ -508,10 +536,37 @@ impl Tracer {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = wait_timeout(&mut self.child, Duration::from_secs(10));
-        while let Ok(v) = self.records.recv_timeout(Duration::from_millis(300)) {
-            self.seen.push(v);
-        }
+        self.read_to_end();
         (status, self.stderr())
+    }
+
+    /// After the exit: every record up to the end of stdout, and stderr
+    /// to its end (each pipe closes when rsttrace is gone; one that stays
+    /// open fails the test rather than cutting the collection short).
+    fn read_to_end(&mut self) {
+        let limit = Duration::from_secs(30);
+        loop {
+            match self.records.recv_timeout(limit) {
+                Ok(v) => self.seen.push(v),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("rsttrace exited, but its stdout stayed open for {limit:?}")
+                }
+            }
+        }
+        self.wait_stderr_end(limit);
+    }
+
+    fn wait_stderr_end(&self, limit: Duration) {
+        loop {
+            match self.stderr_end.recv_timeout(limit) {
+                Ok(true) => continue,
+                Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("rsttrace exited, but its stderr stayed open for {limit:?}")
+                }
+            }
+        }
     }
 
     /// Waits for rsttrace to exit by itself (--count, --duration), keeping
@@ -521,9 +576,7 @@ impl Tracer {
         limit: Duration,
     ) -> (std::process::ExitStatus, String) {
         let status = wait_timeout(&mut self.child, limit);
-        while let Ok(v) = self.records.recv_timeout(Duration::from_millis(300)) {
-            self.seen.push(v);
-        }
+        self.read_to_end();
         (status, self.stderr())
     }
 
@@ -532,7 +585,8 @@ impl Tracer {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = wait_timeout(&mut self.child, Duration::from_secs(10));
-        thread::sleep(Duration::from_millis(50));
+        // Everything it said, up to the totals printed at exit.
+        self.wait_stderr_end(Duration::from_secs(30));
         (status, self.stderr())
     }
 }
