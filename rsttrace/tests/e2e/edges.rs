@@ -71,9 +71,19 @@ fn spawn_json(
     ns: &Netns,
     stdout: Stdio,
 ) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    spawn_json_with(ns, stdout, &[])
+}
+
+/// [`spawn_json`] with more options.
+fn spawn_json_with(
+    ns: &Netns,
+    stdout: Stdio,
+    extra: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
     let inode = ns.inode().to_string();
     let mut child = Command::new(TRACER)
         .args(["--format", "json", "--netns", &inode])
+        .args(extra)
         .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
@@ -256,13 +266,81 @@ fn programs_of(pid: u32) -> Vec<u64> {
     ids
 }
 
+/// Sends `signal` to `child` and waits for it to exit; returns the exit
+/// status and the time from the signal to the exit.
+fn time_to_exit(
+    child: &mut std::process::Child,
+    signal: libc::c_int,
+) -> (std::process::ExitStatus, Duration) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let sent = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, sent.elapsed());
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "rsttrace did not exit within a minute of signal {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until rsttrace's metrics (on port `metrics`) count `n` resets.
+fn wait_counted(metrics: u16, n: u64) {
+    crate::real::wait_for("every reset counted", Duration::from_secs(60), || {
+        let (_, body) = crate::real::http_get(metrics, "/metrics").map_err(|e| e.to_string())?;
+        let counted: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("rsttrace_resets_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if counted == n as f64 {
+            Ok(())
+        } else {
+            Err(format!("{counted} of {n} counted"))
+        }
+    });
+}
+
+/// 1500 refused connections in `ns`: 3000 records.
+fn refuse_many(ns: &Netns, p: u16) {
+    ns.run(move || {
+        for _ in 0..1500 {
+            TcpStream::connect(("127.0.0.1", p)).unwrap_err();
+        }
+    });
+}
+
 /// A reader that stops reading (a stuck log shipper) holds neither the
-/// event loop nor shutdown: SIGTERM still ends rsttrace within its one
-/// second of grace, and the records it could not write are counted.
+/// event loop nor shutdown: SIGTERM still ends rsttrace within a second
+/// (README), and every record is either in the pipe, whole, or counted
+/// as not written.
+///
+/// The second is timed from the signal to the exit, and bounded by what
+/// the stall may add: the same shutdown with a reader that keeps up is
+/// timed first, on the same machine and load, and the stalled one may
+/// take at most a second more.  On this project's machines a shutdown
+/// takes a few tens of milliseconds, so the bound is the README's second;
+/// under the VMs' emulation detaching alone can take longer, and that is
+/// not the stall's doing (nor flaky: rsttrace gives a stalled writer half
+/// a second, so the stall costs about that, well inside the second).
 #[test]
 fn a_stalled_stdout_does_not_hold_shutdown() {
     let ns = Netns::new();
-    let (mut child, mut stderr) = spawn_json(&ns, Stdio::piped());
+    let p = port(13);
+    let metrics = crate::real::free_port();
+    let (mut child, _stderr) =
+        spawn_json_with(&ns, Stdio::null(), &["--metrics", &metrics.to_string()]);
+    refuse_many(&ns, p);
+    wait_counted(metrics, 3000);
+    let (status, unstalled) = time_to_exit(&mut child, libc::SIGTERM);
+    assert!(status.success(), "{status:?}");
+
+    let metrics = crate::real::free_port();
+    let (mut child, stderr) =
+        spawn_json_with(&ns, Stdio::piped(), &["--metrics", &metrics.to_string()]);
     let stdout = child.stdout.take().unwrap();
     // The smallest pipe the kernel allows, so that it fills fast.
     // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
@@ -272,27 +350,32 @@ fn a_stalled_stdout_does_not_hold_shutdown() {
         "F_SETPIPE_SZ: {}",
         std::io::Error::last_os_error()
     );
-    let p = port(13);
     // Each refused connect is two records (the reset sent and the one
-    // received); far more than the pipe and the writer's queue hold.
-    ns.run(move || {
-        for _ in 0..1500 {
-            TcpStream::connect(("127.0.0.1", p)).unwrap_err();
+    // received); far more than the pipe holds.
+    refuse_many(&ns, p);
+    // rsttrace has taken every reset in (its event loop is not held by
+    // the stalled writer).
+    wait_counted(metrics, 3000);
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
         }
     });
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    // It exits while the reader still reads nothing (before the writer
-    // thread, it never would); how fast is the machine's business.
-    let status = wait_timeout(&mut child, Duration::from_secs(30));
+    let (status, stalled) = time_to_exit(&mut child, libc::SIGTERM);
     assert!(status.success(), "{status:?}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let totals = rest
-        .lines()
+    println!("SIGTERM to exit: {stalled:?} with the reader stalled, {unstalled:?} without");
+    assert!(
+        stalled <= unstalled + Duration::from_secs(1),
+        "{stalled:?} from SIGTERM to exit with a stalled reader, {unstalled:?} without"
+    );
+    let said: Vec<String> = lines.iter().collect();
+    let totals = said
+        .iter()
         .find(|l| l.contains("resets reported"))
-        .unwrap_or_else(|| panic!("no totals: {rest}"));
+        .unwrap_or_else(|| panic!("no totals: {said:#?}"));
     let number_before = |what: &str| -> u64 {
         let head = &totals[..totals
             .find(what)
@@ -307,14 +390,18 @@ fn a_stalled_stdout_does_not_hold_shutdown() {
     let reported = number_before(" resets reported");
     let unwritten = number_before(" records not written (standard output stalled)");
     assert_eq!(reported, 3000, "{totals}");
-    // What did reach the pipe, whole lines only (the batch the writer
-    // was stuck in may be cut).
+    // What did reach the pipe: whole lines are records written (a line
+    // cut by the exit is counted as not written).
     let mut piped = String::new();
     std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut piped).unwrap();
-    let whole = piped.lines().count() as u64 - u64::from(!piped.ends_with('\n'));
-    assert!(whole < reported && unwritten > 0, "{whole} lines, {totals}");
-    // Records the pipe holds whole were written, or in the batch cut.
-    assert!(whole + unwritten >= reported, "{whole} lines, {totals}");
+    let whole =
+        piped.lines().count() as u64 - u64::from(!piped.is_empty() && !piped.ends_with('\n'));
+    assert!(whole > 0 && unwritten > 0, "{whole} lines, {totals}");
+    assert_eq!(
+        whole + unwritten,
+        reported,
+        "{whole} whole lines in the pipe, {totals}"
+    );
 }
 
 #[test]
