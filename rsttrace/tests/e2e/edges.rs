@@ -517,3 +517,103 @@ fn check_looks_at_proc_and_output() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A reader that falls behind loses events in the kernel, and says so: a
+/// `"event": "lost"` record with the count, the same count in the
+/// totals, and every reset either reported or counted lost.  rsttrace is
+/// stopped (SIGSTOP) while a smallest buffer overflows with resets that
+/// involve no socket (hand-made SYNs to a closed port: one event each,
+/// no owner events), with nothing else running.  Its records go to a file,
+/// which never stalls, so that only the kernel's buffer loses any.
+#[test]
+fn a_full_buffer_is_a_lost_record() {
+    let _host = crate::harness::exclusive();
+    let ns = Netns::new();
+    let out = std::env::temp_dir().join(format!("rsttrace-lost-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let t = crate::harness::Tracer::start(
+        &ns,
+        &[
+            "--buffer-size",
+            "1",
+            "--no-firewall",
+            "--no-path-check",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let (p, syns) = (port(14), 20_000u32);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(t.pid() as i32, libc::SIGSTOP) };
+    ns.run(move || {
+        let raw = crate::raw::Raw::new();
+        let lo = std::net::Ipv4Addr::LOCALHOST;
+        for i in 0..syns {
+            raw.send(&crate::raw::Segment {
+                src: lo,
+                sport: 40000 + (i % 1000) as u16,
+                dst: lo,
+                dport: p,
+                flags: crate::raw::flags("S"),
+                seq: i,
+                ack: 0,
+                payload: 0,
+                fastopen: false,
+                timestamps: None,
+            });
+        }
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(t.pid() as i32, libc::SIGCONT) };
+    let records = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    };
+    crate::real::wait_for("a lost record", Duration::from_secs(60), || {
+        let r = records();
+        match r.iter().find(|v| v["event"] == "lost") {
+            Some(_) => Ok(()),
+            None => Err(format!("{} records", r.len())),
+        }
+    });
+    let (status, stderr) = t.stop();
+    assert!(status.success(), "{stderr}");
+    let records = records();
+    std::fs::remove_file(&out).unwrap();
+    let test = crate::harness::this_test();
+    for v in &records {
+        crate::harness::collect(&test, v);
+    }
+    let lost_records: Vec<&serde_json::Value> =
+        records.iter().filter(|v| v["event"] == "lost").collect();
+    assert!(
+        lost_records.iter().all(|v| v["why"] == "buffer_full"),
+        "{lost_records:?}"
+    );
+    let lost: u64 = lost_records
+        .iter()
+        .map(|v| v["count"].as_u64().unwrap())
+        .sum();
+    let reported = records
+        .iter()
+        .filter(|v| v["event"] == "reset" && v["cause"] == "no_listener" && v["local_port"] == p)
+        .count() as u64;
+    assert!(
+        lost > 0 && reported > 0,
+        "{reported} reported, {lost} lost: {stderr}"
+    );
+    assert_eq!(
+        reported + lost,
+        u64::from(syns),
+        "{reported} reported, {lost} lost: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{reported} resets reported ({reported} sent, 0 received), {lost} lost;"
+        )),
+        "the totals say {reported} reported and {lost} lost: {stderr}"
+    );
+}
