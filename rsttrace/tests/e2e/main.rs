@@ -15,6 +15,7 @@ mod containers;
 mod contract;
 mod doctor;
 mod edges;
+mod fields;
 mod firewall;
 mod options;
 mod origin;
