@@ -385,6 +385,53 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Takes at most `chunk` bytes a write and `left` in all, then fails
+    /// as a reader that went away does.
+    struct Trickle {
+        chunk: usize,
+        left: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.chunk).min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_cut_short_counts_its_whole_lines() {
+        let batch = b"aaaa\nbbbb\ncccc\ndddd\n";
+        let shared = Shared::default();
+        // 12 of 20 bytes, 7 at a time: two whole lines got out.
+        let mut out = Trickle { chunk: 7, left: 12 };
+        assert!(write_counted(&mut out, batch, 4, &shared).is_err());
+        assert_eq!(shared.written.load(Ordering::Acquire), 2);
+        // All of it, in pieces: four records.
+        let shared = Shared::default();
+        let mut out = Trickle {
+            chunk: 3,
+            left: 100,
+        };
+        write_counted(&mut out, batch, 4, &shared).unwrap();
+        assert_eq!(shared.written.load(Ordering::Acquire), 4);
+        // Given up at exit: the next write is not even tried.
+        shared.abandoned.store(true, Ordering::Release);
+        let mut out = Trickle {
+            chunk: 3,
+            left: 100,
+        };
+        assert!(write_counted(&mut out, batch, 4, &shared).is_err());
+        assert_eq!((out.left, shared.written.load(Ordering::Acquire)), (100, 4));
+    }
+
     #[test]
     fn a_full_device_is_an_error() {
         let mut s = Sink::open(Some(Path::new("/dev/full"))).unwrap();
