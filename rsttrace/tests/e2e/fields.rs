@@ -201,3 +201,63 @@ fn a_storm_summary_names_an_example_end() {
     assert_eq!(received["example_addr"], client.as_str(), "{received}");
     assert_eq!(received["example_port"], sport, "{received}");
 }
+
+/// `--summary` is not only for services: each period's table of refused
+/// connections, with ranks, counts, the process and the period.  Three
+/// refused connects make six resets in two rows: no_listener (sent, no
+/// owner) and connection_refused (received, this process).
+#[test]
+fn a_summary_period_ranks_what_it_counted() {
+    let ns = Netns::new();
+    let p = port(84);
+    let mut t = Tracer::start(&ns, &["--summary", "1"]);
+    for _ in 0..3 {
+        ns.run(move || TcpStream::connect(("127.0.0.1", p)).unwrap_err());
+    }
+    let row = |cause: &'static str| {
+        move |v: &Value| v["event"] == "summary" && v["cause"] == cause && v["port"] == p
+    };
+    t.expect("the refused client's row", row("connection_refused"));
+    t.expect("the closed port's row", row("no_listener"));
+    // The period so far is written at exit too.
+    let (status, stderr) = t.stop_collecting();
+    assert!(status.success(), "{stderr}");
+    let rows: Vec<&Value> = t.seen.iter().filter(|v| v["event"] == "summary").collect();
+    // A period's rows come out together, rank 1 first.
+    let mut periods: Vec<Vec<&Value>> = vec![];
+    for r in &rows {
+        assert_eq!(r["port"], p, "{r}");
+        assert_eq!(r["suppressed"], 0, "{r}");
+        assert_eq!(r["period_s"], 1, "{r}");
+        match r["cause"].as_str().unwrap() {
+            "connection_refused" => assert_eq!(r["comm"], process_comm().as_str(), "{r}"),
+            "no_listener" => assert_eq!(r["comm"], Value::Null, "{r}"),
+            other => panic!("a row for {other}: {r}"),
+        }
+        if r["rank"] == 1 || periods.is_empty() {
+            periods.push(vec![]);
+        }
+        periods.last_mut().unwrap().push(r);
+    }
+    for cause in ["connection_refused", "no_listener"] {
+        let n: u64 = rows
+            .iter()
+            .filter(|r| r["cause"] == cause)
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(n, 3, "{cause}: {rows:?}");
+    }
+    // Within a period: ranks 1, 2... by count, and the period's count is
+    // its rows' (nothing else happened in this namespace).
+    for period in &periods {
+        let total: u64 = period.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+        for (i, r) in period.iter().enumerate() {
+            assert_eq!(r["rank"], i as u64 + 1, "{period:?}");
+            assert!(
+                i == 0 || r["count"].as_u64() <= period[i - 1]["count"].as_u64(),
+                "{period:?}"
+            );
+            assert_eq!(r["period_count"], total, "{period:?}");
+        }
+    }
+}
