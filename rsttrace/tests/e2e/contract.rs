@@ -138,6 +138,12 @@ fn dependent() -> Vec<Dependent> {
             why: "the kernel names a reset's reason from Linux 6.10 (tcp_send_reset)",
         },
         Dependent {
+            event: "suppressed",
+            key: "kernel_reason",
+            shown: |_| kernel().reset_reasons(),
+            why: "the kernel names a reset's reason from Linux 6.10 (tcp_send_reset)",
+        },
+        Dependent {
             event: "reset",
             key: "pod_namespace",
             shown: |r| r.ran("service_pods::"),

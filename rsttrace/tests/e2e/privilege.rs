@@ -61,14 +61,88 @@ fn function_present(name: &str) -> bool {
         .any(|l| l.split_whitespace().nth(2) == Some(name))
 }
 
+/// Whether this kernel refuses every bpf(2) call without CAP_BPF, even
+/// one on a map already open: Linux before 6.5 with unprivileged BPF
+/// disabled checked that on entry (6.5 moved it to creating maps and
+/// loading programs; some stable kernels, Debian's 6.1 among them, have
+/// that change too, so the version does not tell).  Asked of the kernel
+/// itself, on a thread that lowers its effective set to nothing: a
+/// lookup in no map is EPERM where the entry check is, EBADF where not.
+fn every_bpf_call_needs_cap_bpf() -> bool {
+    std::thread::spawn(|| {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const V3: u32 = 0x2008_0522;
+        let mut header = Header {
+            version: V3,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget and capset with a version-3 header and two data
+        // structs, as capget(2) documents; they act on this thread only.
+        unsafe {
+            assert_eq!(
+                libc::syscall(
+                    libc::SYS_capget,
+                    &mut header as *mut Header,
+                    data.as_mut_ptr()
+                ),
+                0
+            );
+            for d in &mut data {
+                d.effective = 0;
+            }
+            assert_eq!(
+                libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()),
+                0,
+                "capset: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // union bpf_attr for BPF_MAP_LOOKUP_ELEM: map_fd, key, value, flags.
+        let mut attr = [0u64; 4];
+        attr[0] = u64::from(u32::MAX);
+        const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+        // SAFETY: bpf(2) with a zeroed attribute of the size passed; the
+        // kernel fails it before using the (absent) map's pointers.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_ELEM,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        let e = std::io::Error::last_os_error();
+        assert_eq!(rc, -1, "a lookup in no map succeeded");
+        match e.raw_os_error() {
+            Some(libc::EPERM) => true,
+            Some(libc::EBADF) => false,
+            _ => panic!("bpf(BPF_MAP_LOOKUP_ELEM) on no map: {e}"),
+        }
+    })
+    .join()
+    .expect("the probing thread")
+}
+
 /// The capabilities rsttrace keeps once attached, on this kernel, as
-/// setpriv names them; from the kernel's facts (kernel.rs, /proc), the
-/// rule rsttrace follows (cmd/trace/service.rs `drop_capabilities`):
-/// reading /proc always; attaching (CAP_BPF, CAP_PERFMON) when a hook may
-/// be attached later: netfilter's reset functions hooked by kprobe once
-/// their module loads, or, in storm modes, the firewall tracepoints it
-/// pauses and resumes; and CAP_BPF alone to read its maps before Linux
-/// 6.5 while unprivileged BPF is disabled (every bpf(2) call needs it).
+/// setpriv names them; from the kernel's facts (kernel.rs, /proc, and the
+/// kernel asked directly), by the rule rsttrace follows
+/// (cmd/trace/service.rs `drop_capabilities`): reading /proc always;
+/// attaching (CAP_BPF, CAP_PERFMON) when a hook may be attached later:
+/// netfilter's reset functions hooked by kprobe once their module loads,
+/// or, in storm modes, the firewall tracepoints it pauses and resumes;
+/// and CAP_BPF alone to read its maps where every bpf(2) call needs it.
 fn kept_after_attaching(storm_modes: bool) -> BTreeSet<&'static str> {
     let k = kernel();
     let waiting = k.kprobes()
@@ -76,11 +150,7 @@ fn kept_after_attaching(storm_modes: bool) -> BTreeSet<&'static str> {
             .iter()
             .all(|f| function_present(f));
     let paused_later = storm_modes && !k.kprobes() && k.drop_reasons();
-    let unprivileged_bpf_disabled =
-        std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
-            .map(|s| s.trim() != "0")
-            .unwrap_or(true);
-    let maps_need_bpf = k.version < (6, 5) && unprivileged_bpf_disabled;
+    let maps_need_bpf = every_bpf_call_needs_cap_bpf();
     let mut kept: BTreeSet<&str> = ["sys_ptrace", "dac_read_search"].into();
     if waiting || paused_later {
         kept.extend(["bpf", "perfmon"]);
