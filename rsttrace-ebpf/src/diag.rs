@@ -10,7 +10,7 @@ use aya_ebpf::{macros::map, maps::PerCpuArray, EbpfContext};
 
 /// Which diagnostic (index into `SAID`).
 #[derive(Clone, Copy)]
-pub enum Diag {
+pub(crate) enum Diag {
     /// The storm aggregation table is full.
     AggFull = 0,
 }
@@ -37,7 +37,7 @@ fn first(d: Diag) -> bool {
 
 /// Says `d` once per CPU.
 #[inline(always)]
-pub fn say<C: EbpfContext>(ctx: &C, d: Diag) {
+pub(crate) fn say<C: EbpfContext>(ctx: &C, d: Diag) {
     if !first(d) {
         return;
     }

@@ -17,7 +17,7 @@ use rsttrace_common::{
 use crate::kmem::conf;
 
 #[inline(always)]
-pub fn header(kind: u8, now_ns: u64) -> EventHeader {
+pub(crate) fn header(kind: u8, now_ns: u64) -> EventHeader {
     EventHeader {
         kind,
         _pad0: 0,
@@ -62,7 +62,7 @@ static LAST_WAKE: Array<u64> = Array::with_max_entries(1, 0);
 /// Per-CPU storm detector: resets seen in the current window.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct StormWindow {
+pub(crate) struct StormWindow {
     start_jiffies: u64,
     count: u64,
 }
@@ -76,7 +76,7 @@ static STORM: PerCpuArray<StormWindow> = PerCpuArray::with_max_entries(1, 0);
 static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(16384, 0);
 
 #[inline(always)]
-pub fn count(index: u32) {
+pub(crate) fn count(index: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: a per-CPU slot: nothing else writes it while this
         // program runs on this CPU (the kernel does not nest a program
@@ -87,7 +87,7 @@ pub fn count(index: u32) {
 
 /// Sends one record.  Counts it as emitted or, when the buffer is full, lost.
 #[inline(always)]
-pub fn emit<C: aya_ebpf::EbpfContext, T>(_ctx: &C, record: &T, now_ns: u64) {
+pub(crate) fn emit<C: aya_ebpf::EbpfContext, T>(_ctx: &C, record: &T, now_ns: u64) {
     #[cfg(feature = "ringbuf")]
     {
         let flags = wakeup_flags(now_ns);
@@ -165,7 +165,7 @@ fn wakeup_flags(now_ns: u64) -> u64 {
 /// Decides whether this reset is emitted (true) or counted in the
 /// aggregation table (false), per the daemon's mode.
 #[inline(always)]
-pub fn should_emit(jiffies: u64) -> bool {
+pub(crate) fn should_emit(jiffies: u64) -> bool {
     let Some(control) = CONTROL.get(0) else {
         return true;
     };
@@ -191,7 +191,12 @@ pub fn should_emit(jiffies: u64) -> bool {
 /// Counts a reset under its aggregation key.  A full table still counts
 /// the reset (`COUNTER_AGG_OVERFLOW`) so that totals add up.
 #[inline(always)]
-pub fn aggregate<C: aya_ebpf::EbpfContext>(ctx: &C, kind: u8, ev: &ResetEvent, jiffies: u64) {
+pub(crate) fn aggregate<C: aya_ebpf::EbpfContext>(
+    ctx: &C,
+    kind: u8,
+    ev: &ResetEvent,
+    jiffies: u64,
+) {
     count(COUNTER_AGGREGATED);
     let epoch = match CONTROL.get(0) {
         Some(c) => c.epoch as u8,

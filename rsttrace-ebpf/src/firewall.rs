@@ -47,7 +47,7 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// This CPU's reply in flight.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// A route lookup for a reply was seen: read the next packet sent.
     armed: u32,
     /// VERDICT_RESET or VERDICT_ICMP once the reply was read, else 0.
@@ -111,7 +111,7 @@ fn arm() {
 /// `fib:fib_table_lookup(tb_id, flp, nhc, err)`.  Runs on every route
 /// lookup: stops at the first comparison.
 #[btf_tracepoint(function = "fib_table_lookup")]
-pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let flp: u64 = ctx.arg(1);
     let proto: u8 = Typed::load(flp, off!(flowi4_proto));
     if proto == 0 || proto == IPPROTO_ICMP {
@@ -122,7 +122,7 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
 
 /// `fib6:fib6_table_lookup(net, res, table, flp)`.
 #[btf_tracepoint(function = "fib6_table_lookup")]
-pub fn fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let flp: u64 = ctx.arg(3);
     let proto: u8 = Typed::load(flp, off!(flowi6_proto));
     if proto == 0 || proto == IPPROTO_TCP || proto == IPPROTO_ICMPV6 {
@@ -133,7 +133,7 @@ pub fn fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
 
 /// `icmp:icmp_send(skb, type, code)`: names the offending segment.
 #[btf_tracepoint(function = "icmp_send")]
-pub fn icmp_send(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn icmp_send(ctx: BtfTracePointContext) -> i32 {
     if let Some(r) = reply() {
         r.icmp_skb = ctx.arg(0);
         r.icmp_type = ctx.arg::<u64>(1) as u8;
@@ -146,7 +146,7 @@ pub fn icmp_send(ctx: BtfTracePointContext) -> i32 {
 /// `net:net_dev_queue(skb)`: every packet sent.  Costs one per-CPU lookup
 /// unless a reply's route lookup armed this CPU.
 #[btf_tracepoint(function = "net_dev_queue")]
-pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
     let Some(r) = reply() else {
         return 0;
     };
@@ -237,7 +237,7 @@ fn icmp_quotes(r: &Reply, ends: &Endpoints, seg: &SegmentHdr) -> bool {
 /// segment, answered with the pending reply, if any.  A subprogram of its
 /// own (see `strays::on_no_socket_drop`), hence the helper reads.
 #[inline(never)]
-pub fn on_netfilter_drop<C: EbpfContext>(ctx: &C, skb: u64) {
+pub(crate) fn on_netfilter_drop<C: EbpfContext>(ctx: &C, skb: u64) {
     let Some(r) = reply() else {
         return;
     };
@@ -293,7 +293,7 @@ fn own_segment(skb: u64, ev: &mut FirewallEvent) -> bool {
 /// `nf_send_reset(net, sk, oldskb, hook)` and `nf_send_reset6` (same
 /// arguments): netfilter answers `oldskb` with a reset.  Exact.
 #[kprobe]
-pub fn nf_send_reset_kprobe(ctx: ProbeContext) -> u32 {
+pub(crate) fn nf_send_reset_kprobe(ctx: ProbeContext) -> u32 {
     let Some(skb) = ctx.arg::<u64>(2) else {
         return 0;
     };
@@ -314,7 +314,7 @@ pub fn nf_send_reset_kprobe(ctx: ProbeContext) -> u32 {
 /// `nf_send_unreach(skb_in, code, hook)`: netfilter answers `skb_in` with
 /// ICMP destination unreachable `code`.  Exact.
 #[kprobe]
-pub fn nf_send_unreach_kprobe(ctx: ProbeContext) -> u32 {
+pub(crate) fn nf_send_unreach_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(skb), Some(code)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
@@ -324,7 +324,7 @@ pub fn nf_send_unreach_kprobe(ctx: ProbeContext) -> u32 {
 
 /// `nf_send_unreach6(net, skb_in, code, hooknum)`: the same for IPv6.
 #[kprobe]
-pub fn nf_send_unreach6_kprobe(ctx: ProbeContext) -> u32 {
+pub(crate) fn nf_send_unreach6_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(skb), Some(code)) = (ctx.arg::<u64>(1), ctx.arg::<u64>(2)) else {
         return 0;
     };

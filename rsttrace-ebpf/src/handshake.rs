@@ -18,7 +18,7 @@ use crate::{
 
 /// The IP TTL / hop limit of the segment `skb` (0 when unreadable).
 #[inline(always)]
-pub fn segment_ttl(skb: u64) -> (u8, u8) {
+pub(crate) fn segment_ttl(skb: u64) -> (u8, u8) {
     let mut ends = Endpoints::default();
     let mut seg = SegmentHdr::default();
     if skb != 0 && read_segment::<Typed>(skb, &mut ends, &mut seg) {
@@ -31,7 +31,7 @@ pub fn segment_ttl(skb: u64) -> (u8, u8) {
 /// `tcp_finish_connect(sk, skb)`: a connection we opened is established;
 /// `skb` is the peer's SYN-ACK (NULL for a repaired socket).
 #[fentry(function = "tcp_finish_connect")]
-pub fn tcp_finish_connect(ctx: FEntryContext) -> i32 {
+pub(crate) fn tcp_finish_connect(ctx: FEntryContext) -> i32 {
     let (ttl, _) = segment_ttl(ctx.arg(1));
     if ttl != 0 {
         set_peer_ttl(ctx.arg(0), ttl);
@@ -60,7 +60,7 @@ fn on_syn_recv_sock(skb: u64, child: u64) {
 macro_rules! syn_recv_exit {
     ($name:ident, $function:literal, $ret:literal) => {
         #[fexit(function = $function)]
-        pub fn $name(ctx: FExitContext) -> i32 {
+        pub(crate) fn $name(ctx: FExitContext) -> i32 {
             on_syn_recv_sock(ctx.arg(1), ctx.arg($ret));
             0
         }
@@ -78,7 +78,7 @@ syn_recv_exit!(tcp_v6_syn_recv_sock_7, "tcp_v6_syn_recv_sock", 7);
 macro_rules! accept_exit {
     ($name:ident, $ret:literal) => {
         #[fexit(function = "inet_csk_accept")]
-        pub fn $name(ctx: FExitContext) -> i32 {
+        pub(crate) fn $name(ctx: FExitContext) -> i32 {
             accepted::<Typed>(ctx.arg($ret));
             0
         }
@@ -93,7 +93,7 @@ accept_exit!(inet_csk_accept_4, 4);
 /// 5.10): the reset being processed when `tcp_reset` runs.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct ResetSegment {
+pub(crate) struct ResetSegment {
     sk: u64,
     ttl: u8,
     _pad: [u8; 7],
@@ -122,7 +122,7 @@ fn stash_reset(sk: u64, skb: u64) {
 
 /// The TTL stashed for `sk`, taken (0 when none).
 #[inline(always)]
-pub fn take_stashed_ttl(sk: u64) -> u8 {
+pub(crate) fn take_stashed_ttl(sk: u64) -> u8 {
     let Some(s) = RESET_SEGMENT.get_ptr_mut(0) else {
         return 0;
     };
@@ -137,7 +137,7 @@ pub fn take_stashed_ttl(sk: u64) -> u8 {
 /// `tcp_rcv_state_process(sk, skb)`: every segment of a socket not yet
 /// (or no longer) established, a connection refused among them.
 #[fentry(function = "tcp_rcv_state_process")]
-pub fn tcp_rcv_state_process(ctx: FEntryContext) -> i32 {
+pub(crate) fn tcp_rcv_state_process(ctx: FEntryContext) -> i32 {
     stash_reset(ctx.arg(0), ctx.arg(1));
     0
 }
@@ -145,7 +145,7 @@ pub fn tcp_rcv_state_process(ctx: FEntryContext) -> i32 {
 /// `tcp_validate_incoming(sk, skb, th, syn_inerr)`: an established
 /// connection's segment off the fast path, where its resets are checked.
 #[fentry(function = "tcp_validate_incoming")]
-pub fn tcp_validate_incoming(ctx: FEntryContext) -> i32 {
+pub(crate) fn tcp_validate_incoming(ctx: FEntryContext) -> i32 {
     stash_reset(ctx.arg(0), ctx.arg(1));
     0
 }

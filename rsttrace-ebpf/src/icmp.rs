@@ -29,14 +29,14 @@ static ICMP_SCRATCH: PerCpuArray<IcmpEvent> = PerCpuArray::with_max_entries(1, 0
 /// header is at the network header, the ICMP header at the transport
 /// header, and `skb->data` points at the IP header it quotes.
 #[fentry(function = "tcp_v4_err")]
-pub fn tcp_v4_err(ctx: FEntryContext) -> i32 {
+pub(crate) fn tcp_v4_err(ctx: FEntryContext) -> i32 {
     on_tcp_err(&ctx, ctx.arg(0));
     0
 }
 
 /// `tcp_v6_err(skb, opt, type, code, offset, info)`: the same for IPv6.
 #[fentry(function = "tcp_v6_err")]
-pub fn tcp_v6_err(ctx: FEntryContext) -> i32 {
+pub(crate) fn tcp_v6_err(ctx: FEntryContext) -> i32 {
     on_tcp_err(&ctx, ctx.arg(0));
     0
 }
@@ -61,7 +61,7 @@ fn on_tcp_err(ctx: &FEntryContext, skb: u64) {
 /// subprogram with its own stack frame) so that its callers' common paths
 /// do not carry its buffers.
 #[inline(never)]
-pub fn report<C: EbpfContext>(ctx: &C, skb: u64, outer: u64, icmp: u64, quoted: u64) {
+pub(crate) fn report<C: EbpfContext>(ctx: &C, skb: u64, outer: u64, icmp: u64, quoted: u64) {
     let Some(ev) = ICMP_SCRATCH.get_ptr_mut(0) else {
         return;
     };

@@ -13,7 +13,7 @@ use rsttrace_common::config::{Config, ABSENT};
 // a symbol `CONFIG`, so the unmangled name clashes with none; it is how the
 // loader finds the global.
 #[unsafe(no_mangle)]
-pub static CONFIG: Config = Config::empty();
+pub(crate) static CONFIG: Config = Config::empty();
 
 /// Reads one field of `CONFIG` so that LLVM keeps the load (and the verifier
 /// can see its constant value) instead of folding in `Config::empty()`.
@@ -35,7 +35,7 @@ macro_rules! off {
 pub(crate) use off;
 
 /// How a program may read the kernel structures its arguments point to.
-pub trait Mem {
+pub(crate) trait Mem {
     /// Whether pointers are BTF-typed (tracing programs).
     const TYPED: bool;
     /// Loads a `T` at `base + off`, where `base` points to a struct of the
@@ -48,11 +48,11 @@ pub trait Mem {
 /// direct load against the kernel's BTF (the offset is a constant to it)
 /// and makes it fault-safe, at a fraction of the cost of a helper call.
 /// This is what keeps the per-reset cost low under storms.
-pub struct Typed;
+pub(crate) struct Typed;
 
 /// Plain kernel addresses (`kprobe`, `raw_tp`): every read is a
 /// `bpf_probe_read_kernel`.
-pub struct Probed;
+pub(crate) struct Probed;
 
 impl Mem for Typed {
     const TYPED: bool = true;
@@ -80,7 +80,7 @@ impl Mem for Probed {
 /// when the member is absent on this kernel, `base` is NULL, or the read
 /// faults.
 #[inline(always)]
-pub fn read<T: Copy + Default>(base: u64, off: u32) -> T {
+pub(crate) fn read<T: Copy + Default>(base: u64, off: u32) -> T {
     if off == ABSENT || base == 0 {
         return T::default();
     }
@@ -91,7 +91,7 @@ pub fn read<T: Copy + Default>(base: u64, off: u32) -> T {
 
 /// Reads `dst.len()` bytes at `base + off`; leaves `dst` zeroed on failure.
 #[inline(always)]
-pub fn read_buf(base: u64, off: u32, dst: &mut [u8]) {
+pub(crate) fn read_buf(base: u64, off: u32, dst: &mut [u8]) {
     if off == ABSENT || base == 0 {
         return;
     }
@@ -105,7 +105,7 @@ pub fn read_buf(base: u64, off: u32, dst: &mut [u8]) {
 /// it first (that becomes a `memset` call): the helper zero-fills the
 /// buffer itself when the read fails, so every byte is defined.
 #[inline(always)]
-pub fn read_array<const N: usize>(addr: u64) -> [u8; N] {
+pub(crate) fn read_array<const N: usize>(addr: u64) -> [u8; N] {
     use aya_ebpf::helpers::generated::bpf_probe_read_kernel as probe_read;
     let mut buf = core::mem::MaybeUninit::<[u8; N]>::uninit();
     // SAFETY: the helper writes all N bytes, the data or zeros on a fault.
@@ -122,7 +122,7 @@ pub fn read_array<const N: usize>(addr: u64) -> [u8; N] {
 /// `read_array` into memory that is not the stack (a map value): for
 /// buffers a program's frames cannot hold.
 #[inline(always)]
-pub fn read_into<const N: usize>(dst: &mut [u8; N], addr: u64) {
+pub(crate) fn read_into<const N: usize>(dst: &mut [u8; N], addr: u64) {
     use aya_ebpf::helpers::generated::bpf_probe_read_kernel as probe_read;
     // SAFETY: `dst` is N writable bytes; the helper writes all of them,
     // the data or zeros on a fault.
@@ -140,7 +140,7 @@ pub fn read_into<const N: usize>(dst: &mut [u8; N], addr: u64) {
 /// read a spilled pointer back in parts; a copy made by a helper is a
 /// plain value.
 #[inline(always)]
-pub fn plain(ptr: u64) -> u64 {
+pub(crate) fn plain(ptr: u64) -> u64 {
     let spill = ptr;
     let mut out = 0u64;
     // SAFETY: copies 8 bytes from `spill` (this frame) into `out`.
@@ -158,7 +158,7 @@ pub fn plain(ptr: u64) -> u64 {
 /// size becomes a call to a byte-wise BPF `memset` subprogram, which under
 /// a reset storm cost as much as the rest of the program.
 #[inline(always)]
-pub fn zero<T>(record: &mut T) {
+pub(crate) fn zero<T>(record: &mut T) {
     let words = record as *mut T as *mut u64;
     for i in 0..core::mem::size_of::<T>() / 8 {
         // SAFETY: every record type is #[repr(C)] plain integers, a
@@ -171,7 +171,7 @@ pub fn zero<T>(record: &mut T) {
 /// The clock records carry: boot time where the kernel has it (>= 5.8),
 /// else monotonic.
 #[inline(always)]
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns};
     // SAFETY: both helpers take no arguments and cannot fail; the
     // verifier prunes the branch this kernel lacks (CONFIG is constant).

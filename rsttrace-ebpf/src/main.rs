@@ -76,7 +76,7 @@ fn sent(sk: u64, skb: u64, reason: u32, hook: u8, skip_rst: bool) -> Reset {
 /// segment being answered, NULL for resets the host initiates (close,
 /// abort, timers).  Before 6.10 it fires only for full sockets.
 #[btf_tracepoint(function = "tcp_send_reset")]
-pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     let r = sent(
         ctx.arg(0),
         ctx.arg(1),
@@ -89,7 +89,7 @@ pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
-pub fn tcp_send_reset_raw(ctx: RawTracePointContext) -> i32 {
+pub(crate) fn tcp_send_reset_raw(ctx: RawTracePointContext) -> i32 {
     let r = sent(
         ctx.arg(0),
         ctx.arg(1),
@@ -105,7 +105,7 @@ pub fn tcp_send_reset_raw(ctx: RawTracePointContext) -> i32 {
 /// segment (no socket, time-wait, listener, full socket).  It returns
 /// without sending for an incoming RST.
 #[fentry(function = "tcp_v4_send_reset")]
-pub fn tcp_v4_send_reset_fentry(ctx: FEntryContext) -> i32 {
+pub(crate) fn tcp_v4_send_reset_fentry(ctx: FEntryContext) -> i32 {
     on_reset::<Typed, _>(
         &ctx,
         sent(ctx.arg(0), ctx.arg(1), REASON_ABSENT, HOOK_FENTRY, true),
@@ -114,7 +114,7 @@ pub fn tcp_v4_send_reset_fentry(ctx: FEntryContext) -> i32 {
 }
 
 #[fentry(function = "tcp_v6_send_reset")]
-pub fn tcp_v6_send_reset_fentry(ctx: FEntryContext) -> i32 {
+pub(crate) fn tcp_v6_send_reset_fentry(ctx: FEntryContext) -> i32 {
     on_reset::<Typed, _>(
         &ctx,
         sent(ctx.arg(0), ctx.arg(1), REASON_ABSENT, HOOK_FENTRY, true),
@@ -124,14 +124,14 @@ pub fn tcp_v6_send_reset_fentry(ctx: FEntryContext) -> i32 {
 
 /// `tcp_send_active_reset(sk, ...)`: resets the host starts itself.
 #[fentry(function = "tcp_send_active_reset")]
-pub fn tcp_send_active_reset_fentry(ctx: FEntryContext) -> i32 {
+pub(crate) fn tcp_send_active_reset_fentry(ctx: FEntryContext) -> i32 {
     on_reset::<Typed, _>(&ctx, sent(ctx.arg(0), 0, REASON_ABSENT, HOOK_FENTRY, false));
     0
 }
 
 /// The same two as kprobes (one program attached to both v4 and v6).
 #[kprobe]
-pub fn send_reset_kprobe(ctx: ProbeContext) -> u32 {
+pub(crate) fn send_reset_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(sk), Some(skb)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
@@ -140,7 +140,7 @@ pub fn send_reset_kprobe(ctx: ProbeContext) -> u32 {
 }
 
 #[kprobe]
-pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
+pub(crate) fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
     let Some(sk) = ctx.arg::<u64>(0) else {
         return 0;
     };
@@ -165,7 +165,7 @@ fn received(sk: u64, skb: u64, hook: u8) -> Reset {
 
 /// `tcp:tcp_receive_reset(sk)`: a local socket is reset by its peer.
 #[btf_tracepoint(function = "tcp_receive_reset")]
-pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     on_reset::<Typed, _>(&ctx, received(ctx.arg(0), 0, HOOK_TRACEPOINT));
     0
 }
@@ -174,7 +174,7 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 /// event, plus the reset segment itself (its TTL says who sent it)
 /// without watching every packet received.
 #[fentry(function = "tcp_reset")]
-pub fn tcp_reset_fentry(ctx: FEntryContext) -> i32 {
+pub(crate) fn tcp_reset_fentry(ctx: FEntryContext) -> i32 {
     let skb = if conf!(tcp_reset_has_skb) != 0 {
         ctx.arg(1)
     } else {
@@ -185,7 +185,7 @@ pub fn tcp_reset_fentry(ctx: FEntryContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
-pub fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> i32 {
+pub(crate) fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> i32 {
     on_reset::<Probed, _>(&ctx, received(ctx.arg(0), 0, HOOK_RAW_TRACEPOINT));
     0
 }
@@ -193,14 +193,14 @@ pub fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> i32 {
 // ---- owners ------------------------------------------------------------
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let (old, new) = (ctx.arg::<u64>(1) as u8, ctx.arg::<u64>(2) as u8);
     on_set_state::<Typed, _>(&ctx, ctx.arg(0), old, new);
     0
 }
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> i32 {
+pub(crate) fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> i32 {
     let (old, new) = (ctx.arg::<u64>(1) as u8, ctx.arg::<u64>(2) as u8);
     on_set_state::<Probed, _>(&ctx, ctx.arg(0), old, new);
     0
@@ -210,13 +210,13 @@ pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> i32 {
 /// the returned socket (kernels without BPF trampolines; elsewhere
 /// `inet_csk_accept` says so once per accept, see handshake.rs).
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
-pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
     on_accept_syscall(&ctx);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept")]
-pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     on_accept_syscall(&ctx);
     0
 }
@@ -227,7 +227,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 /// dropped (a firewall verdict), or a reset that found no socket.
 /// Everything else returns at the first comparisons.
 #[btf_tracepoint(function = "kfree_skb")]
-pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if conf!(kfree_skb_has_reason) == 0 {
         return 0;
     }
@@ -245,13 +245,13 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
 /// `sock:inet_sk_error_report(sk)`: the errno a local TCP socket's next
 /// call returns (correlated with resets in userspace).
 #[btf_tracepoint(function = "inet_sk_error_report")]
-pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     on_error_report::<Typed, _>(&ctx, ctx.arg(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
-pub fn inet_sk_error_report_raw(ctx: RawTracePointContext) -> i32 {
+pub(crate) fn inet_sk_error_report_raw(ctx: RawTracePointContext) -> i32 {
     on_error_report::<Probed, _>(&ctx, ctx.arg(0));
     0
 }
@@ -260,7 +260,7 @@ pub fn inet_sk_error_report_raw(ctx: RawTracePointContext) -> i32 {
 /// which have no such tracepoint (a TCP socket's `sk_error_report`
 /// callback, called wherever the tracepoint is on newer kernels).
 #[fentry(function = "sock_def_error_report")]
-pub fn sock_def_error_report(ctx: FEntryContext) -> i32 {
+pub(crate) fn sock_def_error_report(ctx: FEntryContext) -> i32 {
     on_error_report::<Typed, _>(&ctx, ctx.arg(0));
     0
 }
@@ -278,7 +278,7 @@ fn on_error_report<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
     // Error 0 (tcp_disconnect(), the error queue, timestamps) is no
     // failure and no reset's errno: not worth a record.
     let error: i32 = M::load(sk, off!(sk_err));
-    if error == 0 {
+    if error == 0 || reset::report_of_counted_reset(sk) {
         return;
     }
     let netns = sock_netns::<M>(sk);

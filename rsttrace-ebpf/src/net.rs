@@ -10,17 +10,17 @@ use rsttrace_common::{
 
 use crate::kmem::{conf, off, read, read_array, read_buf, Mem, Typed};
 
-pub const AF_INET: u16 = 2;
-pub const AF_INET6: u16 = 10;
+pub(crate) const AF_INET: u16 = 2;
+pub(crate) const AF_INET6: u16 = 10;
 /// IPPROTO_TCP.
 const TCP: u8 = 6;
-pub const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_RST: u8 = 0x04;
 /// `skb->transport_header` when it was never set (`(u16)~0U`).
 const HEADER_UNSET: u16 = 0xffff;
 
 /// Inode of the network namespace a socket lives in.
 #[inline(always)]
-pub fn sock_netns<M: Mem>(sk: u64) -> u32 {
+pub(crate) fn sock_netns<M: Mem>(sk: u64) -> u32 {
     let net: u64 = M::load(sk, off!(skc_net));
     M::load(net, off!(net_inum))
 }
@@ -29,7 +29,7 @@ pub fn sock_netns<M: Mem>(sk: u64) -> u32 {
 /// resets sent with no socket), or of the socket that sends it (a packet
 /// on its way out has no device before routing).
 #[inline(always)]
-pub fn skb_netns<M: Mem>(skb: u64) -> u32 {
+pub(crate) fn skb_netns<M: Mem>(skb: u64) -> u32 {
     let dev: u64 = M::load(skb, off!(skb_dev));
     if dev == 0 {
         return sock_netns::<M>(M::load(skb, off!(skb_sk)));
@@ -40,7 +40,7 @@ pub fn skb_netns<M: Mem>(skb: u64) -> u32 {
 
 /// Whether `--netns` leaves this namespace out.
 #[inline(always)]
-pub fn netns_filtered(netns: u32) -> bool {
+pub(crate) fn netns_filtered(netns: u32) -> bool {
     let mut any = false;
     for i in 0..NETNS_FILTER {
         // SAFETY: a volatile read of the read-only CONFIG global.
@@ -54,14 +54,14 @@ pub fn netns_filtered(netns: u32) -> bool {
 }
 
 #[inline(always)]
-pub fn sock_state<M: Mem>(sk: u64) -> u8 {
+pub(crate) fn sock_state<M: Mem>(sk: u64) -> u8 {
     M::load(sk, off!(skc_state))
 }
 
 /// True for a full `struct sock` (not a TIME_WAIT or request mini-socket,
 /// where only `sock_common` is valid).
 #[inline(always)]
-pub fn is_full_sock(state: u8) -> bool {
+pub(crate) fn is_full_sock(state: u8) -> bool {
     state != conf!(tcp_time_wait) && state != conf!(tcp_new_syn_recv)
 }
 
@@ -69,7 +69,7 @@ pub fn is_full_sock(state: u8) -> bool {
 /// For a full socket the local port comes from `inet_sport`: close()
 /// releases the bound port (`skc_num` = 0) before the reset goes out.
 #[inline(always)]
-pub fn sock_endpoints<M: Mem>(sk: u64, full: bool, ep: &mut Endpoints) {
+pub(crate) fn sock_endpoints<M: Mem>(sk: u64, full: bool, ep: &mut Endpoints) {
     let family: u16 = M::load(sk, off!(skc_family));
     ep.local_port = M::load(sk, off!(skc_num));
     if full && ep.local_port == 0 {
@@ -105,7 +105,7 @@ fn headers<M: Mem>(skb: u64) -> Option<(u64, u64)> {
 /// its source is the remote end, its destination this host.  Returns
 /// false when the headers cannot be read or the packet is not TCP.
 #[inline(always)]
-pub fn read_segment<M: Mem>(skb: u64, ep: &mut Endpoints, seg: &mut SegmentHdr) -> bool {
+pub(crate) fn read_segment<M: Mem>(skb: u64, ep: &mut Endpoints, seg: &mut SegmentHdr) -> bool {
     let Some((ip, tcp)) = headers::<M>(skb) else {
         return false;
     };
@@ -115,7 +115,7 @@ pub fn read_segment<M: Mem>(skb: u64, ep: &mut Endpoints, seg: &mut SegmentHdr) 
 /// Parses IP and TCP headers at kernel addresses `ip` and `tcp`.  The
 /// packet's source becomes the remote end.
 #[inline(always)]
-pub fn read_packet(ip: u64, tcp: u64, ep: &mut Endpoints, seg: &mut SegmentHdr) -> bool {
+pub(crate) fn read_packet(ip: u64, tcp: u64, ep: &mut Endpoints, seg: &mut SegmentHdr) -> bool {
     // One read for the IP header and the start of the TCP header when the
     // TCP header follows the fixed IP header (no IPv4 options, no IPv6
     // extension headers): 40 + 16 bytes covers both families.
@@ -125,11 +125,11 @@ pub fn read_packet(ip: u64, tcp: u64, ep: &mut Endpoints, seg: &mut SegmentHdr) 
 
 /// Bytes read from the start of a packet: the fixed IPv6 header, or an
 /// IPv4 header with options, plus the start of the TCP header.
-pub const PACKET_HEAD: usize = 56;
+pub(crate) const PACKET_HEAD: usize = 56;
 
 /// `read_packet` on bytes already read from `ip`.
 #[inline(always)]
-pub fn parse_packet(
+pub(crate) fn parse_packet(
     h: &[u8; PACKET_HEAD],
     ip: u64,
     tcp: u64,
@@ -213,7 +213,7 @@ fn sub16(h: &[u8; 56], at: usize) -> [u8; 16] {
 /// Inode of the file a socket is attached to (0 when it has none: an
 /// orphaned socket after close(), or a child not accepted yet).
 #[inline(always)]
-pub fn sock_inode<M: Mem>(sk: u64) -> u64 {
+pub(crate) fn sock_inode<M: Mem>(sk: u64) -> u64 {
     let socket: u64 = M::load(sk, off!(sk_socket));
     let file: u64 = M::load(socket, off!(socket_file));
     let inode: u64 = M::load(file, off!(file_inode));
@@ -225,7 +225,7 @@ pub fn sock_inode<M: Mem>(sk: u64) -> u64 {
 /// time, cgroup.  Typed programs read the task directly where the kernel
 /// hands them a BTF-typed task (5.11+), others with helper reads.
 #[inline(always)]
-pub fn current_owner<M: Mem>() -> Owner {
+pub(crate) fn current_owner<M: Mem>() -> Owner {
     use aya_ebpf::helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
         generated::bpf_get_current_task_btf,
@@ -261,7 +261,7 @@ pub fn current_owner<M: Mem>() -> Owner {
 /// The running thread's comm, without zero-initialising a buffer first
 /// (that becomes a `memset` call): the helper fills all 16 bytes.
 #[inline(always)]
-pub fn current_comm() -> [u8; COMM_LEN] {
+pub(crate) fn current_comm() -> [u8; COMM_LEN] {
     use aya_ebpf::helpers::generated::bpf_get_current_comm as get_comm;
     let mut buf = core::mem::MaybeUninit::<[u8; COMM_LEN]>::uninit();
     // SAFETY: the helper writes COMM_LEN bytes into `buf` when it returns

@@ -15,10 +15,7 @@
 //! child).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_task,
-    macros::map,
-    maps::{Array, LruHashMap},
-    programs::TracePointContext,
+    helpers::bpf_get_current_task, macros::map, maps::Array, programs::TracePointContext,
     EbpfContext,
 };
 use rsttrace_common::{
@@ -42,7 +39,7 @@ const SLOTS: u32 = 1 << SLOT_BITS;
 /// A socket's entry, tagged with the socket's address (0: free).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SockSlot {
+pub(crate) struct SockSlot {
     sk: u64,
     entry: SockEntry,
 }
@@ -50,7 +47,7 @@ pub struct SockSlot {
 /// A closed connection's entry, tagged with its key.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct ClosedSlot {
+pub(crate) struct ClosedSlot {
     key: ConnKey,
     entry: ClosedEntry,
 }
@@ -64,11 +61,33 @@ static SOCKS: Array<SockSlot> = Array::with_max_entries(SLOTS, 0);
 #[map]
 static CLOSED: Array<ClosedSlot> = Array::with_max_entries(SLOTS, 0);
 
+/// A listener's owner, tagged with its (netns, port).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct ListenSlot {
+    key: ListenKey,
+    owner: Owner,
+}
+
 /// (netns, port) -> the process listening there, so that a new child
-/// socket starts with its listener's owner.  Written per listen(), not
-/// per connection.
+/// socket starts with its listener's owner: written per listen(), read
+/// per connection, direct-mapped like the tables above.
 #[map]
-static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entries(16384, 0);
+static LISTENERS: Array<ListenSlot> = Array::with_max_entries(SLOTS, 0);
+
+#[inline(always)]
+fn listen_slot(key: &ListenKey) -> Option<&'static mut ListenSlot> {
+    let i = slot_of(u64::from(key.netns) << 16 | u64::from(key.port));
+    // SAFETY: as for `sock_slot`.
+    LISTENERS.get_ptr_mut(i).map(|p| unsafe { &mut *p })
+}
+
+/// The process listening on `key`, if one registered.
+#[inline(always)]
+fn listener(key: &ListenKey) -> Option<Owner> {
+    let slot = listen_slot(key)?;
+    (slot.key == *key).then_some(slot.owner)
+}
 
 /// The longest a time-wait socket lives (TCP_TIMEWAIT_LEN, and the
 /// FIN_WAIT2 substate's tcp_fin_timeout default).
@@ -99,7 +118,7 @@ fn sock_slot(i: u32) -> Option<&'static mut SockSlot> {
 /// The entry of a full socket (time-wait and request mini-sockets are
 /// never registered).
 #[inline(always)]
-pub fn lookup(sk: u64) -> Option<&'static mut SockEntry> {
+pub(crate) fn lookup(sk: u64) -> Option<&'static mut SockEntry> {
     if sk == 0 {
         return None;
     }
@@ -139,7 +158,7 @@ fn store(sk: u64, entry: &SockEntry) {
 
 /// Who owned the connection a time-wait socket stands for.
 #[inline(always)]
-pub fn closed_owner(netns: u32, ends: &Endpoints) -> Option<&'static ClosedEntry> {
+pub(crate) fn closed_owner(netns: u32, ends: &Endpoints) -> Option<&'static ClosedEntry> {
     let key = ConnKey {
         netns,
         _pad: 0,
@@ -178,7 +197,7 @@ fn closed_slot(key: &ConnKey) -> Option<&'static mut ClosedSlot> {
 /// - FIN_WAIT1/FIN_WAIT2/CLOSING -> CLOSE: tcp_time_wait() hands the
 ///   connection to a time-wait socket, which no table entry stands for.
 #[inline(always)]
-pub fn on_set_state<M: Mem, C: EbpfContext>(ctx: &C, sk: u64, old: u8, new: u8) {
+pub(crate) fn on_set_state<M: Mem, C: EbpfContext>(ctx: &C, sk: u64, old: u8, new: u8) {
     if new == conf!(tcp_syn_sent) {
         if is_inet::<M>(sk) {
             register(sk, current_owner::<M>(), now_ns());
@@ -224,16 +243,18 @@ fn start_listening<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
     let now = now_ns();
     register(sk, owner, now);
     let key = listen_key::<M>(sk);
-    let _ = LISTENERS.insert(key, owner, 0);
+    if let Some(slot) = listen_slot(&key) {
+        // Untagged while written (see `store`).
+        slot.key.netns = 0;
+        slot.owner = owner;
+        slot.key = key;
+    }
     send_listen(ctx, key, 1, owner, now);
 }
 
 #[inline(always)]
 fn inherit_from_listener<M: Mem>(sk: u64) {
-    // SAFETY: as for `lookup`.
-    let owner = unsafe { LISTENERS.get(listen_key::<M>(sk)) }
-        .copied()
-        .unwrap_or_default();
+    let owner = listener(&listen_key::<M>(sk)).unwrap_or_default();
     let peer_ttl = if conf!(packet_ttls) != 0 {
         // The handshake's last ACK is being processed on this CPU.
         handshake_ttl(M::load(sk, off!(skc_num)))
@@ -259,12 +280,11 @@ fn stop_listening<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
         Some(e) => e.owner,
         None => Owner::default(),
     };
-    // SAFETY: as for `lookup`.
-    if let Some(current) = unsafe { LISTENERS.get(key) } {
+    if let Some(slot) = listen_slot(&key) {
         // With SO_REUSEPORT several sockets share the key; only the
         // process that registered it clears it.
-        if current.tgid == owner.tgid {
-            let _ = LISTENERS.remove(key);
+        if slot.key == key && slot.owner.tgid == owner.tgid {
+            slot.key.netns = 0;
         }
     }
     send_listen(ctx, key, 0, owner, now_ns());
@@ -325,7 +345,7 @@ fn register(sk: u64, owner: Owner, born_ns: u64) {
 /// The running task accepted `sk`: it owns it now.  The connection's
 /// start (its handshake, seen earlier) and peer TTL are kept.
 #[inline(always)]
-pub fn accepted<M: Mem>(sk: u64) {
+pub(crate) fn accepted<M: Mem>(sk: u64) {
     if sk == 0 {
         return;
     }
@@ -343,7 +363,7 @@ pub fn accepted<M: Mem>(sk: u64) {
 /// The peer's TTL of a connection's handshake, from the hook that sees the
 /// segment (`tcp_finish_connect`, `tcp_v{4,6}_syn_recv_sock`).
 #[inline(always)]
-pub fn set_peer_ttl(sk: u64, ttl: u8) {
+pub(crate) fn set_peer_ttl(sk: u64, ttl: u8) {
     if let Some(e) = lookup(sk) {
         e.peer_ttl = ttl;
     }
@@ -368,7 +388,7 @@ fn send_listen<C: EbpfContext>(ctx: &C, key: ListenKey, listening: u8, owner: Ow
 /// `syscalls:sys_exit_accept{,4}` (kernels without BPF trampolines): the
 /// caller now owns the returned socket, found through its fd table.
 #[inline(always)]
-pub fn on_accept_syscall(ctx: &TracePointContext) {
+pub(crate) fn on_accept_syscall(ctx: &TracePointContext) {
     let ret_off = conf!(accept_ret_offset);
     if ret_off == ABSENT {
         return;

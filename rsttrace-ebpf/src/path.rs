@@ -45,7 +45,7 @@ const SHORT_V6: u32 = 40 + 60;
 /// The last TCP segment this CPU received.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct LastSegment {
+pub(crate) struct LastSegment {
     pub skb: u64,
     pub ends: Endpoints,
     pub seg: SegmentHdr,
@@ -62,7 +62,7 @@ static LAST: PerCpuArray<LastSegment> = PerCpuArray::with_max_entries(1, 0);
 static HEAD: PerCpuArray<[u8; PACKET_HEAD]> = PerCpuArray::with_max_entries(2, 0);
 
 #[inline(always)]
-pub fn head(which: u32) -> Option<&'static mut [u8; PACKET_HEAD]> {
+pub(crate) fn head(which: u32) -> Option<&'static mut [u8; PACKET_HEAD]> {
     // SAFETY: a per-CPU slot, used within one packet's processing on
     // this CPU.
     HEAD.get_ptr_mut(which).map(|h| unsafe { &mut *h })
@@ -78,7 +78,7 @@ fn last() -> Option<&'static mut LastSegment> {
 /// `net:netif_receive_skb(skb)`.  Before `__netif_receive_skb_core()` sets
 /// the network header: the packet starts at `skb->data`.
 #[btf_tracepoint(function = "netif_receive_skb")]
-pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let proto: u16 = Typed::load(skb, off!(skb_protocol));
     let short = if proto == ETH_P_IP {
@@ -141,7 +141,7 @@ fn pure_syn(h: &[u8; PACKET_HEAD], ip_len: u64) -> bool {
 
 /// The last segment, if it is `skb` (0: any) and between `ends`.
 #[inline(always)]
-pub fn last_segment(ends: &Endpoints) -> Option<&'static LastSegment> {
+pub(crate) fn last_segment(ends: &Endpoints) -> Option<&'static LastSegment> {
     let l = last()?;
     (l.skb != 0 && same_ends(&l.ends, ends)).then_some(l)
 }
@@ -149,7 +149,7 @@ pub fn last_segment(ends: &Endpoints) -> Option<&'static LastSegment> {
 /// The TTL of the segment that makes a listener's child (its handshake's
 /// last ACK, processed now on this CPU), for port `local_port`.
 #[inline(always)]
-pub fn handshake_ttl(local_port: u16) -> u8 {
+pub(crate) fn handshake_ttl(local_port: u16) -> u8 {
     match last() {
         Some(l)
             if l.skb != 0 && l.ends.local_port == local_port && l.seg.tcp_flags & TCP_SYN == 0 =>
@@ -162,7 +162,7 @@ pub fn handshake_ttl(local_port: u16) -> u8 {
 
 /// The TTL of the SYN-ACK that establishes a connection we opened.
 #[inline(always)]
-pub fn synack_ttl(ends: &Endpoints) -> u8 {
+pub(crate) fn synack_ttl(ends: &Endpoints) -> u8 {
     match last_segment(ends) {
         Some(l) if l.seg.tcp_flags & TCP_SYN != 0 => l.seg.ttl,
         _ => 0,

@@ -18,7 +18,7 @@ use rsttrace_common::event::{
 use crate::{
     emit::{aggregate, count, emit, header, should_emit},
     handshake::{segment_ttl, take_stashed_ttl},
-    kmem::{conf, now_ns, off, read, zero, Mem, Probed, Typed},
+    kmem::{conf, now_ns, off, plain, read, zero, Mem, Probed, Typed},
     net::{
         current_comm, is_full_sock, netns_filtered, read_segment, skb_netns, sock_endpoints,
         sock_inode, sock_netns, sock_state, TCP_RST,
@@ -32,13 +32,13 @@ use crate::{
 /// One slot per direction: a program never nests with itself on a CPU,
 /// but the send and receive programs can interrupt each other.
 #[map]
-pub static SCRATCH: PerCpuArray<ResetEvent> = PerCpuArray::with_max_entries(2, 0);
+pub(crate) static SCRATCH: PerCpuArray<ResetEvent> = PerCpuArray::with_max_entries(2, 0);
 
-pub const SLOT_SENT: u32 = 0;
-pub const SLOT_RECEIVED: u32 = 1;
+pub(crate) const SLOT_SENT: u32 = 0;
+pub(crate) const SLOT_RECEIVED: u32 = 1;
 
 /// A reset as a hook sees it.
-pub struct Reset {
+pub(crate) struct Reset {
     pub kind: u8,
     pub slot: u32,
     pub sk: u64,
@@ -54,7 +54,7 @@ pub struct Reset {
 }
 
 #[inline(always)]
-pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
+pub(crate) fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     let netns = if r.sk != 0 {
         sock_netns::<M>(r.sk)
     } else {
@@ -108,12 +108,43 @@ pub fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     let jiffies = unsafe { bpf_jiffies64() };
     if !should_emit(jiffies) {
         aggregate(ctx, r.kind, ev, jiffies);
+        if r.kind == KIND_RESET_RECEIVED {
+            counted_reset(r.sk);
+        }
         return;
     }
     let now = now_ns();
     ev.header = header(r.kind, now);
     details::<M, C>(ctx, r.sk, full, ev);
     emit(ctx, ev, now);
+}
+
+/// The last socket whose received reset this CPU counted instead of
+/// reporting: the errno report `tcp_reset()` makes for it right after is
+/// no news (and no connection failure of its own).
+#[map]
+static COUNTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn counted_reset(sk: u64) {
+    if let Some(c) = COUNTED.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot, written here and read by the errno
+        // report that follows in the same call chain on this CPU.
+        unsafe { *c = plain(sk) };
+    }
+}
+
+/// Whether `sk`'s errno report follows a reset this CPU only counted.
+#[inline(always)]
+pub(crate) fn report_of_counted_reset(sk: u64) -> bool {
+    let Some(c) = COUNTED.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: as in `counted_reset`.
+    let c = unsafe { &mut *c };
+    let counted = *c != 0 && *c == plain(sk);
+    *c = 0;
+    counted
 }
 
 /// A received reset's own TTL, from the segment `tcp_reset()` was handed

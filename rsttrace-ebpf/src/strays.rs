@@ -27,7 +27,7 @@ static STRAY_SCRATCH: PerCpuArray<StrayEvent> = PerCpuArray::with_max_entries(1,
 
 /// A reset is being sent in reply to `skb` on this CPU.
 #[inline(always)]
-pub fn answered(skb: u64) {
+pub(crate) fn answered(skb: u64) {
     if let Some(a) = ANSWERED.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot, written and read within one segment's
         // processing on this CPU.
@@ -41,7 +41,7 @@ pub fn answered(skb: u64) {
 /// subprogram's arguments are plain values to older verifiers, hence the
 /// helper reads.
 #[inline(never)]
-pub fn on_no_socket_drop<C: EbpfContext>(ctx: &C, skb: u64) {
+pub(crate) fn on_no_socket_drop<C: EbpfContext>(ctx: &C, skb: u64) {
     if let Some(a) = ANSWERED.get(0) {
         if *a == skb {
             return;
@@ -71,7 +71,7 @@ fn scratch() -> Option<&'static mut StrayEvent> {
 /// Counts (and with `--stray-resets` reports) a reset for no socket seen
 /// by the functions that build resets.
 #[inline(always)]
-pub fn stray<C: EbpfContext>(ctx: &C, netns: u32, ends: &Endpoints, seg: &SegmentHdr) {
+pub(crate) fn stray<C: EbpfContext>(ctx: &C, netns: u32, ends: &Endpoints, seg: &SegmentHdr) {
     let Some(ev) = scratch() else {
         return;
     };

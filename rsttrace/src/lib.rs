@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod config;
 pub mod decode;
 pub mod enrich;
+pub mod hash;
 pub mod kernel;
 pub mod metrics;
 pub mod model;

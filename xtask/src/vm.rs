@@ -215,7 +215,7 @@ pub fn run(args: &Args) -> Result<bool> {
     }
     report::print(&runs, setup);
     let path = crate::root().join("docs/kernels.md");
-    if args.record {
+    if args.record && !args.bench {
         report::record(&path, &runs, &test_args)?;
         println!("vm: wrote {}", path.display());
     }

@@ -2,20 +2,27 @@
 //! caches fed by the event stream must not grow without bound.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    hash::Hash,
+    collections::{hash_map::RandomState, HashMap, VecDeque},
+    hash::{BuildHasher, Hash},
 };
 
-pub struct Bounded<K, V> {
-    map: HashMap<K, V>,
+/// `S`: the map's hasher (SipHash unless the keys allow a cheaper one).
+pub struct Bounded<K, V, S = RandomState> {
+    map: HashMap<K, V, S>,
     order: VecDeque<K>,
     cap: usize,
 }
 
 impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
     pub fn new(cap: usize) -> Self {
+        Self::with_hasher(cap)
+    }
+}
+
+impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> Bounded<K, V, S> {
+    pub fn with_hasher(cap: usize) -> Self {
         Bounded {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             cap: cap.max(1),
         }

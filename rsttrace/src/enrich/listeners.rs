@@ -8,6 +8,7 @@
 use std::{collections::HashSet, fs};
 
 use super::bounded::Bounded;
+use crate::hash::BuildWordHasher;
 
 use crate::{
     decode::ListenChange,
@@ -27,13 +28,25 @@ struct PortState {
 const PORTS: usize = 65536;
 
 pub struct ListenerHistory {
-    ports: Bounded<(u32, u16), PortState>,
+    ports: Bounded<PortKey, PortState, BuildWordHasher>,
+}
+
+/// A port in a network namespace, as one word (hashed once per
+/// `no_listener` reset, with `WordHasher`: at most 65536 keys per
+/// namespace, whoever picks the ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PortKey(u64);
+
+impl PortKey {
+    fn new(netns: u32, port: u16) -> Self {
+        PortKey(u64::from(netns) << 16 | u64::from(port))
+    }
 }
 
 impl Default for ListenerHistory {
     fn default() -> Self {
         ListenerHistory {
-            ports: Bounded::new(PORTS),
+            ports: Bounded::with_hasher(PORTS),
         }
     }
 }
@@ -47,7 +60,7 @@ pub struct ProcListener {
 }
 
 impl ListenerHistory {
-    fn port(&mut self, key: (u32, u16)) -> &mut PortState {
+    fn port(&mut self, key: PortKey) -> &mut PortState {
         if !self.ports.contains(&key) {
             self.ports.insert(key, PortState::default());
         }
@@ -55,7 +68,7 @@ impl ListenerHistory {
     }
 
     pub fn seed(&mut self, listener: &ProcListener, owner: Option<Task>) {
-        let st = self.port((listener.netns, listener.port));
+        let st = self.port(PortKey::new(listener.netns, listener.port));
         st.listening += 1;
         if owner.is_some() {
             st.last = owner;
@@ -63,7 +76,7 @@ impl ListenerHistory {
     }
 
     pub fn on_listen(&mut self, ev: &ListenChange) {
-        let st = self.port((ev.netns, ev.port));
+        let st = self.port(PortKey::new(ev.netns, ev.port));
         if ev.listening {
             st.listening += 1;
             st.stopped_ns = None;
@@ -80,7 +93,7 @@ impl ListenerHistory {
 
     /// The port's story as of boot-time `now_ns`.
     pub fn note(&self, netns: u32, port: u16, now_ns: u64) -> ListenerNote {
-        match self.ports.get(&(netns, port)) {
+        match self.ports.get(&PortKey::new(netns, port)) {
             Some(st) => ListenerNote {
                 listening_now: st.listening > 0,
                 last: st.last,

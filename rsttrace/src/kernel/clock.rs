@@ -91,6 +91,38 @@ pub fn rfc3339(unix_ns: i128, out: &mut [u8; 27]) -> &str {
     std::str::from_utf8(out).expect("ASCII")
 }
 
+/// [`rfc3339`] for records in time order: the date and time of day are
+/// formatted once per second and kept, only the microseconds per record.
+#[derive(Debug, Clone, Default)]
+pub struct Rfc3339Cache {
+    /// The second `head` was formatted for.
+    second: Option<i64>,
+    /// `2026-11-24T14:05:01.` of that second.
+    head: [u8; 20],
+}
+
+impl Rfc3339Cache {
+    /// Exactly what [`rfc3339`] writes.
+    pub fn format(&mut self, unix_ns: i128) -> [u8; 27] {
+        let second = unix_ns.div_euclid(1_000_000_000) as i64;
+        let mut out = [0u8; 27];
+        if self.second == Some(second) {
+            out[..20].copy_from_slice(&self.head);
+            let mut micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as u32;
+            for digit in out[20..26].iter_mut().rev() {
+                *digit = b'0' + (micros % 10) as u8;
+                micros /= 10;
+            }
+            out[26] = b'Z';
+        } else {
+            rfc3339(unix_ns, &mut out);
+            self.head.copy_from_slice(&out[..20]);
+            self.second = Some(second);
+        }
+        out
+    }
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -232,6 +264,32 @@ mod tests {
             "2023-12-30T23:59:59.999999Z"
         );
         assert_eq!(fmt(-1_000), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn the_cache_formats_as_rfc3339_does() {
+        let mut cache = Rfc3339Cache::default();
+        let base = 1_795_968_301_123_456_789i128;
+        // Within a second, across seconds, days and years, backwards, and
+        // before 1970.
+        let steps = [
+            0,
+            1,
+            999,
+            1_000,
+            876_543_210,
+            1_000_000_000,
+            86_400_000_000_000,
+        ];
+        for start in [base, 1_703_980_799 * 1_000_000_000, -1_000, 0] {
+            for (i, step) in steps.iter().enumerate() {
+                for ns in [start + step, start - step, start + step * i as i128] {
+                    let mut want = [0u8; 27];
+                    rfc3339(ns, &mut want);
+                    assert_eq!(cache.format(ns), want, "{ns}");
+                }
+            }
+        }
     }
 
     #[test]

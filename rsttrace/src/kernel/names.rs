@@ -113,11 +113,71 @@ impl BitSpec {
     }
 }
 
+/// Names by enumerator value.  Enumerators are small numbers, and one is
+/// looked up for every record: those are kept in a table, a map holds
+/// the rest.
+#[derive(Debug, Clone)]
+struct ByValue<T> {
+    dense: Vec<Option<T>>,
+    sparse: HashMap<u32, T>,
+}
+
+/// Values below this go in the table.
+const DENSE: u32 = 256;
+
+impl<T> Default for ByValue<T> {
+    fn default() -> Self {
+        ByValue {
+            dense: Vec::new(),
+            sparse: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Copy> ByValue<T> {
+    fn insert(&mut self, raw: u32, value: T) {
+        if raw < DENSE {
+            let i = raw as usize;
+            if self.dense.len() <= i {
+                self.dense.resize(i + 1, None);
+            }
+            self.dense[i] = Some(value);
+        } else {
+            self.sparse.insert(raw, value);
+        }
+    }
+
+    fn get(&self, raw: u32) -> Option<T> {
+        if raw < DENSE {
+            self.dense.get(raw as usize).copied().flatten()
+        } else {
+            self.sparse.get(&raw).copied()
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, T)> + '_ {
+        let dense = (0u32..)
+            .zip(&self.dense)
+            .filter_map(|(v, t)| Some((v, (*t)?)));
+        dense.chain(self.sparse.iter().map(|(&v, &t)| (v, t)))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.dense.iter().all(Option::is_none) && self.sparse.is_empty()
+    }
+
+    #[cfg(test)]
+    fn clear(&mut self) {
+        self.dense.clear();
+        self.sparse.clear();
+    }
+}
+
 /// Numbers to names for this kernel.
 #[derive(Debug, Clone, Default)]
 pub struct KernelNames {
-    reasons: HashMap<u32, KernelReason>,
-    states: HashMap<u8, TcpState>,
+    reasons: ByValue<KernelReason>,
+    states: ByValue<TcpState>,
     /// `enum sock_flags` bit numbers.
     pub sock_dead_bit: Option<u32>,
     pub sock_linger_bit: Option<u32>,
@@ -147,7 +207,7 @@ impl KernelNames {
     /// are ignored.
     pub fn add_state(&mut self, raw: u8, name: &str) {
         if let Some(s) = TcpState::from_name(name) {
-            self.states.insert(raw, s);
+            self.states.insert(u32::from(raw), s);
         }
     }
 
@@ -157,27 +217,26 @@ impl KernelNames {
 
     pub fn reason(&self, raw: u32) -> KernelReason {
         self.reasons
-            .get(&raw)
-            .copied()
+            .get(raw)
             .unwrap_or(KernelReason::Unknown { raw, name: None })
     }
 
     pub fn state(&self, raw: u8) -> Option<TcpState> {
-        self.states.get(&raw).copied()
+        self.states.get(u32::from(raw))
     }
 
     pub fn state_value(&self, state: TcpState) -> Option<u8> {
         self.states
             .iter()
-            .find(|(_, s)| **s == state)
-            .map(|(&v, _)| v)
+            .find(|&(_, s)| s == state)
+            .and_then(|(v, _)| u8::try_from(v).ok())
     }
 
     pub fn reason_value(&self, reason: Reason) -> Option<u32> {
         self.reasons
             .iter()
-            .find(|(_, r)| **r == KernelReason::Known(reason))
-            .map(|(&v, _)| v)
+            .find(|&(_, r)| r == KernelReason::Known(reason))
+            .map(|(v, _)| v)
     }
 
     fn flag(bit: Option<u32>, flags: u64) -> bool {

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use self::labels::BoundedLabel;
 use crate::{
     classify::{Cause, Direction},
+    hash::BuildWordHasher,
     model::{failure::FailureKind, lost::LostWhy, reset::Reset, suppressed::Suppressed},
 };
 
@@ -22,7 +23,7 @@ pub const MAX_COMMS: usize = 64;
 /// Distinct containers kept as their own label value.
 pub const MAX_CONTAINERS: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ResetKey {
     direction: Direction,
     cause: Cause,
@@ -30,9 +31,20 @@ struct ResetKey {
     container: u16,
 }
 
+/// Hashed as one word (with `WordHasher`): every reset is counted here.
+impl std::hash::Hash for ResetKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let word = (self.direction as u64) << 48
+            | (self.cause as u64) << 32
+            | u64::from(self.comm) << 16
+            | u64::from(self.container);
+        state.write_u64(word);
+    }
+}
+
 /// What the pipeline counted.
 pub struct Tally {
-    resets: HashMap<ResetKey, u64>,
+    resets: HashMap<ResetKey, u64, BuildWordHasher>,
     comms: BoundedLabel,
     containers: BoundedLabel,
     /// Resets silenced, by rule (in the rules' order).
@@ -45,7 +57,7 @@ pub struct Tally {
 impl Tally {
     pub fn new(rules: usize) -> Self {
         Tally {
-            resets: HashMap::new(),
+            resets: HashMap::default(),
             comms: BoundedLabel::new(MAX_COMMS),
             containers: BoundedLabel::new(MAX_CONTAINERS),
             by_rule: vec![0; rules],

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rsttrace_common::COMM_LEN;
+use sha1::{Digest, Sha1};
 
 pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const AF_INET6: u16 = libc::AF_INET6 as u16;
@@ -30,12 +31,38 @@ pub fn family_name(addr: &IpAddr) -> &'static str {
 }
 
 /// Both ends of a connection, this host's first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conn {
     pub local: IpAddr,
     pub local_port: u16,
     pub remote: IpAddr,
     pub remote_port: u16,
+}
+
+/// Hashed as one run of bytes (the correlator looks connections up
+/// several times per reset; the derived hash fed the hasher field by
+/// field, family tags included).
+impl std::hash::Hash for Conn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut key = [0u8; 1 + 16 + 16 + 4];
+        let mut n = 1;
+        for addr in [self.local, self.remote] {
+            match addr {
+                IpAddr::V4(a) => {
+                    key[n..n + 4].copy_from_slice(&a.octets());
+                    n += 4;
+                }
+                IpAddr::V6(a) => {
+                    key[0] |= if n == 1 { 1 } else { 2 };
+                    key[n..n + 16].copy_from_slice(&a.octets());
+                    n += 16;
+                }
+            }
+        }
+        key[n..n + 2].copy_from_slice(&self.local_port.to_ne_bytes());
+        key[n + 2..n + 4].copy_from_slice(&self.remote_port.to_ne_bytes());
+        state.write(&key[..n + 4]);
+    }
 }
 
 impl Conn {
@@ -59,18 +86,18 @@ impl Conn {
     }
 
     /// Community ID v1 (seed 0) of this TCP connection: the same on both
-    /// hosts, whichever end computes it.
-    pub fn community_id(&self) -> String {
-        community_id::calculate_community_id(
-            0,
-            self.local,
-            self.remote,
-            Some(self.local_port),
-            Some(self.remote_port),
-            6,
-            false,
-        )
-        .unwrap_or_default()
+    /// hosts, whichever end computes it.  Empty when the two addresses
+    /// are of different families (the spec has no id for that).
+    pub fn community_id(&self) -> CommunityId {
+        match (self.local, self.remote) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                CommunityId::tcp(&l.octets(), self.local_port, &r.octets(), self.remote_port)
+            }
+            (IpAddr::V6(l), IpAddr::V6(r)) => {
+                CommunityId::tcp(&l.octets(), self.local_port, &r.octets(), self.remote_port)
+            }
+            _ => CommunityId::default(),
+        }
     }
 
     /// The same connection seen from the other end.
@@ -81,6 +108,106 @@ impl Conn {
             remote: self.local,
             remote_port: self.local_port,
         }
+    }
+}
+
+/// A Community ID v1 (`1:` and the base64 of a SHA-1), kept inline: one
+/// is computed per record, and a `String` would be an allocation each.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommunityId {
+    text: [u8; CommunityId::MAX],
+    len: u8,
+}
+
+impl CommunityId {
+    /// `1:` and 28 base64 characters.
+    const MAX: usize = 30;
+
+    /// The id of a TCP flow between two endpoints (seed 0), as the spec
+    /// computes it: the endpoints in order (address, then port), so that
+    /// both directions get the same id.  Addresses of one family (4 or 16
+    /// bytes, inlined per family for fixed-size copies).
+    #[inline(always)]
+    fn tcp(a: &[u8], a_port: u16, b: &[u8], b_port: u16) -> CommunityId {
+        const TCP: u8 = 6;
+        let ((src, sport), (dst, dport)) = if (a, a_port) < (b, b_port) {
+            ((a, a_port), (b, b_port))
+        } else {
+            ((b, b_port), (a, a_port))
+        };
+        // Seed (0), addresses, protocol, a zero pad byte, ports; all in
+        // network byte order.
+        let mut data = [0u8; 2 + 16 + 16 + 2 + 4];
+        let len = a.len();
+        data[2..2 + len].copy_from_slice(src);
+        data[2 + len..2 + 2 * len].copy_from_slice(dst);
+        let tail = 2 + 2 * len;
+        data[tail..tail + 6].copy_from_slice(&[
+            TCP,
+            0,
+            (sport >> 8) as u8,
+            sport as u8,
+            (dport >> 8) as u8,
+            dport as u8,
+        ]);
+        let digest: [u8; 20] = Sha1::digest(&data[..tail + 6]).into();
+        let mut id = CommunityId {
+            text: [0; CommunityId::MAX],
+            len: CommunityId::MAX as u8,
+        };
+        id.text[..2].copy_from_slice(b"1:");
+        base64(&digest, &mut id.text[2..]);
+        id
+    }
+
+    pub fn as_str(&self) -> &str {
+        let text = &self.text[..usize::from(self.len)];
+        // SAFETY: the bytes are ASCII (`tcp` writes `1:` and base64) or a
+        // prefix of a str cut at a character boundary (`from`), and never
+        // change after.
+        unsafe { std::str::from_utf8_unchecked(text) }
+    }
+}
+
+/// Standard base64 with padding of 20 bytes: 28 characters.
+fn base64(bytes: &[u8; 20], out: &mut [u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sextet = |v: u32, shift: u32| ALPHABET[(v >> shift & 63) as usize];
+    for (group, text) in bytes.chunks(3).zip(out.chunks_mut(4)) {
+        let v = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |v, (i, &b)| v | u32::from(b) << (16 - 8 * i));
+        text[0] = sextet(v, 18);
+        text[1] = sextet(v, 12);
+        text[2] = if group.len() > 1 { sextet(v, 6) } else { b'=' };
+        text[3] = if group.len() > 2 { sextet(v, 0) } else { b'=' };
+    }
+}
+
+/// For records built by hand (tests): the first 30 bytes of `s`.
+impl From<&str> for CommunityId {
+    fn from(s: &str) -> Self {
+        let mut id = CommunityId::default();
+        let mut n = s.len().min(CommunityId::MAX);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        id.text[..n].copy_from_slice(&s.as_bytes()[..n]);
+        id.len = n as u8;
+        id
+    }
+}
+
+impl std::fmt::Debug for CommunityId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for CommunityId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -113,33 +240,52 @@ impl Segment {
     }
 }
 
-/// A process name (`task_struct.comm`), kept inline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Comm([u8; COMM_LEN]);
+/// A process name (`task_struct.comm`), kept inline, with the length of
+/// its text found once (records show a name several times, and through
+/// `as_str` each time).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm {
+    raw: [u8; COMM_LEN],
+    /// Up to the first NUL, cut at the first byte that is not UTF-8.
+    len: u8,
+}
 
 impl Comm {
     pub fn new(raw: [u8; COMM_LEN]) -> Self {
-        Comm(raw)
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        let len = match std::str::from_utf8(&raw[..end]) {
+            Ok(_) => end,
+            Err(e) => e.valid_up_to(),
+        };
+        Comm {
+            raw,
+            len: len as u8,
+        }
     }
 
     pub fn from_str_lossy(s: &str) -> Self {
         let mut raw = [0; COMM_LEN];
         let n = s.len().min(COMM_LEN - 1);
         raw[..n].copy_from_slice(&s.as_bytes()[..n]);
-        Comm(raw)
+        Comm::new(raw)
     }
 
     /// Up to the first NUL; invalid UTF-8 is cut at the first bad byte.
     pub fn as_str(&self) -> &str {
-        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        match std::str::from_utf8(&self.0[..end]) {
-            Ok(s) => s,
-            Err(e) => std::str::from_utf8(&self.0[..e.valid_up_to()]).unwrap_or(""),
-        }
+        let text = &self.raw[..usize::from(self.len)];
+        // SAFETY: `new`, the only constructor but Default (len 0), checked
+        // that these bytes are UTF-8, and they are never changed.
+        unsafe { std::str::from_utf8_unchecked(text) }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0[0] == 0
+        self.raw[0] == 0
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Comm").field(&self.raw).finish()
     }
 }
 
@@ -199,6 +345,48 @@ mod tests {
             c.community_id(),
             "both ends agree"
         );
+    }
+
+    #[test]
+    fn community_ids_are_the_reference_crates() {
+        let addrs: Vec<IpAddr> = [
+            "127.0.0.1",
+            "10.0.0.2",
+            "10.0.0.10",
+            "192.168.255.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fd00::2",
+            "2001:db8::ff00:42:8329",
+            "::",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        for &local in &addrs {
+            for &remote in &addrs {
+                for (local_port, remote_port) in [(80, 1024), (1024, 80), (9, 9), (0, 65535)] {
+                    let c = Conn {
+                        local,
+                        local_port,
+                        remote,
+                        remote_port,
+                    };
+                    let want = community_id::calculate_community_id(
+                        0,
+                        local,
+                        remote,
+                        Some(local_port),
+                        Some(remote_port),
+                        6,
+                        false,
+                    )
+                    .unwrap_or_default();
+                    assert_eq!(c.community_id(), want.as_str(), "{c:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! failures that involve no TCP reset, which users mistake for one.
 
 use super::{
-    conn::{family_name, Conn, Task},
+    conn::{family_name, CommunityId, Conn, Task},
     errno::Errno,
     field::{field, Field, Side, Text, Ty, Value},
 };
@@ -133,7 +133,7 @@ pub struct Failure {
     pub owner: Option<Task>,
     /// The ICMP error behind it, where the receive path saw one.
     pub icmp: Option<Icmp>,
-    pub community_id: String,
+    pub community_id: CommunityId,
 }
 
 impl Failure {
@@ -164,7 +164,7 @@ pub const FIELDS: &[Field<Failure>] = &[
     field("icmp_type", Ty::OptNum, Text::Omit, "The ICMP (ICMPv6) type of the error behind it, where seen.", |f| Value::num(f.icmp.map(|i| u64::from(i.icmp_type)))),
     field("icmp_code", Ty::OptNum, Text::Omit, "Its code.", |f| Value::num(f.icmp.map(|i| u64::from(i.code)))),
     field("icmp_from", Ty::OptStr, Text::Kv("icmp_from"), "Who sent it: a router on the path, or the destination itself.", |f| f.icmp.map_or(Value::Null, |i| Value::Ip(i.from))),
-    field("community_id", Ty::Str, Text::Omit, "Community ID v1 of the connection.", |f| Value::Str(&f.community_id)),
+    field("community_id", Ty::Str, Text::Omit, "Community ID v1 of the connection.", |f| Value::Str(f.community_id.as_str())),
 ];
 
 #[cfg(test)]

@@ -110,6 +110,50 @@ pub struct FieldInfo {
     pub ty: Ty,
     pub text: Text,
     pub meaning: &'static str,
+    /// The key as the JSON writer writes it, rendered with the table.
+    pub json: JsonKey,
+}
+
+/// `,"key":null`, rendered once per field at compile time and padded to
+/// a fixed size: the JSON writer copies all of it in one fixed-size move
+/// and keeps `,"key":` or all of it (see `output::json`), instead of
+/// building the key on every record.  Keys are lower-case ASCII words (a
+/// test checks), so they need no escaping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonKey {
+    pub bytes: [u8; JsonKey::SIZE],
+    /// The length of `,"key":`.
+    pub key_len: u8,
+    /// The length of `,"key":null`.
+    pub null_len: u8,
+}
+
+impl JsonKey {
+    pub const SIZE: usize = 32;
+
+    const fn new(key: &str) -> JsonKey {
+        const fn put(bytes: &mut [u8; JsonKey::SIZE], at: usize, s: &[u8]) -> usize {
+            let mut i = 0;
+            while i < s.len() {
+                bytes[at + i] = s[i];
+                i += 1;
+            }
+            at + s.len()
+        }
+        // Too long a key fails the build (the tables are constants).
+        assert!(key.len() + 8 <= JsonKey::SIZE, "JSON key too long");
+        let mut bytes = [0u8; JsonKey::SIZE];
+        let mut n = put(&mut bytes, 0, b",\"");
+        n = put(&mut bytes, n, key.as_bytes());
+        n = put(&mut bytes, n, b"\":");
+        let key_len = n as u8;
+        n = put(&mut bytes, n, b"null");
+        JsonKey {
+            bytes,
+            key_len,
+            null_len: n as u8,
+        }
+    }
 }
 
 /// One row of a record kind's table.
@@ -132,6 +176,7 @@ pub const fn field<R>(
             ty,
             text,
             meaning,
+            json: JsonKey::new(key),
         },
         get,
     }

@@ -3,7 +3,7 @@
 //! a connection this host does not have.
 
 use super::{
-    conn::{family_name, Conn},
+    conn::{family_name, CommunityId, Conn},
     field::{field, Field, Side, Text, Ty, Value},
 };
 
@@ -16,7 +16,7 @@ pub struct Stray {
     pub netns: u32,
     pub rst_ttl: u8,
     pub seq: u32,
-    pub community_id: String,
+    pub community_id: CommunityId,
 }
 
 pub const FIELDS: &[Field<Stray>] = &[
@@ -98,6 +98,6 @@ pub const FIELDS: &[Field<Stray>] = &[
         Ty::Str,
         Text::Omit,
         "Community ID v1 of the connection.",
-        |s| Value::Str(&s.community_id),
+        |s| Value::Str(s.community_id.as_str()),
     ),
 ];

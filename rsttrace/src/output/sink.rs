@@ -157,6 +157,16 @@ impl Sink {
         self.flowing
     }
 
+    /// Waits until the writer has written or given up what was handed
+    /// over (dev-only replays, which read faster than any output takes).
+    pub fn settle(&self) {
+        while self.shared.written.load(Ordering::Acquire) < self.handed
+            && !self.shared.done.load(Ordering::Acquire)
+        {
+            thread::sleep(Duration::from_micros(100));
+        }
+    }
+
     /// Lets the writer finish for at most `wait`, then gives up on it: a
     /// write blocked on a reader that stopped reading is interrupted, so
     /// that the records that did get out whole count as written.
@@ -274,6 +284,10 @@ fn write_counted(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if at + n == buf.len() {
+            // The rest went out whole: no need to look at its lines.
+            break;
+        }
         let lines = buf[at..at + n].iter().filter(|&&b| b == b'\n').count() as u64;
         at += n;
         // The batch's last record is counted when the batch is done.

@@ -14,7 +14,8 @@
 //! and both records then name the other end.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{hash_map::Entry, HashMap, VecDeque},
+    ops::Deref,
     time::{Duration, Instant},
 };
 
@@ -43,6 +44,25 @@ pub struct Draft {
     pub delivered: Option<(Errno, Option<KernelOwner>)>,
     pub other_end: Option<OtherEnd>,
 }
+
+/// A draft ready for output.  Boxed: a draft is half a kilobyte and
+/// passes from the correlator to the pipeline, most of them after being
+/// held (a storm holds thousands); a box moves as a pointer.  The boxes
+/// come back (`Correlator::recycle`) and are reused, so this is no
+/// allocation per reset.
+pub struct Ready(Box<Held>);
+
+impl Deref for Ready {
+    type Target = Draft;
+
+    fn deref(&self) -> &Draft {
+        &self.0.draft
+    }
+}
+
+/// Boxes kept for reuse, at most (a storm's 50 ms of resets; more are
+/// freed).
+const SPARE_BOXES: usize = 16384;
 
 struct Held {
     draft: Draft,
@@ -99,16 +119,19 @@ pub struct Correlator {
     /// Whether this kernel reports errnos at all (Linux >= 5.14).
     reports: bool,
     /// Held drafts by arrival (id).
-    held: BTreeMap<u64, Held>,
-    next_id: u64,
+    held: HeldQueue,
     /// Held sent resets by the receiver's view of the connection, and
     /// held received resets by their own: the other end looks here.
-    sent_by_conn: HashMap<Conn, u64>,
-    recv_by_conn: HashMap<Conn, u64>,
+    sent: EndIndex,
+    recv: EndIndex,
     recent: VecDeque<RecentReport>,
     /// Sockets that had a reset recently (a report for them is not a
     /// failure of its own).
     reset_socks: VecDeque<(SockKey, Instant)>,
+    /// Boxes for `Ready` and held drafts: the allocations themselves are
+    /// what is kept for reuse.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Held>>,
 }
 
 impl Correlator {
@@ -116,12 +139,29 @@ impl Correlator {
         Correlator {
             hold,
             reports,
-            held: BTreeMap::new(),
-            next_id: 0,
-            sent_by_conn: HashMap::new(),
-            recv_by_conn: HashMap::new(),
+            held: HeldQueue::default(),
+            sent: EndIndex::default(),
+            recv: EndIndex::default(),
             recent: VecDeque::new(),
             reset_socks: VecDeque::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes back the boxes of drafts the pipeline is done with.
+    pub fn recycle(&mut self, ready: &mut Vec<Ready>) {
+        let room = SPARE_BOXES.saturating_sub(self.spare.len());
+        self.spare.extend(ready.drain(..).take(room).map(|r| r.0));
+        ready.clear();
+    }
+
+    fn boxed(&mut self, h: Held) -> Box<Held> {
+        match self.spare.pop() {
+            Some(mut b) => {
+                *b = h;
+                b
+            }
+            None => Box::new(h),
         }
     }
 
@@ -131,7 +171,7 @@ impl Correlator {
 
     /// A new reset: drafts ready for output go to `out` (this one unless
     /// it waits, and any it completes).
-    pub fn on_reset(&mut self, mut draft: Draft, now: Instant, out: &mut Vec<Draft>) {
+    pub fn on_reset(&mut self, mut draft: Draft, now: Instant, out: &mut Vec<Ready>) {
         let sock = SockKey::of(&draft);
         if let Some(sock) = sock {
             push_bounded(&mut self.reset_socks, (sock, now));
@@ -174,14 +214,14 @@ impl Correlator {
 
     /// Finds the other end among the held drafts; if found, both learn of
     /// each other.
-    fn pair(&mut self, draft: &mut Draft, out: &mut Vec<Draft>) -> bool {
+    fn pair(&mut self, draft: &mut Draft, out: &mut Vec<Ready>) -> bool {
         let received = draft.ev.facts.direction == Direction::Received;
         let id = if received {
-            self.sent_by_conn.remove(&draft.ev.conn)
+            take(self.index(Direction::Sent), &draft.ev.conn)
         } else {
-            self.recv_by_conn.remove(&draft.ev.conn.reversed())
+            take(self.index(Direction::Received), &draft.ev.conn.reversed())
         };
-        let Some(other) = id.and_then(|id| self.held.get_mut(&id).map(|h| (id, h))) else {
+        let Some(other) = id.and_then(|id| self.held.get_mut(id).map(|h| (id, h))) else {
             return false;
         };
         let (id, h) = other;
@@ -189,32 +229,45 @@ impl Correlator {
         h.draft.other_end = Some(end_of(draft, !received));
         h.wait_pair = false;
         if h.ready() {
-            let h = self.held.remove(&id).expect("found above");
-            out.push(h.draft);
+            let h = self.held.remove(id).expect("found above");
+            out.push(Ready(h));
         }
         true
     }
 
-    fn hold(&mut self, h: Held, out: &mut Vec<Draft>) {
-        if h.ready() && !h.wait_pair {
-            out.push(h.draft);
-            return;
+    /// The held resets of `direction` waiting for their other end, by
+    /// the connection as the other end sees it, brought up to date first.
+    /// Only a reset of the other direction asks, so in a storm of one
+    /// direction (SYNs from a raw socket to a closed port: resets sent,
+    /// none received) no reset is ever entered: each would be hashed in
+    /// and out again for nothing.
+    fn index(&mut self, direction: Direction) -> &mut HashMap<Conn, u64> {
+        let index = match direction {
+            Direction::Sent => &mut self.sent,
+            Direction::Received => &mut self.recv,
+        };
+        for (id, h) in self.held.iter_from(index.upto) {
+            if h.wait_pair && h.draft.ev.facts.direction == direction {
+                index.by_conn.insert(other_view(&h.draft), id);
+            }
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        if h.wait_pair {
-            let conn = h.draft.ev.conn;
-            match h.draft.ev.facts.direction {
-                Direction::Sent => self.sent_by_conn.insert(conn.reversed(), id),
-                Direction::Received => self.recv_by_conn.insert(conn, id),
-            };
+        index.upto = self.held.next_id();
+        &mut index.by_conn
+    }
+
+    fn hold(&mut self, h: Held, out: &mut Vec<Ready>) {
+        let ready = h.ready() && !h.wait_pair;
+        let b = self.boxed(h);
+        if ready {
+            out.push(Ready(b));
+        } else {
+            self.held.push(b);
         }
-        self.held.insert(id, h);
     }
 
     /// The received "reset" just before a TCP_ABORT_ON_DATA was the kernel
     /// resetting this same socket: released, marked as such.
-    fn release_local_abort(&mut self, sock: Option<SockKey>, out: &mut Vec<Draft>) {
+    fn release_local_abort(&mut self, sock: Option<SockKey>, out: &mut Vec<Ready>) {
         let Some(sock) = sock else {
             return;
         };
@@ -222,24 +275,30 @@ impl Correlator {
             .held
             .iter()
             .find(|(_, h)| h.may_be_local_abort && SockKey::of(&h.draft) == Some(sock))
-            .map(|(&id, _)| id);
+            .map(|(id, _)| id);
         if let Some(id) = found {
-            let mut h = self.held.remove(&id).expect("found above");
+            let mut h = self.held.remove(id).expect("found above");
             self.forget_conn(&h.draft, id);
             let c = &mut h.draft.class;
             c.cause = Cause::LocalAbortOnData;
             c.app_errno = Cause::LocalAbortOnData.app_errno();
-            out.push(h.draft);
+            out.push(Ready(h));
         }
     }
 
     fn forget_conn(&mut self, d: &Draft, id: u64) {
-        let (map, key) = match d.ev.facts.direction {
-            Direction::Sent => (&mut self.sent_by_conn, d.ev.conn.reversed()),
-            Direction::Received => (&mut self.recv_by_conn, d.ev.conn),
+        let index = match d.ev.facts.direction {
+            Direction::Sent => &mut self.sent,
+            Direction::Received => &mut self.recv,
         };
-        if map.get(&key) == Some(&id) {
-            map.remove(&key);
+        if id >= index.upto {
+            // Never entered.
+            return;
+        }
+        if let Entry::Occupied(e) = index.by_conn.entry(other_view(d)) {
+            if *e.get() == id {
+                e.remove();
+            }
         }
     }
 
@@ -253,7 +312,7 @@ impl Correlator {
 
     /// An errno report.  Returns true when it belongs to no reset (a
     /// connection failure of its own, when it has an errno).
-    pub fn on_report(&mut self, er: &ErrorReport, now: Instant, out: &mut Vec<Draft>) -> bool {
+    pub fn on_report(&mut self, er: &ErrorReport, now: Instant, out: &mut Vec<Ready>) -> bool {
         let Some(errno) = er.errno else {
             // tcp_disconnect() reports with no error.
             return false;
@@ -265,13 +324,13 @@ impl Correlator {
             .held
             .iter_mut()
             .find(|(_, h)| SockKey::of(&h.draft) == Some(sock) && h.draft.delivered.is_none());
-        if let Some((&id, h)) = found {
+        if let Some((id, h)) = found {
             h.draft.delivered = Some((errno, er.owner));
             h.wait_report = false;
             if h.ready() {
-                let h = self.held.remove(&id).expect("found above");
+                let h = self.held.remove(id).expect("found above");
                 self.forget_conn(&h.draft, id);
-                out.push(h.draft);
+                out.push(Ready(h));
             }
             return false;
         }
@@ -294,15 +353,105 @@ impl Correlator {
 
     /// Releases held resets that are complete or waited `hold` (all of
     /// them with `all`), oldest first.
-    pub fn release_due(&mut self, now: Instant, all: bool, out: &mut Vec<Draft>) {
-        while let Some((&id, h)) = self.held.first_key_value() {
+    pub fn release_due(&mut self, now: Instant, all: bool, out: &mut Vec<Ready>) {
+        while let Some((id, h)) = self.held.first() {
             if !all && !h.ready() && now.duration_since(h.since) < self.hold {
                 break;
             }
-            let h = self.held.remove(&id).expect("first exists");
+            let h = self.held.remove(id).expect("first exists");
             self.forget_conn(&h.draft, id);
-            out.push(h.draft);
+            out.push(Ready(h));
         }
+    }
+}
+
+/// The connection as the other end of `d` sees it: the key its held
+/// draft is found by.
+fn other_view(d: &Draft) -> Conn {
+    match d.ev.facts.direction {
+        Direction::Sent => d.ev.conn.reversed(),
+        Direction::Received => d.ev.conn,
+    }
+}
+
+/// Held drafts of one direction that wait for their other end, by
+/// `other_view`.
+#[derive(Default)]
+struct EndIndex {
+    by_conn: HashMap<Conn, u64>,
+    /// Held drafts with smaller ids have been entered (if they wait).
+    upto: u64,
+}
+
+/// Held drafts in arrival order, each with an id that is never reused:
+/// a deque of slots, the oldest first, emptied at the front as drafts
+/// leave.  In a storm every sent reset waits here for a partner that never
+/// comes; a map of ids moved whole drafts around on each removal.
+#[derive(Default)]
+struct HeldQueue {
+    /// The id of `slots[0]`.
+    first_id: u64,
+    /// None: left already (out of order).
+    slots: VecDeque<Option<Box<Held>>>,
+    live: usize,
+}
+
+impl HeldQueue {
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn push(&mut self, h: Box<Held>) {
+        self.slots.push_back(Some(h));
+        self.live += 1;
+    }
+
+    /// The id the next draft will get.
+    fn next_id(&self) -> u64 {
+        self.first_id + self.slots.len() as u64
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Held> {
+        let at = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
+        self.slots.get_mut(at)?.as_deref_mut()
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Box<Held>> {
+        let at = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
+        let h = self.slots.get_mut(at)?.take()?;
+        self.live -= 1;
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.first_id += 1;
+        }
+        Some(h)
+    }
+
+    /// The oldest held draft (the front slot is never empty).
+    fn first(&self) -> Option<(u64, &Held)> {
+        Some((self.first_id, self.slots.front()?.as_deref()?))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &Held)> {
+        (self.first_id..)
+            .zip(&self.slots)
+            .filter_map(|(id, h)| Some((id, h.as_deref()?)))
+    }
+
+    /// From id `from` on.
+    fn iter_from(&self, from: u64) -> impl Iterator<Item = (u64, &Held)> {
+        let from = from.max(self.first_id);
+        let at = usize::try_from(from - self.first_id)
+            .map_or(self.slots.len(), |at| at.min(self.slots.len()));
+        (from..)
+            .zip(self.slots.range(at..))
+            .filter_map(|(id, h)| Some((id, h.as_deref()?)))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut Held)> {
+        (self.first_id..)
+            .zip(&mut self.slots)
+            .filter_map(|(id, h)| Some((id, h.as_deref_mut()?)))
     }
 }
 
@@ -312,6 +461,15 @@ fn end_of(d: &Draft, sender: bool) -> OtherEnd {
         owner: d.ev.owner,
         netns: d.ev.netns,
         cause: sender.then_some(d.class.cause),
+    }
+}
+
+/// `map.remove(conn)`, without hashing `conn` when there is nothing.
+fn take(map: &mut HashMap<Conn, u64>, conn: &Conn) -> Option<u64> {
+    if map.is_empty() {
+        None
+    } else {
+        map.remove(conn)
     }
 }
 

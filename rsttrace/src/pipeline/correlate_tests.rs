@@ -82,3 +82,80 @@ fn a_reused_socket_address_is_another_socket() {
     );
     assert!(own, "the second connection's failure was swallowed");
 }
+
+fn sent_reset(conn: Conn) -> Draft {
+    sent_reset_at(1, conn)
+}
+
+fn sent_reset_at(ts_ns: u64, conn: Conn) -> Draft {
+    let facts = Facts::bare(Direction::Sent);
+    Draft {
+        class: classify(&facts),
+        ev: CapturedReset::socketless(ts_ns, 0, facts, conn, 1),
+        delivered: None,
+        other_end: None,
+    }
+}
+
+/// The directions and whether each learnt of its other end, in the order
+/// the drafts came out.
+fn paired(out: &[Ready]) -> Vec<(Direction, bool)> {
+    out.iter()
+        .map(|d| (d.ev.facts.direction, d.other_end.is_some()))
+        .collect()
+}
+
+/// A reset sent and received on this host: the two halves find each
+/// other, whichever comes first.
+#[test]
+fn both_ends_of_a_local_reset_pair_up_in_either_order() {
+    let received = conn(40000, 9501);
+    for sent_first in [true, false] {
+        let mut c = Correlator::new(Duration::from_millis(50), false);
+        let mut out = vec![];
+        let now = Instant::now();
+        let (first, second) = if sent_first {
+            (
+                sent_reset(received.reversed()),
+                received_reset(SK, received),
+            )
+        } else {
+            (
+                received_reset(SK, received),
+                sent_reset(received.reversed()),
+            )
+        };
+        c.on_reset(first, now, &mut out);
+        assert!(out.is_empty(), "the first half waits for the other");
+        c.on_reset(second, now, &mut out);
+        let (a, b) = (out[0].ev.facts.direction, out[1].ev.facts.direction);
+        assert_eq!(paired(&out), [(a, true), (b, true)]);
+        assert_ne!(a, b);
+        assert!(!c.has_held());
+    }
+}
+
+/// Of two sent resets for one connection, the received one pairs with the
+/// later; a half released unpaired is not found afterwards.
+#[test]
+fn the_latest_waiting_half_is_the_partner() {
+    let received = conn(40000, 9501);
+    let mut c = Correlator::new(Duration::from_millis(50), false);
+    let mut out = vec![];
+    let now = Instant::now();
+    c.on_reset(sent_reset_at(1, received.reversed()), now, &mut out);
+    c.on_reset(sent_reset_at(2, received.reversed()), now, &mut out);
+    c.on_reset(received_reset(SK, received), now, &mut out);
+    assert_eq!(
+        paired(&out),
+        [(Direction::Sent, true), (Direction::Received, true)]
+    );
+    assert_eq!(out[0].ev.ts_ns, 2, "the later sent reset");
+    let later = now + Duration::from_millis(60);
+    c.release_due(later, false, &mut out);
+    assert_eq!(paired(&out[2..]), [(Direction::Sent, false)]);
+    c.on_reset(received_reset(SK, received), later, &mut out);
+    c.release_due(later + Duration::from_millis(60), false, &mut out);
+    assert_eq!(paired(&out[3..]), [(Direction::Received, false)]);
+    assert!(!c.has_held());
+}

@@ -16,7 +16,7 @@ use std::{
 use rsttrace_common::event::{AggKey, AggValue};
 
 use self::{
-    correlate::{Correlator, Draft},
+    correlate::{Correlator, Draft, Ready},
     filter::Filter,
     topn::{service_port, TopTable},
 };
@@ -40,6 +40,7 @@ use crate::{
         conn::Conn,
         failure::{FailureKind, Icmp},
         lost::{Lost, LostWhy},
+        owner::Owner,
         Record,
     },
     output::{Output, OutputError},
@@ -99,7 +100,7 @@ pub struct Pipeline {
     listeners: ListenerHistory,
     settings: Settings,
     parked: VecDeque<(Parked, Instant)>,
-    ready: Vec<Draft>,
+    ready: Vec<Ready>,
     /// Recent ICMP errors about our segments, by connection.
     icmp: Bounded<Conn, Icmp>,
     out: Output,
@@ -113,6 +114,41 @@ pub struct Pipeline {
     pub write_error: Option<String>,
     first_decode_error: Option<DecodeError>,
     jiffies: Option<JiffiesAnchor>,
+    now: RecordClock,
+}
+
+/// `Instant::now()` for records as they are read: read afresh at the
+/// start of each batch and every `RecordClock::EVERY` records, not for
+/// each (it showed under a storm).  What it times are holds of 50 ms and
+/// more, and a batch's records are read within a millisecond or so.
+#[derive(Default)]
+struct RecordClock {
+    at: Option<Instant>,
+    left: u32,
+}
+
+impl RecordClock {
+    const EVERY: u32 = 256;
+
+    fn get(&mut self) -> Instant {
+        match self.at {
+            Some(at) if self.left > 0 => {
+                self.left -= 1;
+                at
+            }
+            _ => {
+                let at = Instant::now();
+                self.at = Some(at);
+                self.left = Self::EVERY - 1;
+                at
+            }
+        }
+    }
+
+    /// The next record reads the clock.
+    fn expire(&mut self) {
+        self.at = None;
+    }
 }
 
 impl Pipeline {
@@ -143,6 +179,7 @@ impl Pipeline {
             write_error: None,
             first_decode_error: None,
             jiffies: None,
+            now: RecordClock::default(),
         }
     }
 
@@ -157,7 +194,7 @@ impl Pipeline {
 
     /// One raw record from the kernel.
     pub fn handle(&mut self, bytes: &[u8]) {
-        let now = Instant::now();
+        let now = self.now.get();
         match decode(bytes, &self.names) {
             Ok(Captured::Reset(ev)) => self.on_reset(ev, now),
             Ok(Captured::ErrorReport(er)) => self.on_report(er, now),
@@ -189,19 +226,22 @@ impl Pipeline {
 
     fn drain_ready(&mut self) {
         let mut ready = std::mem::take(&mut self.ready);
-        for d in ready.drain(..) {
+        // By reference: a draft is half a kilobyte, and moving each out
+        // of the list and into `reset` showed under a storm.
+        for d in &ready {
             if self.settings.filter.admits(&d.class, &d.ev.conn) {
                 self.reset(d, false);
             } else {
                 self.stats.filtered += 1;
             }
         }
+        self.correlator.recycle(&mut ready);
         self.ready = ready;
     }
 
     /// Writes a reset once its owner is known; parks it while the scanner
     /// looks (`late`: give up waiting and use what is known).
-    fn reset(&mut self, d: Draft, late: bool) {
+    fn reset(&mut self, d: &Draft, late: bool) {
         let closed = d.ev.closed_ns.is_some();
         let owner = match self
             .owners
@@ -209,7 +249,8 @@ impl Pipeline {
         {
             Lookup::Ready(o) => o,
             Lookup::Pending if !late => {
-                self.parked.push_back((Parked::Reset(d), Instant::now()));
+                self.parked
+                    .push_back((Parked::Reset(d.clone()), Instant::now()));
                 return;
             }
             Lookup::Pending => self.owners.owner_now(d.ev.owner.as_ref(), d.ev.sock_ino),
@@ -222,27 +263,37 @@ impl Pipeline {
             self.stats.filtered += 1;
             return;
         }
+        if self.settings.count.is_some_and(|c| self.stats.resets >= c) {
+            return;
+        }
+        self.emit(d, owner);
+    }
+
+    /// Builds the record, counts it, and writes it unless a rule silences
+    /// it.
+    fn emit(&mut self, d: &Draft, owner: Option<Owner>) {
         let history =
             matches!(d.class.cause, Cause::NoListener | Cause::StaleConnection).then(|| {
                 self.listeners
                     .note(d.ev.netns, d.ev.conn.local_port, d.ev.ts_ns)
             });
-        if self.settings.count.is_some_and(|c| self.stats.resets >= c) {
+        // Built in the record it is written as (not moved into one).
+        let record = Record::Reset(build::reset(d, owner, history, &self.clock));
+        let Record::Reset(r) = &record else {
             return;
-        }
-        let record = build::reset(&d, owner, history, &self.clock);
-        let rule = self.settings.rules.silencing(&record);
-        self.count(&record, rule);
+        };
+        let rule = self.settings.rules.silencing(r);
+        self.count(r, rule);
         if rule.is_some() {
             self.stats.silenced += 1;
             return;
         }
         self.stats.resets += 1;
-        match record.direction {
+        match r.direction {
             Direction::Sent => self.stats.sent += 1,
             Direction::Received => self.stats.received += 1,
         }
-        self.write(&Record::Reset(record));
+        self.write(&record);
     }
 
     /// Counts a reset, reported or silenced by `rule`.
@@ -277,7 +328,7 @@ impl Pipeline {
         for (p, since) in std::mem::take(&mut self.parked) {
             let late = all || now.duration_since(since) >= OWNER_WAIT;
             match p {
-                Parked::Reset(d) => self.reset(d, late),
+                Parked::Reset(d) => self.reset(&d, late),
                 Parked::Failure(er, kind) => self.failure(er, kind, late),
             }
         }
@@ -289,6 +340,7 @@ impl Pipeline {
 
     /// End of a batch: release what is due, write out.
     pub fn end_batch(&mut self) -> Result<(), OutputError> {
+        self.now.expire();
         self.release(false);
         self.flush()
     }

@@ -41,6 +41,7 @@ fn storm_accounting(mode: &str) {
             "100",
             "--summary-interval",
             "1",
+            "--failures",
         ],
     );
     refuse(&ns, 2000);
@@ -57,6 +58,19 @@ fn storm_accounting(mode: &str) {
         "events {events} + counted {counted}; stderr: {stderr}"
     );
     assert!(counted > 0, "a storm was counted");
+    // The errno each refused connect gets comes from its reset: counted,
+    // it is not a connection failure of its own.
+    let failures: Vec<_> = t
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "connection_failure")
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures, first {:?}",
+        failures.len(),
+        failures.first()
+    );
     if mode == "always" {
         assert_eq!(events, 0);
     }

@@ -38,6 +38,8 @@ pub struct Sample {
 #[derive(Clone, Debug, Default)]
 pub struct TracerUsage {
     pub reported: u64,
+    /// Of those, the resets sent.
+    pub sent: u64,
     pub lost: u64,
     pub cpu_s: f64,
     pub max_rss_kib: u64,
@@ -61,13 +63,14 @@ pub fn measure(env: &Env, load: Load, variant: Option<&Variant>) -> Result<Sampl
         .map(|v| tracer::start(v, Some(&env.netns), &env.rsttrace))
         .transpose()?;
     let before = running.as_ref().map(|r| snapshot(r.pid()));
+    let cpu_before = running.as_ref().map_or(0.0, |r| cpu_seconds(r.pid()));
     let work = load.run(&env.target())?;
     let bpf = running
         .as_ref()
         .zip(before)
         .map(|(r, before)| stats::usage(&before, &snapshot(r.pid())));
     let tracer = running
-        .map(|r| finish(r, bpf.unwrap_or_default()))
+        .map(|r| finish(r, bpf.unwrap_or_default(), cpu_before))
         .transpose()?;
     Ok(Sample {
         rate: load.rate(&work),
@@ -83,14 +86,19 @@ fn snapshot(pid: u32) -> stats::Snapshot {
     })
 }
 
-/// Lets the tracer catch up with its output, then stops it.
-fn finish(r: Running, bpf: BpfUsage) -> Result<TracerUsage> {
+/// Lets the tracer catch up with its output, then stops it.  Its CPU
+/// time is what it used from just before the load until it caught up:
+/// start-up (loading and verifying programs, reading BTF and kallsyms)
+/// and shutdown are not per-record costs.
+fn finish(r: Running, bpf: BpfUsage, cpu_before: f64) -> Result<TracerUsage> {
     thread::sleep(Duration::from_millis(1500));
+    let cpu_s = cpu_seconds(r.pid()) - cpu_before;
     let stopped = tracer::stop(r)?;
     Ok(TracerUsage {
         reported: stopped.tally.reported,
+        sent: stopped.tally.sent,
         lost: stopped.tally.lost,
-        cpu_s: stopped.cpu_s,
+        cpu_s,
         max_rss_kib: stopped.max_rss_kib,
         bpf,
     })

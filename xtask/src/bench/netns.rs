@@ -80,11 +80,10 @@ fn parse_tcp_counters(snmp: &str) -> Result<Vec<(String, u64)>> {
         .split_whitespace()
         .zip(values.split_whitespace())
         .skip(1)
+        // MaxConn is -1: the file's counters are signed.
         .map(|(n, v)| {
-            Ok((
-                n.to_string(),
-                v.parse().with_context(|| format!("Tcp: {n} {v}"))?,
-            ))
+            let v: i64 = v.parse().with_context(|| format!("Tcp: {n} {v}"))?;
+            Ok((n.to_string(), v.max(0) as u64))
         })
         .collect()
 }
@@ -105,8 +104,8 @@ mod tests {
     #[test]
     fn reads_tcp_counters() {
         let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
-                    Tcp: RtoAlgorithm RtoMin ActiveOpens AttemptFails OutRsts InCsumErrors\n\
-                    Tcp: 1 200 3 17 4242 0\nUdp: InDatagrams\nUdp: 0\n";
+                    Tcp: RtoAlgorithm RtoMin MaxConn ActiveOpens AttemptFails OutRsts InCsumErrors\n\
+                    Tcp: 1 200 -1 3 17 4242 0\nUdp: InDatagrams\nUdp: 0\n";
         let c = parse_tcp_counters(snmp).unwrap();
         assert_eq!(counter(&c, "OutRsts").unwrap(), 4242);
         assert_eq!(counter(&c, "AttemptFails").unwrap(), 17);

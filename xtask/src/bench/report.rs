@@ -53,7 +53,9 @@ namespace, so its reported count is host-wide and may exceed the kernel count.
 `Lost N events`, tcpdump's packets dropped by kernel). On loopback the kernel hands \
 tcpdump each packet twice (sent and received), so its drop count can reach twice the \
 resets it missed.
-- **CPU per event.** The tracer process's own user + system time (rusage, start-up \
+- **Tracer CPU per record.** The tracer process's own user + system time (all its threads, \
+from /proc/PID/stat) from just before the load until it has caught up, over the records it \
+wrote (for the loads without resets, per unit of work): start-up and shutdown are left out.
 included) over the events it reported.
 - **In-kernel per reset.** From one more run of each variant after the rounds, with \
 `kernel.bpf_stats_enabled=1` (restored afterwards; off during the rounds, since the \
@@ -141,9 +143,10 @@ pub fn with_vm_counts(doc: &str, counts: &str) -> String {
 fn load_table(load: Load, t: &Table) -> String {
     let per = if load.resets() { "record" } else { load.unit() };
     let mut s = format!(
-        "| tracer | {} | vs no tracer | reported / kernel resets | lost | tracer CPU per {per} | BPF per {} | peak RSS | BPF maps |\n\
+        "| tracer | {} | vs no tracer | {} | lost | tracer CPU per {per} | BPF per {} | peak RSS | BPF maps |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         load.rate_unit(),
+        if load == Load::RetryStorm { "reported / kernel resets (sent + received)" } else { "reported / kernel resets (sent)" },
         load.unit()
     );
     let base = Summary::of(t.baseline.iter().map(|b| b.rate));
@@ -154,7 +157,7 @@ fn load_table(load: Load, t: &Table) -> String {
         range(base, 0)
     );
     for r in &t.runs {
-        let reported = r.total(|m| usage(m).reported);
+        let reported = r.total(|m| load.reported(usage(m).reported, usage(m).sent));
         let kernel = r.total(|m| m.work.kernel_resets);
         let cpu: f64 = r.samples.iter().map(|m| usage(m).cpu_s).sum();
         let units = if load.resets() {
@@ -218,7 +221,7 @@ fn program_tables(load: Load, t: &Table) -> String {
         let _ = write!(
             s,
             "\n`{}`, BPF programs per {} ({} {}s in the run with statistics on; {:.0} ns per {} in all):\n\n\
-             | program | runs per {} | ns per run | ns per {} |\n|---|---:|---:|---:|\n",
+             | program | runs | runs per {} | ns per run | ns per {} |\n|---|---:|---:|---:|---:|\n",
             r.variant.name,
             load.unit(),
             m.work.units,
@@ -231,8 +234,9 @@ fn program_tables(load: Load, t: &Table) -> String {
         for p in &b.programs {
             let _ = writeln!(
                 s,
-                "| {} | {:.2} | {:.0} | {:.0} |",
+                "| {} | {} | {:.2} | {:.0} | {:.0} |",
                 p.name,
+                p.run_cnt,
                 p.run_cnt as f64 / units,
                 p.run_time_ns as f64 / p.run_cnt.max(1) as f64,
                 p.run_time_ns as f64 / units,
@@ -307,7 +311,7 @@ pub fn counts(r: &Report) -> String {
             let units = m.work.units.max(1) as f64;
             let _ = write!(
                 s,
-                "\n**{}** (`{}`, {} {}s): {:.2} program runs per {}\n\n| program | runs per {} |\n|---|---:|\n",
+                "\n**{}** (`{}`, {} {}s): {:.2} program runs per {}\n\n| program | runs | runs per {} |\n|---|---:|---:|\n",
                 load.title(),
                 run.variant.name,
                 m.work.units,
@@ -317,10 +321,16 @@ pub fn counts(r: &Report) -> String {
                 load.unit(),
             );
             if b.programs.is_empty() {
-                s += "| (none) | 0 |\n";
+                s += "| (none) | 0 | 0 |\n";
             }
             for p in &b.programs {
-                let _ = writeln!(s, "| {} | {:.2} |", p.name, p.run_cnt as f64 / units);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.2} |",
+                    p.name,
+                    p.run_cnt,
+                    p.run_cnt as f64 / units
+                );
             }
         }
     }
@@ -342,7 +352,7 @@ pub fn progress(round: usize, name: &str, load: Load, m: &Sample) -> String {
     let _ = write!(
         s,
         "  reported {}/{}  lost {}  cpu {:.2}s  rss {}  bpf {} ns / {} runs, maps {}",
-        u.reported,
+        load.reported(u.reported, u.sent),
         m.work.kernel_resets,
         u.lost,
         u.cpu_s,

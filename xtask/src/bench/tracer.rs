@@ -1,6 +1,6 @@
 //! Running one tracer: start it, count what it prints as its users would
 //! read it (rsttrace's stdout through a pipe, bpftrace's and tcpdump's
-//! lines), stop it with SIGINT and take its CPU time and peak RSS.
+//! lines), stop it with SIGINT and take its peak RSS.
 
 use std::{
     io::{BufRead, BufReader},
@@ -23,6 +23,8 @@ use super::{
 #[derive(Debug, Default)]
 pub struct Tally {
     pub reported: u64,
+    /// Of those, the resets this host sent.
+    pub sent: u64,
     pub lost: u64,
     ready: bool,
 }
@@ -35,7 +37,6 @@ pub struct Running {
 
 pub struct Stopped {
     pub tally: Tally,
-    pub cpu_s: f64,
     pub max_rss_kib: u64,
 }
 
@@ -187,10 +188,17 @@ pub fn count_json(line: &str, t: &mut Tally) {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
-    if line.contains("\"event\":\"reset\"") {
-        t.reported += 1;
+    let sent = line.contains("\"direction\":\"sent\"");
+    let n = if line.contains("\"event\":\"reset\"") {
+        1
     } else if line.contains("\"event\":\"suppressed\"") {
-        t.reported += number("\"count\":");
+        number("\"count\":")
+    } else {
+        0
+    };
+    t.reported += n;
+    if sent {
+        t.sent += n;
     } else if line.contains("\"event\":\"lost\"") {
         t.lost += number("\"count\":");
     }
@@ -230,7 +238,7 @@ impl Running {
     }
 }
 
-/// SIGINT, then reap with rusage.
+/// SIGINT, then reap with rusage (for the peak RSS).
 pub fn stop(mut r: Running) -> Result<Stopped> {
     let pid = r.pid() as i32;
     // SAFETY: signalling and reaping our own child.
@@ -249,10 +257,8 @@ pub fn stop(mut r: Running) -> Result<Stopped> {
     if !libc::WIFEXITED(status) && !libc::WIFSIGNALED(status) {
         bail!("tracer ended oddly ({status})");
     }
-    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Stopped {
         tally: std::mem::take(&mut *r.tally.lock().unwrap()),
-        cpu_s: cpu(usage.ru_utime) + cpu(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss as u64,
     })
 }
@@ -275,18 +281,18 @@ mod tests {
     fn counts_rsttrace_records() {
         let mut t = Tally::default();
         count_json(
-            r#"{"time":"x","event":"reset","cause":"no_listener"}"#,
+            r#"{"time":"x","event":"reset","direction":"sent","cause":"no_listener"}"#,
             &mut t,
         );
         count_json(
-            r#"{"time":"x","event":"suppressed","count":1234,"first_time":"y"}"#,
+            r#"{"time":"x","event":"suppressed","direction":"received","count":1234,"first_time":"y"}"#,
             &mut t,
         );
         count_json(
             r#"{"time":"x","event":"lost","count":7,"why":"buffer_full"}"#,
             &mut t,
         );
-        assert_eq!((t.reported, t.lost), (1235, 7));
+        assert_eq!((t.reported, t.sent, t.lost), (1235, 1, 7));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `rsttrace [OPTIONS]`: check the host, load and attach the programs, and
 //! stream reports until interrupted.
 
+pub mod rawdump;
 mod run;
 mod service;
 pub mod setup;
@@ -113,6 +114,52 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         );
         let outcome = run::run(&mut capture, &mut pipeline, &args, &mut control, &service).await;
         totals::finish(&mut capture, &mut pipeline, &mut control, outcome)
+    })
+}
+
+/// Dev-only (see `rawdump`): replays the first `limit` records of a raw
+/// dump through the pipeline a real run builds from `args`, in their
+/// batches and at their pace, rendering to standard output; returns the
+/// records written.
+pub fn replay(path: &std::path::Path, args: &TraceArgs, limit: usize) -> Result<u64> {
+    let batches = rawdump::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let filter = Filter {
+        causes: setup::parse_causes(&args.causes)?,
+        direction: args.direction.map(Into::into),
+        port: args.port,
+        pid: args.pid,
+    };
+    let mut kernel = setup::read_kernel(args.btf.as_deref())?;
+    let names = std::mem::take(&mut kernel.facts.names);
+    let format = format_named(&args.format).context("unknown --format")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the event loop")?;
+    runtime.block_on(async {
+        let output = Output::new(format, open_output(args)?);
+        let error_reports = kernel.facts.hooks.error_report;
+        let rules = config::load(args.config.as_deref(), &args.suppress)?;
+        let mut pipeline = pipeline(names, output, args, filter, error_reports, rules)?;
+        let mut left = limit;
+        let began = std::time::Instant::now();
+        for batch in &batches {
+            std::thread::sleep(batch.at.saturating_sub(began.elapsed()));
+            for record in batch.records.iter().take(left) {
+                pipeline.handle(record);
+            }
+            left = left.saturating_sub(batch.records.len());
+            let _ = pipeline.end_batch();
+            // Paced like a real run: the writer keeps up, nothing is dropped.
+            pipeline.output().sink().settle();
+            if left == 0 {
+                break;
+            }
+        }
+        pipeline.release(true);
+        let _ = pipeline.flush();
+        let totals = pipeline.output().finish(Duration::from_secs(5));
+        Ok(totals.written)
     })
 }
 

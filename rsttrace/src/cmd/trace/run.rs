@@ -14,6 +14,7 @@ use tokio::{
 };
 
 use super::{
+    rawdump::RawDump,
     service::Service,
     storm::{drain_aggregates, StormWatch, STORM_CHECK},
     totals::Losses,
@@ -46,6 +47,8 @@ struct Loop<'a> {
     last_summary: Instant,
     storm: StormWatch,
     losses: Losses,
+    /// Dev-only: every record read, saved (see `rawdump`).
+    dump: Option<RawDump>,
 }
 
 /// The signals and clocks the loop waits on besides the buffers.
@@ -109,6 +112,7 @@ pub async fn run(
         recheck: None,
         last_summary: Instant::now(),
         losses: Losses::default(),
+        dump: RawDump::from_env(),
     };
     loop {
         let scanner_busy = pipeline.owners().busy();
@@ -155,7 +159,17 @@ pub async fn run(
 
 impl Loop<'_> {
     fn read(&mut self, capture: &mut Capture, pipeline: &mut Pipeline) -> Option<Stop> {
-        let n = capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes));
+        let n = match &mut self.dump {
+            None => capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes)),
+            Some(dump) => {
+                let n = capture.drain(DRAIN_LIMIT, &mut |bytes| {
+                    dump.record(bytes);
+                    pipeline.handle(bytes);
+                });
+                dump.end_batch();
+                n
+            }
+        };
         if let Err(OutputError::Closed) = pipeline.end_batch() {
             return Some(Stop::OutputClosed);
         }
