@@ -293,14 +293,31 @@ fn alert_rules_pass_promtool_tests() {
         out.status.success() && stdout.contains("SUCCESS"),
         "promtool test rules:\n{stdout}\n{stderr}"
     );
-    // Each alert is tested, firing and not.
-    let rules = read("packaging/prometheus/rsttrace-alerts.yml");
+    // Each alert is tested, firing and not: the alerts as Prometheus reads
+    // them (every rule of every group), and there are some.
+    let rules: Value =
+        serde_yaml::from_str(&read("packaging/prometheus/rsttrace-alerts.yml")).unwrap();
+    let alerts: Vec<&str> = rules["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().expect("rules"))
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    assert!(!alerts.is_empty(), "no alert in rsttrace-alerts.yml");
     let tests = read("packaging/prometheus/rsttrace-alerts.test.yml");
     let tests: Value = serde_yaml::from_str(&tests).unwrap();
-    for alert in rules
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    // And every case tests one of them.
+    for c in tests["tests"]
+        .as_sequence()
+        .expect("tests")
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_sequence().into_iter().flatten())
     {
+        let name = c["alertname"].as_str().expect("alertname");
+        assert!(alerts.contains(&name), "a case for no alert: {name}");
+    }
+    for alert in alerts {
         let cases: Vec<&Value> = tests["tests"]
             .as_sequence()
             .unwrap()
@@ -439,8 +456,15 @@ fn daemonset_matches_the_unit() {
     let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
     assert_eq!(annotations["prometheus.io/port"].as_str(), Some(port));
-    // rsttrace itself accepts them.
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    // rsttrace itself accepts them (--check looks at --proc: this
+    // machine's /proc stands in for the host's, mounted there in the pod).
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| match *a {
+            "/host/proc" => "/proc".to_string(),
+            a => a.to_string(),
+        })
+        .collect();
     assert_args_valid(&args);
 }
 
@@ -463,14 +487,22 @@ fn the_units_arguments_are_valid() {
     let exec = one(&service(), "ExecStart").expect("ExecStart");
     let mut words = exec.split_whitespace();
     assert_eq!(words.next(), Some("/usr/local/bin/rsttrace"));
-    // The example config stands in for the installed one.
+    // The example config stands in for the installed one, and a scratch
+    // directory for the logs directory systemd makes (--check looks at
+    // --output).
     let example = repo().join("packaging/rsttrace.toml");
+    let logs = scratch("unit-args-logs");
     let args: Vec<String> = words
         .map(|w| match w {
             "/etc/rsttrace/rsttrace.toml" => example.display().to_string(),
+            w if w.starts_with("/var/log/rsttrace/") => logs
+                .join(w.trim_start_matches("/var/log/rsttrace/"))
+                .display()
+                .to_string(),
             w => w.to_string(),
         })
         .collect();
+    assert!(args.iter().any(|a| a == "--output"), "{args:?}");
     assert!(args.iter().any(|a| a == "--config"), "{args:?}");
     assert_args_valid(&args);
 }

@@ -270,8 +270,33 @@ fn test(no_lint: bool, args: &[String]) -> Result<()> {
     for suite in vm::root::SUITES {
         vm::root::prepare(&suite)?;
     }
-    status(cmd("cargo").arg("test").args(args))
+    // The schema contract judges what the whole suite saw of rsttrace's
+    // output: it runs after it, on the records the harness collected.
+    let records = root().join("target/e2e-records.jsonl");
+    let _ = std::fs::remove_file(&records);
+    status(
+        cmd("cargo")
+            .arg("test")
+            .args(args)
+            .env(E2E_RECORDS, &records),
+    )?;
+    if !args.is_empty() {
+        println!("xtask: the schema contract judges the whole suite: not run with test arguments");
+        return Ok(());
+    }
+    status(
+        cmd("cargo")
+            .args(["test", "--package", "rsttrace", "--test", "e2e", "--"])
+            .args(["--ignored", "--exact", E2E_CONTRACT])
+            .env(E2E_RECORDS, &records),
+    )
 }
+
+/// The file the e2e harness appends the shapes of rsttrace's records to
+/// (rsttrace/tests/e2e/harness.rs `RECORDS_ENV`), and the test that
+/// judges them against `rsttrace schema`.
+pub const E2E_RECORDS: &str = "RSTTRACE_E2E_RECORDS";
+pub const E2E_CONTRACT: &str = "contract::every_documented_key_is_seen";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -182,7 +182,9 @@ pub fn run(args: &Args) -> Result<bool> {
         e.extend(report::CHECKS.iter().map(|c| c.to_string()));
         e
     });
-    let layer = layer::pack(&work, &binaries, &test_args, args.bench)?;
+    // The schema contract judges the whole suite: not with a filter.
+    let contract = args.args.is_empty();
+    let layer = layer::pack(&work, &binaries, &test_args, args.bench, contract)?;
     let setup = setup_start.elapsed();
     println!("vm: setup took {}", report::duration(setup));
 

@@ -116,3 +116,115 @@ impl Tally {
 pub fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        exposition::{render, Snapshot},
+        *,
+    };
+
+    /// The comm and container label values of every resets series.
+    fn label_values(t: &Tally) -> (Vec<String>, Vec<String>, u64) {
+        let body = render(&Snapshot {
+            tally: t,
+            rule_names: vec![],
+            kernel: "6.18",
+            transport: "ringbuf",
+            hooks: vec![],
+            filtered: 0,
+            kernel_seen: 0,
+            strays: 0,
+            unwritten: 0,
+        });
+        let (mut comms, mut containers, mut total) = (vec![], vec![], 0);
+        for line in body
+            .lines()
+            .filter(|l| l.starts_with("rsttrace_resets_total{"))
+        {
+            let value = |label: &str| {
+                let start = line.find(&format!("{label}=\"")).expect(label) + label.len() + 2;
+                line[start..start + line[start..].find('"').unwrap()].to_string()
+            };
+            comms.push(value("comm"));
+            containers.push(value("container"));
+            total += line.rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+        }
+        (comms, containers, total)
+    }
+
+    /// At the real ceilings: the first 64 process names and 32 containers
+    /// keep their own series, every later one is counted under `other`,
+    /// and no reset is lost on the way.
+    #[test]
+    fn process_names_and_containers_are_bounded_at_their_ceilings() {
+        let mut t = Tally::new(0);
+        let extra = 10;
+        for i in 0..MAX_COMMS + extra {
+            t.count(
+                Direction::Sent,
+                Cause::NoListener,
+                &format!("comm{i}"),
+                "",
+                1,
+            );
+        }
+        for i in 0..MAX_CONTAINERS + extra {
+            t.count(
+                Direction::Received,
+                Cause::PeerReset,
+                "",
+                &format!("{i:012x}"),
+                2,
+            );
+        }
+        let (comms, containers, total) = label_values(&t);
+        let named = |values: &[String], prefix: &str| {
+            let mut v: Vec<&String> = values
+                .iter()
+                .filter(|v| !v.is_empty() && *v != "other")
+                .collect();
+            v.sort();
+            v.dedup();
+            assert!(v.iter().all(|c| c.starts_with(prefix)), "{v:?}");
+            v.len()
+        };
+        assert_eq!(named(&comms, "comm"), MAX_COMMS);
+        assert_eq!(named(&containers, ""), MAX_CONTAINERS);
+        // The first ones seen are the ones named.
+        assert!(comms.contains(&"comm0".to_string()) && comms.contains(&"comm63".to_string()));
+        assert!(!comms.contains(&"comm64".to_string()));
+        assert!(containers.contains(&format!("{:012x}", MAX_CONTAINERS - 1)));
+        assert!(!containers.contains(&format!("{MAX_CONTAINERS:012x}")));
+        // One `other` series each, holding exactly the overflow.
+        assert_eq!(comms.iter().filter(|c| *c == "other").count(), 1);
+        assert_eq!(containers.iter().filter(|c| *c == "other").count(), 1);
+        assert_eq!(
+            total,
+            (MAX_COMMS + extra) as u64 + 2 * (MAX_CONTAINERS + extra) as u64
+        );
+        let body = render(&Snapshot {
+            tally: &t,
+            rule_names: vec![],
+            kernel: "",
+            transport: "",
+            hooks: vec![],
+            filtered: 0,
+            kernel_seen: 0,
+            strays: 0,
+            unwritten: 0,
+        });
+        let other = |label: &str, n: u64| {
+            let line = body
+                .lines()
+                .find(|l| {
+                    l.starts_with("rsttrace_resets_total{")
+                        && l.contains(&format!("{label}=\"other\""))
+                })
+                .unwrap_or_else(|| panic!("no {label}=other series"));
+            assert!(line.ends_with(&format!(" {n}")), "{line}");
+        };
+        other("comm", extra as u64);
+        other("container", 2 * extra as u64);
+    }
+}

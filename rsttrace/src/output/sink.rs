@@ -35,6 +35,8 @@ struct Shared {
     closed: AtomicBool,
     error: Mutex<Option<String>>,
     done: AtomicBool,
+    /// Exit gave up on the writer: stop at the next interrupted write.
+    abandoned: AtomicBool,
 }
 
 pub struct Sink {
@@ -165,7 +167,9 @@ impl Sink {
         }
     }
 
-    /// Lets the writer finish for at most `wait`, then gives up on it.
+    /// Lets the writer finish for at most `wait`, then gives up on it: a
+    /// write blocked on a reader that stopped reading is interrupted, so
+    /// that the records that did get out whole count as written.
     pub fn finish(&mut self, wait: Duration) -> SinkTotals {
         drop(self.tx.take());
         let step = Duration::from_millis(10);
@@ -173,6 +177,19 @@ impl Sink {
         while !self.shared.done.load(Ordering::Acquire) && waited < wait {
             thread::sleep(step);
             waited += step;
+        }
+        if !self.shared.done.load(Ordering::Acquire) {
+            self.shared.abandoned.store(true, Ordering::Release);
+            if let Some(t) = &self.thread {
+                interrupt(t);
+                // The interrupted write returns at once; a writer that
+                // is not in a write stops at its next one.
+                let mut waited = Duration::ZERO;
+                while !self.shared.done.load(Ordering::Acquire) && waited < INTERRUPTED_WAIT {
+                    thread::sleep(step);
+                    waited += step;
+                }
+            }
         }
         if self.shared.done.load(Ordering::Acquire) {
             if let Some(t) = self.thread.take() {
@@ -187,6 +204,34 @@ impl Sink {
     }
 }
 
+/// How long an interrupted writer gets to say how far it got.
+const INTERRUPTED_WAIT: Duration = Duration::from_millis(50);
+
+/// The signal that interrupts a blocked write at exit: its handler does
+/// nothing, and it is installed without SA_RESTART, so that write(2)
+/// returns what it wrote so far (or EINTR).
+fn interrupt_signal() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Interrupts the writer thread's blocked write, if any.
+fn interrupt(thread: &thread::JoinHandle<()>) {
+    use std::os::unix::thread::JoinHandleExt as _;
+    // SAFETY: a zeroed sigaction is valid; the handler is async-signal
+    // safe (it does nothing) and lives as long as the program.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(interrupt_signal(), &action, std::ptr::null_mut());
+    }
+    // SAFETY: the thread has not been joined (we hold its handle), so
+    // its pthread_t is valid.
+    unsafe { libc::pthread_kill(thread.as_pthread_t(), interrupt_signal()) };
+}
+
 fn write_loop(
     mut out: Target,
     rx: &Receiver<(Vec<u8>, u64)>,
@@ -197,16 +242,15 @@ fn write_loop(
         let asked = shared.reopen.swap(false, Ordering::AcqRel);
         let result = out
             .follow_path(asked)
-            .and_then(|()| out.write_all(&buf))
+            .and_then(|()| write_counted(&mut out, &buf, records, shared))
             .and_then(|()| out.flush());
-        if result.is_ok() {
-            shared.written.fetch_add(records, Ordering::Release);
-        }
         buf.clear();
         let _ = spare.try_send(buf);
         if let Err(e) = result {
             if e.kind() == io::ErrorKind::BrokenPipe {
                 shared.closed.store(true, Ordering::Release);
+            } else if shared.abandoned.load(Ordering::Acquire) {
+                // Given up at exit: what did not get out is counted.
             } else if let Ok(mut slot) = shared.error.lock() {
                 slot.get_or_insert(e.to_string());
             }
@@ -216,9 +260,51 @@ fn write_loop(
     shared.done.store(true, Ordering::Release);
 }
 
+/// Writes one batch of `records` records, adding each record to
+/// `written` as its line is out whole: a batch cut short (a reader that
+/// stopped reading, at exit) counts the records that did get through, so
+/// that written and unwritten add up to what was handed over.  Lines
+/// stand for records (JSON and logfmt; a text summary table spans lines,
+/// and only a whole batch counts it exactly).
+fn write_counted(
+    out: &mut impl Write,
+    buf: &[u8],
+    records: u64,
+    shared: &Shared,
+) -> io::Result<()> {
+    let written = &shared.written;
+    let (mut at, mut counted) = (0, 0u64);
+    while at < buf.len() {
+        if shared.abandoned.load(Ordering::Acquire) {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        let n = match out.write(&buf[at..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if at + n == buf.len() {
+            // The rest went out whole: no need to look at its lines.
+            break;
+        }
+        let lines = buf[at..at + n].iter().filter(|&&b| b == b'\n').count() as u64;
+        at += n;
+        // The batch's last record is counted when the batch is done.
+        let now = (counted + lines).min(records.saturating_sub(1));
+        written.fetch_add(now - counted, Ordering::Release);
+        counted = now;
+    }
+    written.fetch_add(records - counted, Ordering::Release);
+    Ok(())
+}
+
 /// Where batches go.
 enum Target {
-    Stdout(io::Stdout),
+    /// File descriptor 1 itself, unbuffered: a write returns what reached
+    /// the reader (std's line buffering would take bytes it has not
+    /// written yet), and nothing else in rsttrace writes there.
+    Stdout(std::mem::ManuallyDrop<std::fs::File>),
     File {
         path: PathBuf,
         file: std::fs::File,
@@ -230,7 +316,11 @@ enum Target {
 impl Target {
     fn open(path: Option<&Path>) -> io::Result<Target> {
         let Some(path) = path else {
-            return Ok(Target::Stdout(io::stdout()));
+            use std::os::fd::FromRawFd as _;
+            // SAFETY: fd 1 stays open for the life of the process; the
+            // File is never dropped, so it is never closed here.
+            let stdout = unsafe { std::fs::File::from_raw_fd(libc::STDOUT_FILENO) };
+            return Ok(Target::Stdout(std::mem::ManuallyDrop::new(stdout)));
         };
         let file = open_file(path)?;
         let m = file.metadata()?;
@@ -258,14 +348,14 @@ impl Target {
 impl Write for Target {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Target::Stdout(s) => s.write(buf),
+            Target::Stdout(s) => (&**s).write(buf),
             Target::File { file, .. } => file.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Target::Stdout(s) => s.flush(),
+            Target::Stdout(_) => Ok(()),
             Target::File { file, .. } => file.flush(),
         }
     }
@@ -307,6 +397,53 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "a\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "b\nc\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Takes at most `chunk` bytes a write and `left` in all, then fails
+    /// as a reader that went away does.
+    struct Trickle {
+        chunk: usize,
+        left: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.chunk).min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_cut_short_counts_its_whole_lines() {
+        let batch = b"aaaa\nbbbb\ncccc\ndddd\n";
+        let shared = Shared::default();
+        // 12 of 20 bytes, 7 at a time: two whole lines got out.
+        let mut out = Trickle { chunk: 7, left: 12 };
+        assert!(write_counted(&mut out, batch, 4, &shared).is_err());
+        assert_eq!(shared.written.load(Ordering::Acquire), 2);
+        // All of it, in pieces: four records.
+        let shared = Shared::default();
+        let mut out = Trickle {
+            chunk: 3,
+            left: 100,
+        };
+        write_counted(&mut out, batch, 4, &shared).unwrap();
+        assert_eq!(shared.written.load(Ordering::Acquire), 4);
+        // Given up at exit: the next write is not even tried.
+        shared.abandoned.store(true, Ordering::Release);
+        let mut out = Trickle {
+            chunk: 3,
+            left: 100,
+        };
+        assert!(write_counted(&mut out, batch, 4, &shared).is_err());
+        assert_eq!((out.left, shared.written.load(Ordering::Acquire)), (100, 4));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::harness::{
     assert_delivered, assert_reason, exclusive, skip, skip_unless_told, GlobalSysctl, Link, Peer,
     Tracer,
 };
+use crate::real::wait_for;
 
 fn is(v: &Value, direction: &str, cause: &str) -> bool {
     v["direction"] == direction && v["cause"] == cause
@@ -50,7 +51,9 @@ fn fin_wait2_data() {
     // it returns (ss shows it as FIN-WAIT-2, its substate).
     client.ok("close c");
     server.ok("send s 10");
-    thread::sleep(Duration::from_millis(100));
+    // The reset has reached the server once its socket (half closed by
+    // the client's FIN) left CLOSE_WAIT.
+    link.a.wait_for_no_socket("close-wait", 9001);
     assert_eq!(server.ask("send s 10"), "err EPIPE");
 
     let ev = t.expect("fin_wait2_data", |v| is(v, "sent", "fin_wait2_data"));
@@ -98,9 +101,11 @@ fn data_after_shutdown() {
     let mut t = Tracer::start(&link.b, &[]);
     let (mut server, mut client, _) = connected(&link, 9002);
     client.ok("shutdown c rdwr");
-    thread::sleep(Duration::from_millis(50));
+    // The client's FIN has arrived.
+    link.a.wait_for_state("close-wait");
     server.ok("send s 10");
-    thread::sleep(Duration::from_millis(100));
+    // And the reset to the data: the server's socket is gone from there.
+    link.a.wait_for_no_socket("close-wait", 9002);
     assert_eq!(server.ask("send s 10"), "err EPIPE");
     assert_eq!(client.ask("recv c"), "err ECONNRESET");
 
@@ -210,7 +215,8 @@ fn listener_closed_with_unaccepted_connection() {
     let (mut server, mut client) = (link.a.peer(), link.b.peer());
     server.ok(&format!("listen l {} 9006", link.addr_a));
     client.ok(&format!("connect c {} 9006", link.addr_a));
-    thread::sleep(Duration::from_millis(50));
+    // The handshake's last ACK has put the child in the accept queue.
+    link.a.wait_for_state("established");
     server.ok("close l");
     assert_eq!(client.ask("recv c"), "err ECONNRESET");
     let ev = t.expect("listener_closed_unaccepted", |v| {
@@ -344,7 +350,8 @@ fn accept_queue_overflow() {
     // accept queue slot.  c1's data finds the queue full.
     c1.ok(&format!("connect c {} 9011", link.addr_a));
     c2.ok(&format!("connect c {} 9011", link.addr_a));
-    thread::sleep(Duration::from_millis(100));
+    // c2's child (from its cookie) is in the accept queue.
+    link.a.wait_for_state("established");
     c1.ok("send c 10");
     assert_eq!(c1.ask("recv c"), "err ECONNRESET");
     let ev = t.expect("accept_queue_overflow", |v| {
@@ -369,7 +376,29 @@ fn memory_pressure_abort() {
     client.ok("fill c");
     client.ok("close c");
     let (_server2, mut client2, cport2) = connected(&link, 9022);
-    // The kernel refreshes its orphan count every 100 ms.
+    // The orphan exists (sockstat counts it exactly) ...
+    wait_for(
+        "the orphan in /proc/net/sockstat",
+        Duration::from_secs(30),
+        || {
+            let stat = std::fs::read_to_string("/proc/net/sockstat").map_err(|e| e.to_string())?;
+            let orphans = stat
+                .split_whitespace()
+                .skip_while(|w| *w != "orphan")
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| stat.clone())?;
+            if orphans > 0 {
+                Ok(())
+            } else {
+                Err(stat)
+            }
+        },
+    );
+    // ... and the count the limit is checked against, which the kernel
+    // caches and refreshes on a 100 ms timer (tcp_orphan_update), has
+    // taken it in: no state shows that cache, so this is the one wait
+    // for a period, the kernel's, three times over.
     thread::sleep(Duration::from_millis(300));
     let _orphans = GlobalSysctl::set(&host, "net.ipv4.tcp_max_orphans", "0");
     client2.ok("close c");

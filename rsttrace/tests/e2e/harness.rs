@@ -263,6 +263,31 @@ impl Netns {
         panic!("no socket reached {state} in {}", self.name);
     }
 
+    /// Waits until no TCP socket in the namespace is in `state` on local
+    /// or remote port `port` (one that is gone, or moved on).
+    pub fn wait_for_no_socket(&self, state: &str, port: u16) {
+        let filter = format!("( sport = :{port} or dport = :{port} )");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = Command::new("ip")
+                .args([
+                    "netns", "exec", &self.name, "ss", "-Htan", "state", state, &filter,
+                ])
+                .output()
+                .expect("ss");
+            assert!(
+                out.status.success(),
+                "ss: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.stdout.is_empty() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("a socket on port {port} stays {state} in {}", self.name);
+    }
+
     /// Loads an nftables ruleset into the namespace.
     pub fn nft(&self, ruleset: &str) {
         let mut child = Command::new("ip")
@@ -379,6 +404,8 @@ pub struct Tracer {
     child: Child,
     records: mpsc::Receiver<Value>,
     stderr: std::sync::Arc<Mutex<String>>,
+    /// Says `false` once rsttrace's stderr is closed (read to its end).
+    stderr_end: mpsc::Receiver<bool>,
     pub seen: Vec<Value>,
 }
 
@@ -408,11 +435,13 @@ impl Tracer {
             .expect("start rsttrace");
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
+        let test = this_test();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
                     panic!("rsttrace printed a non-JSON line on stdout: {line:?}: {e}")
                 });
+                collect(&test, &v);
                 if tx.send(v).is_err() {
                     break;
                 }
@@ -442,6 +471,7 @@ impl Tracer {
             child,
             records: rx,
             stderr: stderr_text,
+            stderr_end: ready_rx,
             seen: vec![],
         };
         if !ready {
@@ -506,10 +536,37 @@ impl Tracer {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = wait_timeout(&mut self.child, Duration::from_secs(10));
-        while let Ok(v) = self.records.recv_timeout(Duration::from_millis(300)) {
-            self.seen.push(v);
-        }
+        self.read_to_end();
         (status, self.stderr())
+    }
+
+    /// After the exit: every record up to the end of stdout, and stderr
+    /// to its end (each pipe closes when rsttrace is gone; one that stays
+    /// open fails the test rather than cutting the collection short).
+    fn read_to_end(&mut self) {
+        let limit = Duration::from_secs(30);
+        loop {
+            match self.records.recv_timeout(limit) {
+                Ok(v) => self.seen.push(v),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("rsttrace exited, but its stdout stayed open for {limit:?}")
+                }
+            }
+        }
+        self.wait_stderr_end(limit);
+    }
+
+    fn wait_stderr_end(&self, limit: Duration) {
+        loop {
+            match self.stderr_end.recv_timeout(limit) {
+                Ok(true) => continue,
+                Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("rsttrace exited, but its stderr stayed open for {limit:?}")
+                }
+            }
+        }
     }
 
     /// Waits for rsttrace to exit by itself (--count, --duration), keeping
@@ -519,9 +576,7 @@ impl Tracer {
         limit: Duration,
     ) -> (std::process::ExitStatus, String) {
         let status = wait_timeout(&mut self.child, limit);
-        while let Ok(v) = self.records.recv_timeout(Duration::from_millis(300)) {
-            self.seen.push(v);
-        }
+        self.read_to_end();
         (status, self.stderr())
     }
 
@@ -530,7 +585,8 @@ impl Tracer {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = wait_timeout(&mut self.child, Duration::from_secs(10));
-        thread::sleep(Duration::from_millis(50));
+        // Everything it said, up to the totals printed at exit.
+        self.wait_stderr_end(Duration::from_secs(30));
         (status, self.stderr())
     }
 }
@@ -761,4 +817,59 @@ pub fn assert_delivered(ev: &Value, errno: &str) {
     } else {
         assert_eq!(ev["delivered_errno"], Value::Null, "{ev}");
     }
+}
+
+/// The running test's name (libtest names each test's thread after it).
+pub fn this_test() -> String {
+    thread::current().name().unwrap_or("unnamed").to_string()
+}
+
+/// Where the suite writes what it saw of rsttrace's output, for the
+/// schema contract (contract.rs): the file `RSTTRACE_E2E_RECORDS` names
+/// (`cargo xtask test` and the VM guests set it); unset, nothing is kept.
+pub const RECORDS_ENV: &str = "RSTTRACE_E2E_RECORDS";
+
+/// Keeps the shape of one record rsttrace printed in test `test`: its
+/// event, every key it has and the keys that were not null, one JSON
+/// line per distinct shape, appended to the file [`RECORDS_ENV`] names.
+/// Tests that read rsttrace's output without a [`Tracer`] call this for
+/// each record too.
+pub fn collect(test: &str, record: &Value) {
+    static SEEN: Mutex<Option<std::collections::HashSet<String>>> = Mutex::new(None);
+    let Some(path) = std::env::var_os(RECORDS_ENV) else {
+        return;
+    };
+    let Some(obj) = record.as_object() else {
+        return;
+    };
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let non_null: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !obj[*k].is_null())
+        .collect();
+    let line = serde_json::json!({
+        "test": test,
+        "event": record["event"],
+        "keys": keys,
+        "non_null": non_null,
+    })
+    .to_string();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen
+        .get_or_insert_with(Default::default)
+        .insert(line.clone())
+    {
+        return;
+    }
+    // One write of a whole line to a file opened for appending: lines of
+    // concurrent tests (and test binaries) do not interleave.
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{RECORDS_ENV}={}: {e}", path.to_string_lossy()));
+    file.write_all(format!("{line}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("{RECORDS_ENV}={}: {e}", path.to_string_lossy()));
 }

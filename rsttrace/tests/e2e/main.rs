@@ -12,17 +12,19 @@ mod topology;
 
 mod causes;
 mod containers;
+mod contract;
 mod doctor;
 mod edges;
+mod fields;
 mod firewall;
 mod options;
 mod origin;
+mod privilege;
 mod resets;
 mod service_image;
 mod service_metrics;
 mod service_output;
 mod service_pods;
-mod service_privilege;
 mod service_rules;
 mod storm;
 

@@ -142,6 +142,7 @@ fn rsyslog_gets_every_record_once_across_a_logrotate() {
     for line in &got {
         let v: Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        crate::harness::collect(&crate::harness::this_test(), &v);
         let key = (
             v["community_id"].to_string(),
             v["direction"].to_string(),

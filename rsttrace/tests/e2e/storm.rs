@@ -1,9 +1,12 @@
 //! Storm mode accounting: every reset is either reported or counted in a
 //! summary, and the totals match what the kernel saw.
 
-use std::net::TcpStream;
+use std::{net::TcpStream, time::Duration};
 
-use crate::harness::{port, Netns, Tracer};
+use crate::{
+    harness::{doctor, kernel, port, Link, Netns, Tracer},
+    real::{free_port, http_get, wait_for},
+};
 
 /// Refused connections in `ns`: each makes one sent and one received reset.
 fn refuse(ns: &Netns, n: u16) {
@@ -157,4 +160,138 @@ fn a_full_storm_table_is_said_once_with_verbose() {
     );
     assert!(!quiet_err.contains("storm table full"), "{quiet_err}");
     assert!(quiet_err.contains("counted without a key"), "{quiet_err}");
+}
+
+/// The firewall tracepoints a storm takes off, as /metrics shows them:
+/// each `rsttrace_hook_state` series with value 1, by hook, its state.
+fn hook_states(metrics: u16) -> Result<Vec<(String, String)>, String> {
+    let (status, body) = http_get(metrics, "/metrics").map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..start + line[start..].find('"')?].to_string())
+    };
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("rsttrace_hook_state{") && l.ends_with(" 1"))
+        .filter_map(|l| Some((label(l, "hook")?, label(l, "state")?)))
+        .collect())
+}
+
+/// Where this kernel matches firewall resets from tracepoints (no kprobes
+/// for netfilter's functions), a storm takes those hooks off and puts
+/// them back when it ends: /metrics says `paused`, then `attached`, and a
+/// firewall reset afterwards is reported again.  Where kprobes reach
+/// netfilter, nothing is paused.
+#[test]
+fn a_storm_pauses_the_firewall_tracepoints_and_resumes_them() {
+    const TRACEPOINTS: [&str; 3] = ["fib_table_lookup", "fib6_table_lookup", "net_dev_queue"];
+    let tracepoints = !kernel().kprobes() && kernel().drop_reasons();
+    let link = Link::new();
+    link.a.nft(
+        "table inet rsttrace_test_storm {
+           chain input {
+             type filter hook input priority 0;
+             tcp dport 9601 reject with tcp reset
+           }
+         }",
+    );
+    let metrics = free_port();
+    let mut t = Tracer::start(
+        &link.a,
+        &[
+            "--storm",
+            "auto",
+            "--storm-threshold",
+            "100",
+            "--metrics",
+            &metrics.to_string(),
+        ],
+    );
+    let before = wait_for("the hooks on /metrics", Duration::from_secs(30), || {
+        hook_states(metrics)
+    });
+    // The doctor names the same hooks for this kernel.
+    let doctor_ok = |hook: &str| {
+        doctor()["checks"].as_array().unwrap().iter().any(|c| {
+            c["area"] == "hooks"
+                && c["item"] == format!("tp_btf {hook}").as_str()
+                && c["status"] == "ok"
+        })
+    };
+    for hook in TRACEPOINTS {
+        let attached = before.iter().any(|(h, s)| h == hook && s == "attached");
+        assert_eq!(attached, tracepoints, "{hook}: {before:?}");
+        assert_eq!(
+            doctor_ok(hook),
+            tracepoints,
+            "{hook} in the doctor's report"
+        );
+    }
+    // A storm: refused connections until rsttrace says it paused the
+    // hooks, or, where there are none to pause, until the kernel counts
+    // the storm (a suppressed record); several hundred a second.
+    let paused_said = |t: &Tracer| t.stderr().contains("firewall-reset detection paused");
+    let counted = |t: &mut Tracer| {
+        t.settle(Duration::from_millis(200));
+        t.seen.iter().any(|v| v["event"] == "suppressed")
+    };
+    let mut rounds = 0;
+    while !(if tracepoints {
+        paused_said(&t)
+    } else {
+        counted(&mut t)
+    }) {
+        assert!(rounds < 20, "no storm seen: {}", t.stderr());
+        refuse(&link.a, 500);
+        rounds += 1;
+    }
+    assert_eq!(paused_said(&t), tracepoints, "{}", t.stderr());
+    let during = hook_states(metrics).unwrap();
+    for hook in TRACEPOINTS {
+        let paused = during.iter().any(|(h, s)| h == hook && s == "paused");
+        assert_eq!(paused, tracepoints, "{hook} during the storm: {during:?}");
+    }
+    if !tracepoints {
+        assert!(during.iter().all(|(_, s)| s != "paused"), "{during:?}");
+    }
+    // Calm again: resumed, said and shown.
+    wait_for("the storm's end", Duration::from_secs(60), || {
+        let said = t.stderr().contains("firewall-reset detection resumed");
+        let states = hook_states(metrics)?;
+        let attached = TRACEPOINTS
+            .iter()
+            .all(|hook| states.iter().any(|(h, s)| h == hook && s == "attached") == tracepoints);
+        if said == tracepoints && attached {
+            Ok(())
+        } else {
+            Err(format!("said {said}: {states:?}"))
+        }
+    });
+    // Calm in the kernel too: a refused connect is reported one by one
+    // again, not counted.
+    let calm = (0..50u16).any(|i| {
+        let p = port(60) + i;
+        link.a
+            .run(move || TcpStream::connect(("127.0.0.1", p)).unwrap_err());
+        t.settle(Duration::from_millis(200));
+        t.seen
+            .iter()
+            .any(|v| v["event"] == "reset" && v["local_port"] == p)
+    });
+    assert!(calm, "the kernel kept counting: {}", t.stderr());
+    // And a firewall reset is reported again.
+    let mut client = link.b.peer();
+    assert_eq!(
+        client.ask(&format!("connect c1 {} 9601", link.addr_a)),
+        "err ECONNREFUSED"
+    );
+    let rst = t.expect("the firewall's reset after the storm", |v| {
+        v["event"] == "reset" && v["cause"] == "firewall_reject" && v["local_port"] == 9601
+    });
+    assert_eq!(rst["direction"], "sent");
+    let (status, stderr) = t.stop();
+    assert!(status.success(), "{stderr}");
 }

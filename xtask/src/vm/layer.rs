@@ -109,6 +109,8 @@ fn shell_quote(s: &str) -> String {
 /// What the guest runs: the e2e suite, or the benchmark's program counts.
 pub enum Run<'a> {
     Tests,
+    /// The suite, then the schema contract on the records it collected.
+    TestsAndContract,
     /// The xtask binary at this path in the guest.
     Bench(&'a Path),
 }
@@ -120,6 +122,20 @@ fn run_command(tests: &Path, tracer: &Path, args: &[String], run: &Run) -> Strin
             shell_quote(&tests.to_string_lossy()),
             args.join(" ")
         ),
+        Run::TestsAndContract => {
+            let tests = shell_quote(&tests.to_string_lossy());
+            format!(
+                "export {records}=/tmp/e2e-records.jsonl\n\
+                 {tests} --test-threads=2 --show-output {} 2>&1\n\
+                 suite=$?\n\
+                 {tests} --ignored --exact {contract} --show-output 2>&1\n\
+                 contract=$?\n\
+                 [ \"$suite\" -eq 0 ] && [ \"$contract\" -eq 0 ]",
+                args.join(" "),
+                records = crate::E2E_RECORDS,
+                contract = crate::E2E_CONTRACT,
+            )
+        }
         // No ratios under emulation: the programs' run counts per unit.
         Run::Bench(xtask) => format!(
             "echo \"{BENCH_BEGIN}\"\n{} bench --rsttrace {} --counts --seconds 3 --idle-seconds 0 --only {} 2>/tmp/bench.err\necho \"{BENCH_END}\"\ntail -n 20 /tmp/bench.err",
@@ -316,7 +332,13 @@ fn copy_to(dir: &Path, file: &Path, at: &Path) -> Result<()> {
 pub const GUEST_XTASK: &str = "/usr/local/bin/rsttrace-xtask";
 
 /// Packs the layer into target/vm/layer.cpio.
-pub fn pack(work: &Path, bins: &Binaries, extra: &[String], bench: bool) -> Result<PathBuf> {
+pub fn pack(
+    work: &Path,
+    bins: &Binaries,
+    extra: &[String],
+    bench: bool,
+    contract: bool,
+) -> Result<PathBuf> {
     let dir = work.join("layer");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
@@ -327,12 +349,18 @@ pub fn pack(work: &Path, bins: &Binaries, extra: &[String], bench: bool) -> Resu
     let run = if bench {
         copy_to(&dir, &std::env::current_exe()?, guest_xtask)?;
         Run::Bench(guest_xtask)
+    } else if contract {
+        Run::TestsAndContract
     } else {
         Run::Tests
     };
     std::fs::write(&init, init_script(&bins.tests, &bins.tracer, extra, &run))?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
     copy_to(&dir, &bins.tests, &bins.tests)?;
+    // The privilege tests read the unit's capabilities where the tests
+    // were built.
+    let unit = crate::root().join("packaging/rsttrace.service");
+    copy_to(&dir, &unit, &unit)?;
     copy_to(&dir, &bins.tracer_source, &bins.tracer)?;
     let archive = work.join("layer.cpio");
     pack_cpio(&dir, &archive)?;

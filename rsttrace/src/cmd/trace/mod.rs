@@ -51,6 +51,10 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow!("--metrics {e}"))?;
     if args.check {
+        // What a start would refuse, short of loading: where /proc is and
+        // whether the output can be appended to (without creating it).
+        setup::set_proc_root(&args.proc_root)?;
+        setup::check_output_writable(args.output.as_deref())?;
         eprintln!(
             "rsttrace: the options are valid ({} suppression rules)",
             rules.rules.len()

@@ -79,6 +79,41 @@ pub fn check_output(path: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// `--output FILE` for `--check`: the file can be appended to, or, if it
+/// does not exist yet, its directory lets this user create it.  Nothing
+/// is created: the check may run as another user than the service.
+pub fn check_output_writable(path: Option<&Path>) -> Result<()> {
+    let Some(p) = path else {
+        return Ok(());
+    };
+    if p.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(p)
+            .with_context(|| format!("cannot open --output {}", p.display()))?;
+        return Ok(());
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .context("--output: path with a NUL byte")?;
+    // SAFETY: `c` is NUL-terminated; access(2) only reads it.
+    if !dir.is_dir() || unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        bail!(
+            "cannot open --output {}: {}",
+            p.display(),
+            if dir.is_dir() {
+                std::io::Error::last_os_error().to_string()
+            } else {
+                format!("no directory {}", dir.display())
+            }
+        );
+    }
+    Ok(())
+}
+
 /// Kernels older than 5.11 charge BPF maps to RLIMIT_MEMLOCK: lift it
 /// where allowed.  Newer kernels charge the memory cgroup instead, so a
 /// refusal (no CAP_SYS_RESOURCE) only matters on old kernels, where the
