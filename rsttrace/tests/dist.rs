@@ -365,6 +365,11 @@ fn package_life(suite: &str, release: &str) {
     let mut words: Vec<&str> = exec.split_whitespace().collect();
     assert_eq!(words[0], "/usr/sbin/rsttrace");
     words.push("--check");
+    // systemd makes LogsDirectory= before ExecStart= runs (with
+    // DynamicUser=, in /var/log/private behind a link); --check wants the
+    // output's directory to be there.
+    fs::create_dir_all(root.path("var/log/private/rsttrace")).unwrap();
+    std::os::unix::fs::symlink("private/rsttrace", root.path("var/log/rsttrace")).unwrap();
     let check = root.chroot(&words);
     assert!(
         check.status.success() && text(&check).contains("the options are valid"),
@@ -414,9 +419,7 @@ fn package_life(suite: &str, release: &str) {
         fs::read_to_string(&config).unwrap()
     );
     fs::write(&config, &edited).unwrap();
-    fs::create_dir_all(root.path("var/log/private/rsttrace")).unwrap();
     fs::write(root.path("var/log/private/rsttrace/rsttrace.json"), "{}\n").unwrap();
-    std::os::unix::fs::symlink("private/rsttrace", root.path("var/log/rsttrace")).unwrap();
 
     // Remove: the program goes, configuration and logs stay.
     let out = root.chroot(&["dpkg", "-r", "rsttrace"]);
