@@ -276,9 +276,16 @@ fn on_error_report<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
         return;
     }
     // Error 0 (tcp_disconnect(), the error queue, timestamps) is no
-    // failure and no reset's errno: not worth a record.
+    // failure and no reset's errno: not worth a record.  Except on a
+    // connecting socket with --failures: there it is an ICMP error queued
+    // while connect() held the socket, which tcp_v4_err() then only keeps
+    // in sk_err_soft.  The application takes that error through SO_ERROR
+    // at once and may give up, so no report with the errno ever follows:
+    // this one, with the ICMP error before it, is all there is.
     let error: i32 = M::load(sk, off!(sk_err));
-    if error == 0 || reset::report_of_counted_reset(sk) {
+    let state = sock_state::<M>(sk);
+    let queued_icmp = conf!(want_icmp) != 0 && state == conf!(tcp_syn_sent);
+    if (error == 0 && !queued_icmp) || reset::report_of_counted_reset(sk) {
         return;
     }
     let netns = sock_netns::<M>(sk);
@@ -292,7 +299,7 @@ fn on_error_report<M: Mem, C: EbpfContext>(ctx: &C, sk: u64) {
         sock_ino: sock_inode::<M>(sk),
         error,
         netns,
-        state: sock_state::<M>(sk),
+        state,
         synced: u8::from(read::<u32>(sk, off!(tcp_rcv_nxt)) != 0),
         ..ErrorReportEvent::default()
     };

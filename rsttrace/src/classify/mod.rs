@@ -87,6 +87,9 @@ fn received(f: &Facts) -> Classification {
         Some(TcpState::Close) => (Cause::PeerReset, None),
         _ => (Cause::PeerReset, Some(Errno::ECONNRESET)),
     };
+    // An orphan (closed by its application, still finishing) has nobody
+    // left to take the error.
+    let errno = errno.filter(|_| !f.sock.as_ref().is_some_and(|s| s.dead));
     Classification::of(cause, CauseSource::KernelReason).with_errno(errno)
 }
 

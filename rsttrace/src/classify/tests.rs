@@ -197,6 +197,17 @@ fn received_errno_follows_the_state() {
     }
 }
 
+/// An orphan's received reset reaches no application (its owner closed
+/// it and may be gone): no errno, as delivered_errno says too.
+#[test]
+fn an_orphan_receiving_a_reset_gets_no_errno() {
+    let mut f = sent(None, Some(TcpState::FinWait1));
+    f.direction = Direction::Received;
+    f.sock.as_mut().unwrap().dead = true;
+    let c = classify(&f);
+    assert_eq!((c.cause, c.app_errno), (Cause::PeerReset, None));
+}
+
 #[test]
 fn firewall_resets() {
     let mut f = sent(None, None);

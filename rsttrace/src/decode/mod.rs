@@ -74,7 +74,7 @@ pub struct CapturedReset {
     /// When the owner closed the connection (records' clock, ns).
     pub closed_ns: Option<u64>,
     pub context: Context,
-    pub task: Task,
+    pub task: Option<Task>,
     /// The IP TTL / hop limit of the segment answered.
     pub seg_ttl: Option<u8>,
     /// A received reset's TTL, and the peer's handshake TTL.
@@ -98,10 +98,7 @@ impl CapturedReset {
             owner: None,
             closed_ns: None,
             context: Context::default(),
-            task: Task {
-                pid: 0,
-                comm: Default::default(),
-            },
+            task: None,
             seg_ttl: None,
             rst_ttl: None,
             peer_ttl: None,

@@ -2,7 +2,7 @@
 //! counters, the owner and the call path.
 
 use rsttrace_common::event::{
-    ResetEvent, TcpInfo, FLAG_BACKLOG, FLAG_BORN_KNOWN, FLAG_CLOSED, FLAG_FULL_SOCK, FLAG_HAS_SK,
+    ResetEvent, FLAG_BACKLOG, FLAG_BORN_KNOWN, FLAG_CLOSED, FLAG_FULL_SOCK, FLAG_HAS_SK,
     FLAG_HAS_SKB, FLAG_STACK, FLAG_TCP_INFO, FLAG_TIMEWAIT, KIND_RESET_SENT, REASON_ABSENT,
 };
 
@@ -36,7 +36,7 @@ fn sock_facts(ev: &ResetEvent, names: &KernelNames) -> Option<SockFacts> {
         closing: shutdown & SHUTDOWN_MASK == SHUTDOWN_MASK,
         rcv_shutdown: shutdown & RCV_SHUTDOWN != 0,
         attached: ev.sock_ino != 0,
-        unread: tcp.map_or(0, |t| t.rcv_nxt.wrapping_sub(t.copied_seq)),
+        unread: tcp.map_or(0, |t| names.unread(t.rcv_nxt, t.copied_seq, ev.sk_flags)),
         snd_una: tcp.map(|t| t.snd_una),
         snd_nxt: tcp.map(|t| t.snd_nxt),
         linger2: tcp.map(|t| t.linger2),
@@ -75,11 +75,11 @@ pub(super) fn reset(ev: &ResetEvent, names: &KernelNames) -> CapturedReset {
         netns: ev.netns,
         owner: owner(ev.flags, &ev.owner),
         closed_ns: (ev.flags & FLAG_CLOSED != 0).then_some(ev.closed_ns),
-        context: context(ev, names.hz),
-        task: Task {
+        context: context(ev, names),
+        task: Some(Task {
             pid: ev.task_tgid,
             comm: Comm::new(ev.task_comm),
-        },
+        }),
         seg_ttl: (ev.flags & FLAG_HAS_SKB != 0).then_some(ev.seg.ttl),
         rst_ttl: (ev.rst_ttl != 0).then_some(ev.rst_ttl),
         peer_ttl: (ev.peer_ttl != 0).then_some(ev.peer_ttl),
@@ -95,7 +95,7 @@ fn path(ev: &ResetEvent, names: &KernelNames) -> [Option<crate::kernel::kallsyms
 }
 
 /// Connection context from the socket's counters.
-pub fn context(ev: &ResetEvent, hz: u32) -> Context {
+pub fn context(ev: &ResetEvent, names: &KernelNames) -> Context {
     let mut c = Context::default();
     if ev.flags & FLAG_BORN_KNOWN != 0 && ev.header.ts_ns >= ev.born_ns {
         c.age_ms = Some((ev.header.ts_ns - ev.born_ns) / 1_000_000);
@@ -103,15 +103,16 @@ pub fn context(ev: &ResetEvent, hz: u32) -> Context {
     if ev.flags & FLAG_TCP_INFO == 0 {
         return c;
     }
-    counters(&ev.tcp, hz, &mut c);
+    counters(ev, names, &mut c);
     c
 }
 
-fn counters(t: &TcpInfo, hz: u32, c: &mut Context) {
-    c.bytes_sent = (t.bytes_sent != 0 || t.bytes_acked == 0).then_some(t.bytes_sent);
+fn counters(ev: &ResetEvent, names: &KernelNames, c: &mut Context) {
+    let (t, hz) = (&ev.tcp, names.hz);
+    c.bytes_sent = names.bytes_sent_known.then_some(t.bytes_sent);
     c.bytes_acked = Some(t.bytes_acked);
     c.bytes_received = Some(t.bytes_received);
-    c.unread_bytes = Some(t.rcv_nxt.wrapping_sub(t.copied_seq));
+    c.unread_bytes = Some(names.unread(t.rcv_nxt, t.copied_seq, ev.sk_flags));
     c.unacked_bytes = Some(t.snd_nxt.wrapping_sub(t.snd_una));
     let now = t.now_jiffies as u32;
     let since = |stamp: u32| -> Option<u64> {

@@ -135,12 +135,33 @@ fn context_from_counters() {
     ev.tcp.rcv_tstamp = (100u32).wrapping_sub(87_500);
     ev.tcp.lrcvtime = (100u32).wrapping_sub(100_000);
     ev.tcp.lsndtime = 99;
-    let c = context(&ev, 250);
+    let names = names_618();
+    let c = context(&ev, &names);
     assert_eq!(c.age_ms, Some(3000));
     assert_eq!(c.unread_bytes, Some(10));
     assert_eq!(c.unacked_bytes, Some(25));
     assert_eq!(c.bytes_sent, Some(25));
     assert_eq!(c.idle_ms, Some(350_000));
     assert_eq!(c.last_send_ms, Some(4));
-    assert_eq!(context(&ResetEvent::default(), 250), Context::default());
+    assert_eq!(context(&ResetEvent::default(), &names), Context::default());
+}
+
+/// A FIN takes a sequence number, not a byte: read up to it, nothing is
+/// unread; 18 bytes and the FIN behind them are 18 bytes.  A client that
+/// sent nothing has its SYN acked: bytes_sent is 0, not unknown.
+#[test]
+fn a_received_fin_is_no_unread_byte() {
+    let names = names_618();
+    let mut ev = ResetEvent::default();
+    ev.flags = FLAG_TCP_INFO;
+    ev.sk_flags = 1 << 1; // SOCK_DONE: the FIN came
+    ev.tcp.bytes_acked = 1;
+    (ev.tcp.rcv_nxt, ev.tcp.copied_seq) = (101, 100);
+    let c = context(&ev, &names);
+    assert_eq!(c.unread_bytes, Some(0));
+    assert_eq!(c.bytes_sent, Some(0));
+    (ev.tcp.rcv_nxt, ev.tcp.copied_seq) = (119, 100);
+    assert_eq!(context(&ev, &names).unread_bytes, Some(18));
+    ev.sk_flags = 0;
+    assert_eq!(context(&ev, &names).unread_bytes, Some(19));
 }

@@ -181,6 +181,10 @@ pub struct KernelNames {
     /// `enum sock_flags` bit numbers.
     pub sock_dead_bit: Option<u32>,
     pub sock_linger_bit: Option<u32>,
+    /// SOCK_DONE: set by tcp_fin(), so the peer's FIN was received.
+    pub sock_done_bit: Option<u32>,
+    /// Whether this kernel's `tcp_sock` has `bytes_sent` (Linux 4.19+).
+    pub bytes_sent_known: bool,
     pub sk_shutdown: Option<BitSpec>,
     /// Kernel HZ, to turn jiffies into time.
     pub hz: u32,
@@ -251,6 +255,19 @@ impl KernelNames {
         Self::flag(self.sock_linger_bit, sk_flags)
     }
 
+    /// Whether the peer's FIN was received: it takes one sequence number
+    /// of `rcv_nxt` but no byte of data.
+    pub fn fin_received(&self, sk_flags: u64) -> bool {
+        Self::flag(self.sock_done_bit, sk_flags)
+    }
+
+    /// Bytes received and not read, from the sequence numbers: a FIN
+    /// received is not a byte (once read, `copied_seq` has passed it too).
+    pub fn unread(&self, rcv_nxt: u32, copied_seq: u32, sk_flags: u64) -> u32 {
+        let behind = rcv_nxt.wrapping_sub(copied_seq);
+        behind.saturating_sub(u32::from(self.fin_received(sk_flags)))
+    }
+
     /// `sk_shutdown` bits from the raw byte the programs read.
     pub fn shutdown(&self, byte: u8) -> u8 {
         self.sk_shutdown.map_or(0, |s| s.extract(byte))
@@ -266,6 +283,8 @@ pub mod testing {
         let mut n = KernelNames {
             sock_dead_bit: Some(0),
             sock_linger_bit: Some(4),
+            sock_done_bit: Some(1),
+            bytes_sent_known: true,
             sk_shutdown: Some(BitSpec {
                 shift: 0,
                 mask: 0xff,

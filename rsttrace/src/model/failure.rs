@@ -91,6 +91,21 @@ pub struct Icmp {
 }
 
 impl Icmp {
+    /// The errno this ICMP error gives a connecting socket (the kernel's
+    /// icmp_err_convert and icmpv6_err_convert), where it is one.
+    pub fn errno(&self) -> Option<Errno> {
+        if !self.v6 {
+            return icmp_errno(self.icmp_type, self.code);
+        }
+        const DST_UNREACH: u8 = 1;
+        match (self.icmp_type, self.code) {
+            (DST_UNREACH, 0) => Some(Errno::ENETUNREACH),
+            (DST_UNREACH, 3) => Some(Errno::EHOSTUNREACH),
+            (DST_UNREACH, 4) => Some(Errno::ECONNREFUSED),
+            _ => None,
+        }
+    }
+
     /// Refines a failure kind the errno gave.
     pub fn kind(&self, fallback: FailureKind) -> FailureKind {
         let admin = if self.v6 {

@@ -96,7 +96,9 @@ pub struct Reset {
     pub segment: Option<Segment>,
     pub context: Context,
     /// The task the CPU happened to run.
-    pub task: Task,
+    /// The task the CPU was running; None where the event has none (a
+    /// firewall's reset, known from its segment).
+    pub task: Option<Task>,
     pub killer: Option<Task>,
     pub delivered: Option<Delivered>,
     pub sock_cookie: Option<u64>,
@@ -207,13 +209,13 @@ pub const FIELDS: &[Field<Reset>] = &[
     field("conn_age_ms", Ty::OptNum, Text::Kv("age_ms"), "Age of the connection (since connect(), or the handshake for accepted ones) when rsttrace saw it start; null otherwise.", |r| Value::num(r.context.age_ms)),
     field("bytes_sent", Ty::OptNum, Text::Omit, "Data bytes this host sent on the connection, retransmissions included (tcp_sock.bytes_sent).", |r| Value::num(r.context.bytes_sent)),
     field("bytes_acked", Ty::OptNum, Text::Kv("tx"), "Bytes the peer acknowledged, as tcp_info counts them (the SYN and FIN count one each).", |r| Value::num(r.context.bytes_acked)),
-    field("bytes_received", Ty::OptNum, Text::Kv("rx"), "Bytes received from the peer.", |r| Value::num(r.context.bytes_received)),
+    field("bytes_received", Ty::OptNum, Text::Kv("rx"), "Bytes received from the peer, as tcp_info counts them (a FIN counts one; unread_bytes does not count it).", |r| Value::num(r.context.bytes_received)),
     field("unread_bytes", Ty::OptNum, Text::Kv("unread"), "Bytes received but not yet read by the application (the data an abort_unread_data throws away).", |r| Value::num(r.context.unread_bytes.map(u64::from))),
     field("unacked_bytes", Ty::OptNum, Text::Kv("unacked"), "Bytes sent but not yet acknowledged.", |r| Value::num(r.context.unacked_bytes.map(u64::from))),
     field("idle_ms", Ty::OptNum, Text::Kv("idle_ms"), "Time since the peer was last heard from (last ACK or data received): an idle timeout shows up here.", |r| Value::num(r.context.idle_ms)),
     field("last_send_ms", Ty::OptNum, Text::Omit, "Time since this host last sent data.", |r| Value::num(r.context.last_send_ms)),
-    field("task_pid", Ty::Num, Text::Omit, "The process the CPU happened to be running when the kernel emitted the event. In softirq and timers it is unrelated to the socket (on loopback and veth often the peer), so it is never used as the owner; shown to debug exactly that.", |r| Value::U64(u64::from(r.task.pid))),
-    field("task_comm", Ty::Str, Text::Omit, "Its name.", |r| Value::Str(r.task.comm.as_str())),
+    field("task_pid", Ty::OptNum, Text::Omit, "The process the CPU happened to be running when the kernel emitted the event. In softirq and timers it is unrelated to the socket (on loopback and veth often the peer), so it is never used as the owner; shown to debug exactly that. Null when the event has no task (a firewall's reset, known from its segment).", |r| pid(r.task.as_ref())),
+    field("task_comm", Ty::OptStr, Text::Omit, "Its name; null with task_pid.", |r| comm(r.task.as_ref())),
     field("killer_pid", Ty::OptNum, Text::Kv("killed_by"), "For socket_destroyed: the process that destroyed the socket (ss -K, ...).", |r| pid(r.killer.as_ref())),
     field("killer_comm", Ty::OptStr, Text::Join, "Its name.", |r| comm(r.killer.as_ref())),
     field("delivered_errno", Ty::OptStr, Text::Kv("delivered"), "The errno the kernel reported on the local socket for this reset (sock:inet_sk_error_report), e.g. ETIMEDOUT for a keepalive timeout.", |r| Value::str(r.delivered.map(|d| d.errno.name()))),

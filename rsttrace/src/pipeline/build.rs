@@ -72,7 +72,7 @@ pub fn reset(
         context: ev.context,
         task: ev.task,
         // tcp_abort() runs in the killer's context.
-        killer: (d.class.cause == Cause::SocketDestroyed).then_some(ev.task),
+        killer: ev.task.filter(|_| d.class.cause == Cause::SocketDestroyed),
         delivered: d.delivered.map(|(errno, to)| Delivered {
             errno,
             to: to.as_ref().map(task).or(owner_task),

@@ -17,15 +17,29 @@ use crate::{
 };
 
 impl Pipeline {
-    pub(super) fn on_report(&mut self, er: ErrorReport, now: Instant) {
+    pub(super) fn on_report(&mut self, mut er: ErrorReport, now: Instant) {
+        er.errno = er.errno.or_else(|| self.soft_error(&er));
         let own = self.correlator.on_report(&er, now, &mut self.ready);
         self.drain_ready();
-        if !(own && self.settings.failures) {
+        if !(own && self.settings.failures) || self.failed.contains(&(er.sk, er.conn)) {
             return;
         }
         if let Some(kind) = er.errno.and_then(|e| FailureKind::from_errno(e, er.synced)) {
+            self.failed.insert((er.sk, er.conn), ());
             self.failure(er, kind, false);
         }
+    }
+
+    /// A report without an errno on a connecting socket comes from an ICMP
+    /// error queued while connect() held the socket: the kernel kept the
+    /// error only as the socket's soft error, which SO_ERROR hands over at
+    /// once, and an application that gives up then closes the socket
+    /// before any report with the errno.  The errno is the ICMP error's.
+    fn soft_error(&self, er: &ErrorReport) -> Option<crate::model::errno::Errno> {
+        if er.synced {
+            return None;
+        }
+        self.icmp.get(&er.conn).and_then(|i| i.errno())
     }
 
     /// Netfilter dropped a TCP segment: a reset when it answered with one,

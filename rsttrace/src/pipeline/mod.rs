@@ -103,6 +103,9 @@ pub struct Pipeline {
     ready: Vec<Ready>,
     /// Recent ICMP errors about our segments, by connection.
     icmp: Bounded<Conn, Icmp>,
+    /// Sockets whose connection failure was written: the kernel's later
+    /// reports about the same attempt are not another failure.
+    failed: Bounded<(u64, Conn), ()>,
     out: Output,
     pub stats: Stats,
     /// Counts for the metrics, of everything classified.
@@ -171,6 +174,7 @@ impl Pipeline {
             parked: VecDeque::new(),
             ready: Vec::new(),
             icmp: Bounded::new(1024),
+            failed: Bounded::new(1024),
             out,
             stats: Stats::default(),
             tally,

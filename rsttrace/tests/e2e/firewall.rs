@@ -57,6 +57,9 @@ fn firewall_verdicts_and_failures_without_resets() {
     assert_eq!(rst["tcp_flags"], "SYN");
     assert_eq!(rst["kernel_reason"], Value::Null);
     assert_eq!(rst["pid"], Value::Null);
+    // Known from the segment: no task ran it that the record can name.
+    assert_eq!(rst["task_pid"], Value::Null, "{rst}");
+    assert_eq!(rst["task_comm"], Value::Null, "{rst}");
     assert_eq!(rst["app_errno"], "ECONNREFUSED");
     let test = "firewall::firewall_verdicts_and_failures_without_resets";
     if !kernel().firewall_rejects() {

@@ -173,6 +173,22 @@ fn fails(
     let from = code.map(|_| ROUTER_C);
     assert_eq!(f["icmp_from"].as_str(), from, "{f}");
     no_reset(t, addr, port);
+    one_failure(t, addr, port);
+}
+
+/// One connect() failed once: one record, however many reports and ICMP
+/// errors (one per SYN) the kernel made of it.
+fn one_failure(t: &Tracer, addr: &str, port: u16) {
+    let failures: Vec<_> = t
+        .seen
+        .iter()
+        .filter(|v| {
+            v["event"] == "connection_failure"
+                && v["remote_addr"] == addr
+                && v["remote_port"] == port
+        })
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
 }
 
 /// The router cannot reach the destination, its neighbour never answers,
@@ -228,6 +244,47 @@ fn failures_through_the_router_are_not_resets() {
         "syn_timeout",
         None,
     );
+}
+
+/// The case: a client with a connect timeout (non-blocking
+/// connect(), poll, SO_ERROR) to an address its router has no route for.
+/// On veth the router's ICMP net unreachable comes back while connect()
+/// still holds the socket, so the kernel only keeps it as the socket's
+/// soft error: no report with an errno, and SO_ERROR hands it over at
+/// once.  Reported from the ICMP error and its error-queue report, with
+/// the client's pid, once.
+#[test]
+fn net_unreachable_at_once_is_reported() {
+    if !error_reports() {
+        skip(
+            "origin::net_unreachable_at_once_is_reported",
+            "connection failures need the errno reports (Linux 5.14+, or BPF trampolines)",
+        );
+        return;
+    }
+    let r = Routed::new();
+    let mut t = Tracer::start(&r.client, &["--failures"]);
+    let mut c = r.client.peer();
+    assert_eq!(
+        c.ask(&format!("connect-poll c {UNROUTED} 9609")),
+        "err ENETUNREACH"
+    );
+    let f = t.expect("net_unreachable", |v| {
+        v["event"] == "connection_failure"
+            && v["remote_addr"] == UNROUTED
+            && v["remote_port"] == 9609
+    });
+    assert_eq!(f["failure"], "net_unreachable", "{f}");
+    assert_eq!(f["app_errno"], "ENETUNREACH", "{f}");
+    assert_eq!(f["app_errno_for"], "local", "{f}");
+    assert_eq!(f["local_addr"], CLIENT, "{f}");
+    assert_eq!(f["pid"], pid(&c), "{f}");
+    assert_eq!(f["comm"], comm(&c), "{f}");
+    assert_eq!(f["netns"], r.client.inode(), "{f}");
+    assert_eq!((f["icmp_type"].as_u64(), f["icmp_code"].as_u64()), (Some(3), Some(0)), "{f}");
+    assert_eq!(f["icmp_from"], ROUTER_C, "{f}");
+    no_reset(&mut t, UNROUTED, 9609);
+    one_failure(&t, UNROUTED, 9609);
 }
 
 /// A reset from another namespace's raw socket to a port with no socket:

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! listen NAME ADDR PORT [BACKLOG]   accept LISTENER NAME    connect NAME ADDR PORT [LOCALPORT]
+//! connect-poll NAME ADDR PORT (non-blocking connect, poll, SO_ERROR: a client with a timeout)
 //! send NAME BYTES   fill NAME   recv NAME   shutdown NAME rd|wr|rdwr   close NAME
 //! linger NAME ON SECS   keepalive NAME IDLE INTVL CNT   repair NAME   unspec NAME
 //! tcpopt NAME linger2|defer_accept|syncnt|fastopen VALUE   syncnt N (for later connects)
@@ -48,6 +49,35 @@ fn new_socket(a: &SocketAddr, mptcp: bool) -> Socket {
         Protocol::TCP
     };
     Socket::new(Domain::for_address(*a), Type::STREAM, Some(proto)).expect("socket")
+}
+
+/// connect() as clients with a connect timeout do it (Python's
+/// `settimeout`, curl, Go): non-blocking, poll for the outcome, then
+/// SO_ERROR.  An error the kernel only kept as the socket's soft error
+/// comes back at once this way; a blocking connect() waits for the next
+/// retransmission instead.
+fn connect_poll(s: &Socket, a: &SocketAddr) -> std::io::Result<()> {
+    s.set_nonblocking(true)?;
+    match s.connect(&(*a).into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            let mut pfd = libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+            if n != 1 {
+                return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
+            }
+            if let Some(e) = s.take_error()? {
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    s.set_nonblocking(false)
 }
 
 fn result(r: std::io::Result<String>) -> String {
@@ -117,6 +147,18 @@ pub fn main() -> ! {
                     format!("ok {port}")
                 });
                 socks.insert(w[1].into(), s);
+                result(r)
+            }
+            "connect-poll" => {
+                let a = addr(w[2], w[3]);
+                let s = new_socket(&a, mptcp);
+                // As such a client does, the socket is closed on failure:
+                // the kernel's later retries, and their reports, never come.
+                let r = connect_poll(&s, &a).map(|()| {
+                    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+                    socks.insert(w[1].into(), s);
+                    format!("ok {port}")
+                });
                 result(r)
             }
             "send" => {

@@ -136,6 +136,9 @@ fn so_linger_zero_abort_and_the_received_reset() {
     assert_eq!(recv["pid"], pid());
     assert_eq!(recv["app_errno"], "ECONNRESET");
     assert_eq!(recv["app_errno_for"], "local");
+    // The client sent no data (its SYN was acked, which is no byte sent).
+    assert_eq!(recv["bytes_sent"], 0, "{recv}");
+    assert_eq!(recv["bytes_acked"], 1, "{recv}");
     assert_delivered(&recv, "ECONNRESET");
     if crate::harness::error_reports() {
         assert_eq!(recv["delivered_pid"], pid());
@@ -163,6 +166,71 @@ fn close_with_unread_data() {
     assert_eq!(sent["pid"], pid());
     assert_eq!(sent["app_errno"], "ECONNRESET");
     assert!(sent["conn_age_ms"].is_u64());
+}
+
+/// The peer's FIN takes a sequence number but is no byte: 7 bytes and a
+/// FIN unread are 7 bytes.  The closing side sent nothing: bytes_sent 0.
+#[test]
+fn close_with_unread_data_and_fin() {
+    let ns = Netns::new();
+    let mut t = Tracer::start(&ns, &[]);
+    let p = port(7);
+    let (_l, c, mut s) = connection(&ns, "127.0.0.1", p);
+    let client_port = c.local_addr().unwrap().port();
+    s.write_all(b"unread!").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_unread(&c, 7);
+    drop(c);
+
+    let sent = t.expect("sent abort_unread_data", |v| {
+        is(v, "sent", "abort_unread_data") && v["local_port"] == client_port
+    });
+    assert_eq!(sent["unread_bytes"], 7, "{sent}");
+    // tcp_info's count, which takes the FIN as one.
+    assert_eq!(sent["bytes_received"], 8, "{sent}");
+    assert_eq!(sent["bytes_sent"], 0, "{sent}");
+}
+
+/// An orphan (closed by its application, finishing in FIN_WAIT2) that
+/// receives a reset: no application gets an error.
+#[test]
+fn an_orphan_receiving_a_reset_gives_no_errno() {
+    let ns = Netns::new();
+    let mut t = Tracer::start(&ns, &[]);
+    let p = port(8);
+    let (_l, c, mut s) = connection(&ns, "127.0.0.1", p);
+    let client_port = c.local_addr().unwrap().port();
+    drop(c);
+    // The client's FIN reached the server: read() sees the end.
+    assert_eq!(s.read(&mut [0; 8]).unwrap(), 0);
+    set_linger(&s, true, 0);
+    drop(s);
+
+    let recv = t.expect("received peer_reset", |v| {
+        is(v, "received", "peer_reset") && v["local_port"] == client_port
+    });
+    // Closed by its owner before the reset came (FIN_WAIT1 or 2, as the
+    // ACK of its FIN went).
+    assert!(recv["owner_closed_ms"].is_u64(), "{recv}");
+    assert_eq!(recv["app_errno"], Value::Null, "{recv}");
+    assert_eq!(recv["delivered_errno"], Value::Null, "{recv}");
+}
+
+/// Waits until `c` has `n` bytes to read (and the FIN behind them has
+/// had time to follow on loopback, in the same flight).
+fn wait_unread(c: &TcpStream, n: i32) {
+    use std::os::fd::AsRawFd as _;
+    for _ in 0..500 {
+        let mut avail: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int to the pointer given.
+        unsafe { libc::ioctl(c.as_raw_fd(), libc::FIONREAD, &mut avail) };
+        if avail >= n {
+            thread::sleep(Duration::from_millis(20));
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{n} bytes never arrived");
 }
 
 #[test]

@@ -249,10 +249,28 @@ fn a_storm_pauses_the_firewall_tracepoints_and_resumes_them() {
         rounds += 1;
     }
     assert_eq!(paused_said(&t), tracepoints, "{}", t.stderr());
+    // The storm goes on while /metrics is read: on a busy machine a
+    // pause said at the end of a round could otherwise be over (2 s
+    // calm) by the time the states are looked at.
+    let storming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let go_on = storming.clone();
+    let p = port(40);
+    let storm = link.a.spawn(move || {
+        while go_on.load(std::sync::atomic::Ordering::Relaxed) {
+            assert!(TcpStream::connect(("127.0.0.1", p)).is_err());
+        }
+    });
     let during = hook_states(metrics).unwrap();
+    storming.store(false, std::sync::atomic::Ordering::Relaxed);
+    storm.join().unwrap();
     for hook in TRACEPOINTS {
         let paused = during.iter().any(|(h, s)| h == hook && s == "paused");
-        assert_eq!(paused, tracepoints, "{hook} during the storm: {during:?}");
+        assert_eq!(
+            paused,
+            tracepoints,
+            "{hook} during the storm: {during:?}\n{}",
+            t.stderr()
+        );
     }
     if !tracepoints {
         assert!(during.iter().all(|(_, s)| s != "paused"), "{during:?}");

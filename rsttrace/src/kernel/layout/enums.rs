@@ -38,11 +38,13 @@ pub(super) fn names(
         }
     }
     states(btf, config, &mut names)?;
+    names.bytes_sent_known = config.offsets.tcp_bytes_sent != rsttrace_common::config::ABSENT;
     if let Some(flags) = btf.enum_values("sock_flags") {
         for (name, value) in flags {
             match name {
                 "SOCK_DEAD" => names.sock_dead_bit = Some(value as u32),
                 "SOCK_LINGER" => names.sock_linger_bit = Some(value as u32),
+                "SOCK_DONE" => names.sock_done_bit = Some(value as u32),
                 _ => {}
             }
         }

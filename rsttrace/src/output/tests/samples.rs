@@ -88,7 +88,7 @@ pub fn full_reset() -> Reset {
             idle_ms: Some(7),
             last_send_ms: Some(8),
         },
-        task: task(99, "curl"),
+        task: Some(task(99, "curl")),
         killer: Some(task(100, "ss")),
         delivered: Some(Delivered {
             errno: Errno::ECONNABORTED,
