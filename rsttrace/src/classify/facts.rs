@@ -6,7 +6,7 @@ use super::causes::Direction;
 use crate::{
     kernel::{
         kallsyms::{CallSite, PATH},
-        names::{KernelReason, Reason, TcpState},
+        names::{KernelReason, TcpState},
     },
     model::conn::Segment,
 };
@@ -56,13 +56,6 @@ pub struct Facts {
 impl Facts {
     pub fn is(&self, state: TcpState) -> bool {
         self.state == Some(state)
-    }
-
-    pub fn known_reason(&self) -> Option<Reason> {
-        match self.reason {
-            Some(KernelReason::Known(r)) => Some(r),
-            _ => None,
-        }
     }
 
     pub fn dead(&self) -> bool {

@@ -101,32 +101,6 @@ pub fn causes_json() -> String {
         + "\n"
 }
 
-/// docs/kernels.md's first part: per kernel range, which causes are
-/// exact, inferred or unavailable.
-pub fn kernel_table() -> String {
-    let mut out = String::from("| cause | direction |");
-    for (r, _) in KERNEL_RANGES {
-        let _ = write!(out, " {r} |");
-    }
-    out.push_str("\n|---|---|");
-    for _ in KERNEL_RANGES {
-        out.push_str("---|");
-    }
-    out.push('\n');
-    for c in Cause::ALL {
-        let _ = write!(out, "| `{}` | {} |", c.id(), c.direction().as_str());
-        for a in c.availability() {
-            let _ = write!(out, " {} |", a.as_str());
-        }
-        out.push('\n');
-    }
-    out.push('\n');
-    for (r, how) in KERNEL_RANGES {
-        let _ = writeln!(out, "- **{r}**: {how}.");
-    }
-    out
-}
-
 pub fn schema(format: SchemaFormat) -> String {
     schema::render(format)
 }

@@ -112,10 +112,6 @@ impl Rules {
     pub fn silencing(&self, r: &Reset) -> Option<usize> {
         self.rules.iter().position(|rule| rule.matches(r))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
 }
 
 // The value syntax, shared by the TOML file and `--suppress`.

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::{
     classify::Facts,
-    kernel::names::{KernelNames, TcpState},
+    kernel::names::KernelNames,
     model::{
         conn::{Comm, Conn, Segment, Task},
         errno::Errno,
@@ -27,7 +27,8 @@ mod reset;
 #[cfg(test)]
 mod tests;
 
-pub use self::reset::context;
+#[cfg(test)]
+use self::reset::context;
 use self::{
     other::{error_report, firewall, icmp, listen, stray},
     reset::reset,
@@ -262,9 +263,3 @@ fn seg(s: &rsttrace_common::event::SegmentHdr) -> Segment {
     }
 }
 
-impl TcpState {
-    /// Whether a socket in this state is a full `struct sock`.
-    pub fn is_full(self) -> bool {
-        !matches!(self, TcpState::TimeWait | TcpState::NewSynRecv)
-    }
-}

@@ -9,7 +9,7 @@ use rsttrace_common::event::{
 use super::*;
 use crate::{
     classify::Direction,
-    kernel::names::{testing::names_618, KernelReason, Reason},
+    kernel::names::{testing::names_618, KernelReason, Reason, TcpState},
 };
 
 fn bytes_of<T>(v: &T) -> Vec<u8> {

@@ -51,12 +51,9 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> Bounded<K, V, S> {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     pub fn clear(&mut self) {

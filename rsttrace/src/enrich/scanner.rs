@@ -228,7 +228,7 @@ mod tests {
         let index = scan_sockets();
         let owner = index[&inode_of(&listener)];
         assert_eq!(owner.pid, std::process::id());
-        assert!(!owner.comm.is_empty());
+        assert!(!owner.comm.as_str().is_empty());
         assert!(owner.start > 0);
         assert_eq!(process_start(std::process::id()), Some(owner.start));
     }

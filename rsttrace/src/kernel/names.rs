@@ -165,12 +165,6 @@ impl<T: Copy> ByValue<T> {
     fn is_empty(&self) -> bool {
         self.dense.iter().all(Option::is_none) && self.sparse.is_empty()
     }
-
-    #[cfg(test)]
-    fn clear(&mut self) {
-        self.dense.clear();
-        self.sparse.clear();
-    }
 }
 
 /// Numbers to names for this kernel.
@@ -301,12 +295,6 @@ pub mod testing {
         n
     }
 
-    /// Names as Linux 6.1 reports them: states, no reasons.
-    pub fn names_61() -> KernelNames {
-        let mut n = names_618();
-        n.reasons.clear();
-        n
-    }
 }
 
 #[cfg(test)]

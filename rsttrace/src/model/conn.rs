@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rsttrace_common::COMM_LEN;
 use sha1::{Digest, Sha1};
 
-pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const AF_INET6: u16 = libc::AF_INET6 as u16;
 
 /// An address as captured: IPv4 in the first 4 bytes, IPv6 in all 16.
@@ -79,10 +78,6 @@ impl Conn {
             remote: ip_addr(family, remote),
             remote_port,
         }
-    }
-
-    pub fn family(&self) -> &'static str {
-        family_name(&self.local)
     }
 
     /// Community ID v1 (seed 0) of this TCP connection: the same on both
@@ -224,7 +219,7 @@ pub struct Segment {
 pub mod tcp_flags {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
+    #[cfg(test)]
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
 }
@@ -277,10 +272,6 @@ impl Comm {
         // that these bytes are UTF-8, and they are never changed.
         unsafe { std::str::from_utf8_unchecked(text) }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.raw[0] == 0
-    }
 }
 
 impl std::fmt::Debug for Comm {
@@ -305,7 +296,7 @@ mod tests {
         let mut raw = [0u8; 16];
         raw[..4].copy_from_slice(&[127, 0, 0, 1]);
         assert_eq!(
-            ip_addr(AF_INET, &raw),
+            ip_addr(libc::AF_INET as u16, &raw),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
         let v6: Ipv6Addr = "fd00::1".parse().unwrap();

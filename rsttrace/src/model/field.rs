@@ -13,7 +13,6 @@ pub enum Ty {
     OptStr,
     Num,
     OptNum,
-    Bool,
     OptBool,
 }
 
@@ -24,24 +23,25 @@ impl Ty {
             Ty::OptStr => "string|null",
             Ty::Num => "number",
             Ty::OptNum => "number|null",
-            Ty::Bool => "boolean",
             Ty::OptBool => "boolean|null",
         }
     }
 
+    #[cfg(test)]
     pub fn nullable(self) -> bool {
         matches!(self, Ty::OptStr | Ty::OptNum | Ty::OptBool)
     }
 
     /// Whether `value` is of this type.
+    #[cfg(test)]
     pub fn admits(self, value: &Value<'_>) -> bool {
         match value {
             Value::Null => self.nullable(),
             Value::Str(_) | Value::Ip(_) | Value::Time(_) | Value::TcpFlags(_) => {
                 matches!(self, Ty::Str | Ty::OptStr)
             }
-            Value::U64(_) | Value::I64(_) => matches!(self, Ty::Num | Ty::OptNum),
-            Value::Bool(_) => matches!(self, Ty::Bool | Ty::OptBool),
+            Value::U64(_) => matches!(self, Ty::Num | Ty::OptNum),
+            Value::Bool(_) => matches!(self, Ty::OptBool),
         }
     }
 }
@@ -80,7 +80,6 @@ pub enum Value<'a> {
     Null,
     Str(&'a str),
     U64(u64),
-    I64(i64),
     Bool(bool),
     Ip(IpAddr),
     /// Unix time in ns, rendered as RFC 3339 UTC.

@@ -64,7 +64,7 @@ impl Visitor<'_> for Object<'_> {
         match value {
             Value::Str(s) => escape(self.buf, s),
             Value::Null => {}
-            Value::U64(_) | Value::I64(_) | Value::Bool(_) => {
+            Value::U64(_) | Value::Bool(_) => {
                 self.plain.write(self.buf, value);
             }
             // Addresses, times and flags never need escaping.

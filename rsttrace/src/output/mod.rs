@@ -67,7 +67,6 @@ impl Plain {
             Value::Null => buf.push(b'-'),
             Value::Str(s) => buf.extend_from_slice(s.as_bytes()),
             Value::U64(n) => write_u64(buf, n),
-            Value::I64(n) => buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
             Value::Bool(b) => buf.extend_from_slice(if b { b"true" } else { b"false" }),
             Value::Ip(IpAddr::V4(a)) => write_ipv4(buf, a),
             Value::Ip(a) => {
