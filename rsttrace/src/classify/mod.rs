@@ -2,12 +2,12 @@
 //! one, split further by socket state, flags and the triggering segment
 //! where one reason hides several stories; inferred where it gives none.
 
-pub mod causes;
-pub mod facts;
+pub(crate) mod causes;
+pub(crate) mod facts;
 mod infer;
 
-pub use causes::{Affected, Cause, CauseSource, Direction};
-pub use facts::{Facts, SockFacts};
+pub(crate) use causes::{Affected, Cause, CauseSource, Direction};
+pub(crate) use facts::{Facts, SockFacts};
 
 use crate::{
     kernel::names::{KernelReason, Reason, TcpState},
@@ -15,7 +15,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Classification {
+pub(crate) struct Classification {
     pub cause: Cause,
     pub source: CauseSource,
     pub app_errno: Option<Errno>,
@@ -45,7 +45,7 @@ impl Classification {
 }
 
 /// The one place a reset gets its cause.
-pub fn classify(f: &Facts) -> Classification {
+pub(crate) fn classify(f: &Facts) -> Classification {
     if f.direction == Direction::Received {
         return received(f);
     }

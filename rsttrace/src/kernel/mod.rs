@@ -1,11 +1,11 @@
 //! Facts about the running kernel, read at start-up: BTF, tracefs, clocks,
 //! the hooks it offers, and the names behind the numbers in events.
 
-pub mod btf;
-pub mod caps;
-pub mod clock;
-pub mod hooks;
-pub mod kallsyms;
-pub mod layout;
-pub mod names;
-pub mod tracefs;
+pub(crate) mod btf;
+pub(crate) mod caps;
+pub(crate) mod clock;
+pub(crate) mod hooks;
+pub(crate) mod kallsyms;
+pub(crate) mod layout;
+pub(crate) mod names;
+pub(crate) mod tracefs;

@@ -269,11 +269,11 @@ impl KernelNames {
 }
 
 #[cfg(test)]
-pub mod testing {
+pub(crate) mod testing {
     use super::*;
 
     /// Names as a 6.18 kernel reports them.
-    pub fn names_618() -> KernelNames {
+    pub(crate) fn names_618() -> KernelNames {
         let mut n = KernelNames {
             sock_dead_bit: Some(0),
             sock_linger_bit: Some(4),
@@ -294,7 +294,6 @@ pub mod testing {
         }
         n
     }
-
 }
 
 #[cfg(test)]

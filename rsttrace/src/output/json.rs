@@ -13,14 +13,14 @@ use crate::model::{
     Record,
 };
 
-pub const INFO: FormatInfo = FormatInfo {
+pub(crate) const INFO: FormatInfo = FormatInfo {
     name: "json",
     about: "One JSON object per line (see `rsttrace schema`).",
     make: || Box::new(Json::default()),
 };
 
 #[derive(Default)]
-pub struct Json {
+pub(crate) struct Json {
     plain: Plain,
 }
 
@@ -140,7 +140,7 @@ fn clean_word(w: u64) -> bool {
 }
 
 /// Writes `s` as a JSON string literal.
-pub fn escape(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     buf.push(b'"');
     if clean(bytes) {

@@ -281,7 +281,11 @@ fn net_unreachable_at_once_is_reported() {
     assert_eq!(f["pid"], pid(&c), "{f}");
     assert_eq!(f["comm"], comm(&c), "{f}");
     assert_eq!(f["netns"], r.client.inode(), "{f}");
-    assert_eq!((f["icmp_type"].as_u64(), f["icmp_code"].as_u64()), (Some(3), Some(0)), "{f}");
+    assert_eq!(
+        (f["icmp_type"].as_u64(), f["icmp_code"].as_u64()),
+        (Some(3), Some(0)),
+        "{f}"
+    );
     assert_eq!(f["icmp_from"], ROUTER_C, "{f}");
     no_reset(&mut t, UNROUTED, 9609);
     one_failure(&t, UNROUTED, 9609);

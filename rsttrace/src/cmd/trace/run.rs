@@ -28,12 +28,12 @@ use crate::{
 
 /// Most records handed over per read, so that signals and timers are
 /// served during a storm.
-pub const DRAIN_LIMIT: usize = 8192;
+pub(super) const DRAIN_LIMIT: usize = 8192;
 /// How soon to look again after reading something: catches records that
 /// arrived without a wake-up (see the eBPF wake-up policy).
 const RECHECK: Duration = Duration::from_millis(10);
 
-pub enum Stop {
+pub(super) enum Stop {
     Signal,
     Done,
     OutputClosed,
@@ -94,7 +94,7 @@ async fn until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-pub async fn run(
+pub(super) async fn run(
     capture: &mut Capture,
     pipeline: &mut Pipeline,
     args: &TraceArgs,

@@ -24,7 +24,7 @@ use self::{
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum LayoutError {
+pub(crate) enum LayoutError {
     #[error("this kernel is not supported: its BTF has {0}")]
     MissingMember(String),
     #[error("kernel BTF has no BTF tracepoint {0} (Linux >= 5.5 with CONFIG_DEBUG_INFO_BTF is required)")]
@@ -58,7 +58,7 @@ pub struct KernelFacts {
 /// Resolves struct offsets, names and hooks from BTF, plus the accept
 /// syscall record layout and the reason names from tracefs when BTF lacks
 /// them.
-pub fn resolve(
+pub(crate) fn resolve(
     btf: &Btf,
     accept_exit: Option<&EventFormat>,
     send_reset: Option<&EventFormat>,

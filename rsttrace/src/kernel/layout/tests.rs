@@ -100,7 +100,10 @@ fn mini_kernel(with_reason: bool, shutdown_bitfield: bool) -> Vec<u8> {
             ("TCP_MAX_STATES", 14),
         ],
     );
-    b.enumeration("sock_flags", &[("SOCK_DEAD", 0), ("SOCK_DONE", 1), ("SOCK_LINGER", 4)]);
+    b.enumeration(
+        "sock_flags",
+        &[("SOCK_DEAD", 0), ("SOCK_DONE", 1), ("SOCK_LINGER", 4)],
+    );
     let int_t = b.int("int", 4);
     let sock_ptr = b.ptr(sock);
     let skb_ptr = b.ptr(skb);
