@@ -19,3 +19,4 @@ pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod output;
 pub(crate) mod pipeline;
+pub(crate) mod vocab;

@@ -2,7 +2,7 @@
 //! resolved at start-up from this kernel's names).  Per-event resets
 //! provide all of them, storm summaries only the ones they keep.
 
-use super::causes::Direction;
+use crate::vocab::Direction;
 use crate::{
     kernel::{
         kallsyms::{CallSite, PATH},

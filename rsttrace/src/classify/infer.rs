@@ -3,7 +3,8 @@
 //! splits of kernel reasons that hide several stories (NO_SOCKET,
 //! TCP_STATE, TCP_TIMEWAIT_SOCKET).
 
-use super::{causes::Cause, facts::Facts};
+use super::facts::Facts;
+use crate::vocab::Cause;
 use crate::{
     kernel::{kallsyms::CallSite, names::TcpState},
     model::conn::{tcp_flags, Segment},

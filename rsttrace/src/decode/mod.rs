@@ -5,6 +5,7 @@
 //! This file has the typed events and the dispatch on the record kind;
 //! `reset` decodes resets (the largest record), `other` the rest.
 
+use crate::vocab::errno::Errno;
 use rsttrace_common::event::{
     Endpoints, EventHeader, FLAG_OWNER_CLOSED, FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN,
     KIND_ERROR_REPORT, KIND_FIREWALL, KIND_ICMP, KIND_LISTEN, KIND_RESET_RECEIVED, KIND_RESET_SENT,
@@ -17,7 +18,6 @@ use crate::{
     kernel::names::KernelNames,
     model::{
         conn::{Comm, Conn, Segment, Task},
-        errno::Errno,
         reset::Context,
     },
 };

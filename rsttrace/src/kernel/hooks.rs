@@ -11,7 +11,7 @@
 
 use rsttrace_common::config::{Config, ABSENT};
 
-use super::{btf::Btf, layout::LayoutError, tracefs::EventFormat};
+use super::{btf::Btf, tracefs::EventFormat, LayoutError};
 
 /// What a hook is for.  Each role is covered by one choice of its hooks'
 /// variants (see `capture::plan`).

@@ -3,9 +3,9 @@
 
 use super::{
     conn::{family_name, CommunityId, Conn, Task},
-    errno::Errno,
     field::{field, Field, Side, Text, Ty, Value},
 };
+use crate::vocab::errno::Errno;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum FailureKind {

@@ -3,7 +3,6 @@
 //! schema` and docs/json.md all read.
 
 pub(crate) mod conn;
-pub(crate) mod errno;
 pub(crate) mod failure;
 pub(crate) mod field;
 pub(crate) mod lost;

@@ -2,13 +2,13 @@
 
 use super::{
     conn::{family_name, CommunityId, Conn, Segment, Task},
-    errno::Errno,
     field::{field, Field, Side, Text, Ty, Value},
     owner::Owner,
 };
+use crate::vocab::errno::Errno;
 use crate::{
-    classify::{Affected, Cause, CauseSource, Direction},
     kernel::names::{KernelReason, TcpState},
+    vocab::{Affected, Cause, CauseSource, Direction},
 };
 
 /// Connection context at the moment of the reset.

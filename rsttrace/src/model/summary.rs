@@ -3,7 +3,7 @@
 //! Counts include the resets suppression rules silenced and those storm
 //! summaries counted, so that nothing silenced goes unseen.
 
-use crate::classify::Cause;
+use crate::vocab::Cause;
 
 use super::{
     conn::Comm,

@@ -8,8 +8,8 @@ use super::{
     field::{field, Field, Text, Ty, Value},
 };
 use crate::{
-    classify::{Cause, CauseSource, Direction},
     kernel::names::{KernelReason, TcpState},
+    vocab::{Cause, CauseSource, Direction},
 };
 
 #[derive(Debug, Clone, PartialEq)]

@@ -23,7 +23,8 @@ use crate::{
     classify::{Cause, Classification, Direction},
     decode::{CapturedReset, ErrorReport, KernelOwner},
     kernel::names::TcpState,
-    model::{conn::Conn, errno::Errno},
+    model::conn::Conn,
+    vocab::errno::Errno,
 };
 
 /// The other end of a reset, when it is on this host too.

@@ -11,10 +11,7 @@ use rsttrace_common::{
     },
 };
 
-use super::{
-    run::{Stop, DRAIN_LIMIT},
-    storm::drain_aggregates,
-};
+use super::{storm::drain_aggregates, Stop, DRAIN_LIMIT};
 use crate::{capture::Capture, model::lost::LostWhy, pipeline::Pipeline};
 
 /// Losses already reported, by kind.

@@ -2,6 +2,7 @@
 //! by the config tests): one of each kind, with every optional field set
 //! and with every optional field empty.
 
+use crate::vocab::errno::Errno;
 use std::sync::Arc;
 
 use crate::{
@@ -9,7 +10,6 @@ use crate::{
     kernel::names::{KernelReason, Reason, TcpState},
     model::{
         conn::{Comm, Conn, Segment, Task},
-        errno::Errno,
         failure::{Failure, FailureKind},
         lost::{Lost, LostWhy},
         owner::{Container, Owner, OwnerSource},

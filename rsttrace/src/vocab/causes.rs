@@ -2,7 +2,7 @@
 //! stable id (used in JSON and in filters), a one-sentence explanation, the
 //! error the affected application gets, and the kernels that report it.
 
-use crate::model::errno::Errno;
+use crate::vocab::errno::Errno;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
