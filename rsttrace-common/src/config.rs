@@ -307,5 +307,6 @@ mod user {
     // SAFETY: plain `#[repr(C)]` data made only of integers, no padding bytes
     // that are left uninitialised (explicit `_pad` fields).
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as for Config.
     unsafe impl aya::Pod for super::Control {}
 }

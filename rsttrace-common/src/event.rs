@@ -393,17 +393,29 @@ mod user {
     // SAFETY: all of these are #[repr(C)] integers/arrays with explicit
     // padding fields, valid for any bit pattern.
     unsafe impl aya::Pod for Owner {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for SockEntry {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for ListenKey {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for ConnKey {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for ClosedEntry {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for AggKey {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for AggValue {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for ResetEvent {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for ErrorReportEvent {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for ListenEvent {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for FirewallEvent {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for IcmpEvent {}
+    // SAFETY: as for Owner.
     unsafe impl aya::Pod for StrayEvent {}
 }
 

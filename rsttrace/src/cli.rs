@@ -3,7 +3,8 @@
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    capture::TransportChoice, classify::Direction, cmd::docs::causes_text,
+    capture::TransportChoice,
+    classify::{causes_text, Direction},
     output::schema::SchemaFormat,
 };
 

@@ -10,9 +10,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// hash alike, and a key space of label ids or 65536 ports per namespace
 /// leaves no room to pile keys on one bucket).
 #[derive(Default)]
-pub struct WordHasher(u64);
+pub(crate) struct WordHasher(u64);
 
-pub type BuildWordHasher = BuildHasherDefault<WordHasher>;
+pub(crate) type BuildWordHasher = BuildHasherDefault<WordHasher>;
 
 impl Hasher for WordHasher {
     fn write(&mut self, bytes: &[u8]) {

@@ -6,16 +6,17 @@
 //! of the records in `model`.  `kernel` reads what the running kernel
 //! looks like (BTF, tracefs); `cmd` has one `execute()` per subcommand.
 
-pub mod capture;
-pub mod classify;
+pub(crate) mod capture;
+pub(crate) mod classify;
 pub mod cli;
 pub mod cmd;
-pub mod config;
-pub mod decode;
-pub mod enrich;
-pub mod hash;
-pub mod kernel;
-pub mod metrics;
-pub mod model;
-pub mod output;
-pub mod pipeline;
+pub(crate) mod config;
+pub(crate) mod decode;
+pub(crate) mod enrich;
+pub(crate) mod hash;
+pub(crate) mod kernel;
+pub(crate) mod metrics;
+pub(crate) mod model;
+pub(crate) mod output;
+pub(crate) mod pipeline;
+pub(crate) mod vocab;

@@ -45,9 +45,9 @@ fn deb_name() -> String {
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the package tests chroot and mount: run them as root (`cargo xtask test`)"
     );
 }

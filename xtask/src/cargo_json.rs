@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// An executable cargo built: its target's kind ("bin", "test"), name and
 /// path.
-pub struct Artifact {
+pub(crate) struct Artifact {
     pub kind: String,
     pub name: String,
     pub path: PathBuf,
@@ -20,7 +20,7 @@ pub struct Artifact {
 /// Runs `build` (a cargo build command, or cargo-zigbuild's) with JSON
 /// messages and returns the executables it made.  Compiler messages go to
 /// stderr as cargo renders them.
-pub fn artifacts(mut build: Command) -> Result<Vec<Artifact>> {
+pub(crate) fn artifacts(mut build: Command) -> Result<Vec<Artifact>> {
     let what = format!("{build:?}");
     let mut child = build
         .arg("--message-format=json-render-diagnostics")
@@ -56,7 +56,7 @@ pub fn artifacts(mut build: Command) -> Result<Vec<Artifact>> {
 }
 
 /// The executable of the artifact `name` of `kind`.
-pub fn find(built: &[Artifact], kind: &str, name: &str) -> Result<PathBuf> {
+pub(crate) fn find(built: &[Artifact], kind: &str, name: &str) -> Result<PathBuf> {
     built
         .iter()
         .find(|a| a.kind == kind && a.name == name)
@@ -65,6 +65,6 @@ pub fn find(built: &[Artifact], kind: &str, name: &str) -> Result<PathBuf> {
 }
 
 /// `build`'s executable of `kind` named `name`.
-pub fn executable(build: Command, kind: &str, name: &str) -> Result<PathBuf> {
+pub(crate) fn executable(build: Command, kind: &str, name: &str) -> Result<PathBuf> {
     find(&artifacts(build)?, kind, name)
 }

@@ -26,28 +26,28 @@ use anyhow::{bail, Context, Result};
 use crate::{cargo_json, root};
 
 /// The version everything is named after: the workspace's.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// cargo-zigbuild's target: x86_64 glibc, symbol versions of glibc 2.17.
-pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+pub(crate) const TARGET: &str = "x86_64-unknown-linux-gnu";
 const GLIBC_TARGET: &str = "2.17";
 /// The newest glibc the binary may need (Debian 10, RHEL 8): the promise
 /// the README makes.  `dist` fails rather than ship a binary needing more.
-pub const GLIBC_MAX: elf::Version = elf::Version(2, 28, 0);
+pub(crate) const GLIBC_MAX: elf::Version = elf::Version(2, 28, 0);
 
-pub fn dir() -> PathBuf {
+pub(crate) fn dir() -> PathBuf {
     root().join("target/dist")
 }
 
-pub fn deb_name() -> String {
+pub(crate) fn deb_name() -> String {
     format!("rsttrace_{VERSION}_amd64.deb")
 }
 
-pub fn image_archive_name() -> String {
+pub(crate) fn image_archive_name() -> String {
     format!("rsttrace-{VERSION}.oci.tar")
 }
 
 /// The image's name; deploy/daemonset.yaml must say the same.
-pub fn image_name() -> String {
+pub(crate) fn image_name() -> String {
     format!("localhost/rsttrace:{VERSION}")
 }
 
@@ -83,7 +83,7 @@ fn tools() -> Result<Tools> {
 
 /// `cargo zigbuild <args> --target x86_64-unknown-linux-gnu.2.17`, with
 /// the pinned zig.  Builds land in target/x86_64-unknown-linux-gnu/.
-pub fn zigbuild(args: &[&str]) -> Result<Command> {
+pub(crate) fn zigbuild(args: &[&str]) -> Result<Command> {
     let t = tools()?;
     let mut c = Command::new(&t.zigbuild);
     c.current_dir(root())
@@ -97,13 +97,13 @@ pub fn zigbuild(args: &[&str]) -> Result<Command> {
 
 /// Two of the four files of target/dist/: what the VMs run, and its
 /// checksum.
-pub struct Artifacts {
+pub(crate) struct Artifacts {
     pub binary: PathBuf,
     pub sums: PathBuf,
 }
 
 /// Builds target/dist/ afresh.  Needs `bootstrap --with-dist` first.
-pub fn run() -> Result<Artifacts> {
+pub(crate) fn run() -> Result<Artifacts> {
     let built = cargo_json::executable(
         zigbuild(&["--release", "--package", "rsttrace"])?,
         "bin",
@@ -197,7 +197,7 @@ fn write_sums(dir: &Path, files: &[&Path], out: &Path) -> Result<()> {
 }
 
 /// The SHA-256 of `file`, from SHA256SUMS (as `sha256sum` wrote it).
-pub fn recorded_sum(sums: &Path, file: &str) -> Result<String> {
+pub(crate) fn recorded_sum(sums: &Path, file: &str) -> Result<String> {
     let text = std::fs::read_to_string(sums).with_context(|| format!("read {}", sums.display()))?;
     text.lines()
         .find_map(|l| {
@@ -208,7 +208,7 @@ pub fn recorded_sum(sums: &Path, file: &str) -> Result<String> {
 }
 
 /// Runs `c`, returning its stdout; its stderr goes into the error.
-pub fn output(c: &mut Command) -> Result<String> {
+pub(crate) fn output(c: &mut Command) -> Result<String> {
     let o = c.output().with_context(|| format!("cannot run {c:?}"))?;
     if !o.status.success() {
         bail!(

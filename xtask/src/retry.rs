@@ -14,12 +14,12 @@ use std::{
 use anyhow::{bail, Result};
 
 /// The closed port the retries target.
-pub const RETRY_PORT: u16 = 9;
+pub(crate) const RETRY_PORT: u16 = 9;
 
 /// Connects until `duration` is over; returns the number of attempts.
 /// Every attempt must be refused: anything else means the load is not
 /// what it claims to be.
-pub fn run(duration: Duration, cpu: Option<usize>) -> Result<u64> {
+pub(crate) fn run(duration: Duration, cpu: Option<usize>) -> Result<u64> {
     if let Some(cpu) = cpu {
         crate::storm::pin_to_cpu(cpu)?;
     }

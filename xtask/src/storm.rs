@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 /// The closed port the storm targets.
-pub const STORM_PORT: u16 = 9;
+pub(crate) const STORM_PORT: u16 = 9;
 const BATCH: usize = 64;
 
 fn checksum(data: &[u8], initial: u32) -> u16 {
@@ -61,7 +61,7 @@ fn syn(sport: u16, seq: u32) -> [u8; 40] {
     p
 }
 
-pub fn pin_to_cpu(cpu: usize) -> Result<()> {
+pub(crate) fn pin_to_cpu(cpu: usize) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t, then CPU_SET on it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -77,7 +77,7 @@ pub fn pin_to_cpu(cpu: usize) -> Result<()> {
 }
 
 /// Sends SYNs for `duration`; returns how many.
-pub fn run(duration: Duration, cpu: Option<usize>) -> Result<u64> {
+pub(crate) fn run(duration: Duration, cpu: Option<usize>) -> Result<u64> {
     if let Some(cpu) = cpu {
         pin_to_cpu(cpu)?;
     }

@@ -19,7 +19,7 @@ mod boot;
 mod kernel;
 mod layer;
 mod report;
-pub mod root;
+pub(crate) mod root;
 
 use std::{
     path::{Path, PathBuf},
@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use crate::status;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Kernel series to boot: 5.10, 6.1, 6.12 or all (repeatable or
     /// comma-separated; default: all).
     #[arg(long, value_delimiter = ',')]
@@ -59,7 +59,7 @@ pub struct Args {
 }
 
 /// A kernel series and how to find its newest Debian package.
-pub struct Series {
+pub(crate) struct Series {
     pub name: &'static str,
     /// Package names are `<prefix>*<suffix>`.
     pub prefix: &'static str,
@@ -70,7 +70,7 @@ pub struct Series {
     pub userspace: &'static root::Suite,
 }
 
-pub const SERIES: [Series; 3] = [
+pub(crate) const SERIES: [Series; 3] = [
     Series {
         name: "5.10",
         prefix: "linux-image-5.10.",
@@ -125,7 +125,7 @@ fn selected(names: &[String]) -> Result<Vec<&'static Series>> {
     Ok(out)
 }
 
-pub fn run(args: &Args) -> Result<bool> {
+pub(crate) fn run(args: &Args) -> Result<bool> {
     let series = selected(&args.kernel)?;
     if !crate::is_root() {
         bail!("cargo xtask vm installs packages, runs debootstrap and depmod: run it as root");
@@ -264,7 +264,7 @@ fn concat(parts: &[&Path], out: &Path) -> Result<()> {
 /// Packs everything in `dir` into a cpio newc archive `out` (names
 /// relative to `dir`), through a temporary file so an interrupted run
 /// leaves no half archive.
-pub fn pack_cpio(dir: &Path, out: &Path) -> Result<()> {
+pub(crate) fn pack_cpio(dir: &Path, out: &Path) -> Result<()> {
     let tmp = out.with_extension("cpio.tmp");
     let mut top: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("read {}", dir.display()))?
@@ -288,19 +288,19 @@ pub fn pack_cpio(dir: &Path, out: &Path) -> Result<()> {
 
 /// A file that records what a cached product was made from: the product
 /// is reused only when the recipe is the same.
-pub struct Stamp(PathBuf);
+pub(crate) struct Stamp(PathBuf);
 
 impl Stamp {
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Stamp(path)
     }
-    pub fn matches(&self, recipe: &str) -> bool {
+    pub(crate) fn matches(&self, recipe: &str) -> bool {
         std::fs::read_to_string(&self.0).is_ok_and(|s| s == recipe)
     }
-    pub fn write(&self, recipe: &str) -> Result<()> {
+    pub(crate) fn write(&self, recipe: &str) -> Result<()> {
         std::fs::write(&self.0, recipe).with_context(|| format!("write {}", self.0.display()))
     }
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let _ = std::fs::remove_file(&self.0);
     }
 }

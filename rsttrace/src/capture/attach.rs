@@ -14,7 +14,7 @@ use super::{program_error, CaptureError};
 
 /// How a hook is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     BtfTracepoint,
     RawTracepoint,
     Tracepoint,
@@ -24,7 +24,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::BtfTracepoint => "tp_btf",
             Kind::RawTracepoint => "raw_tp",
@@ -37,7 +37,7 @@ impl Kind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HookState {
+pub(crate) enum HookState {
     Attached,
     /// Not attached, with why (plain words).
     Off(String),
@@ -46,7 +46,7 @@ pub enum HookState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookStatus {
+pub(crate) struct HookStatus {
     /// The kernel tracepoint or function.
     pub target: String,
     pub kind: Kind,
@@ -54,7 +54,7 @@ pub struct HookStatus {
 }
 
 /// Loads and attaches programs, recording each outcome.
-pub struct Attacher<'a> {
+pub(crate) struct Attacher<'a> {
     pub ebpf: &'a mut Ebpf,
     pub btf: &'a Btf,
     pub statuses: Vec<HookStatus>,
@@ -83,7 +83,7 @@ impl Attacher<'_> {
         });
     }
 
-    pub fn note(&mut self, target: &str, kind: Kind, state: HookState) {
+    pub(crate) fn note(&mut self, target: &str, kind: Kind, state: HookState) {
         self.statuses.push(HookStatus {
             target: target.to_string(),
             kind,
@@ -92,7 +92,7 @@ impl Attacher<'_> {
     }
 
     /// A BTF tracepoint program `prog` on tracepoint `target`.
-    pub fn btf_tp(
+    pub(crate) fn btf_tp(
         &mut self,
         prog: &'static str,
         target: &str,
@@ -113,7 +113,7 @@ impl Attacher<'_> {
         r
     }
 
-    pub fn raw_tp(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
+    pub(crate) fn raw_tp(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
         let r = (|| {
             let p: &mut RawTracePoint = program(self.ebpf, prog)?;
             p.load().map_err(|e| program_error("load", prog, e))?;
@@ -125,7 +125,11 @@ impl Attacher<'_> {
         r
     }
 
-    pub fn tracepoint(&mut self, prog: &'static str, category: &str) -> Result<(), CaptureError> {
+    pub(crate) fn tracepoint(
+        &mut self,
+        prog: &'static str,
+        category: &str,
+    ) -> Result<(), CaptureError> {
         let r = (|| {
             let p: &mut TracePoint = program(self.ebpf, prog)?;
             p.load().map_err(|e| program_error("load", prog, e))?;
@@ -139,7 +143,7 @@ impl Attacher<'_> {
 
     /// fentry program `prog` on function `target` (not recorded: the
     /// caller decides whether a failure matters).
-    pub fn fentry(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
+    pub(crate) fn fentry(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
         let p: &mut FEntry = program(self.ebpf, prog)?;
         p.load(target, self.btf)
             .map_err(|e| program_error("load", prog, e))?;
@@ -149,7 +153,7 @@ impl Attacher<'_> {
     }
 
     /// fexit program `prog` on function `target` (not recorded, as fentry).
-    pub fn fexit(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
+    pub(crate) fn fexit(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
         let p: &mut FExit = program(self.ebpf, prog)?;
         p.load(target, self.btf)
             .map_err(|e| program_error("load", prog, e))?;
@@ -160,7 +164,7 @@ impl Attacher<'_> {
 
     /// Kprobe program `prog` on function `target` (loaded once, attached
     /// to as many functions as asked).
-    pub fn kprobe(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
+    pub(crate) fn kprobe(&mut self, prog: &'static str, target: &str) -> Result<(), CaptureError> {
         let p: &mut KProbe = program(self.ebpf, prog)?;
         if p.fd().is_err() {
             p.load().map_err(|e| program_error("load", prog, e))?;
@@ -172,7 +176,10 @@ impl Attacher<'_> {
 }
 
 /// Program `name` of the object, as type `T`.
-pub fn program<'e, T>(ebpf: &'e mut Ebpf, name: &'static str) -> Result<&'e mut T, CaptureError>
+pub(crate) fn program<'e, T>(
+    ebpf: &'e mut Ebpf,
+    name: &'static str,
+) -> Result<&'e mut T, CaptureError>
 where
     &'e mut T: TryFrom<&'e mut aya::programs::Program, Error = ProgramError>,
 {
@@ -184,7 +191,7 @@ where
 
 /// Whether this kernel can attach kprobes (CONFIG_KPROBES and the perf
 /// kprobe PMU, Linux >= 4.17).
-pub fn kprobes_supported() -> Result<(), String> {
+pub(crate) fn kprobes_supported() -> Result<(), String> {
     if std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
         Ok(())
     } else {
@@ -194,7 +201,7 @@ pub fn kprobes_supported() -> Result<(), String> {
 
 /// Whether a function can be probed: it is in /proc/kallsyms (a module's
 /// functions appear once the module is loaded).
-pub fn function_present(name: &str) -> bool {
+pub(crate) fn function_present(name: &str) -> bool {
     std::fs::read_to_string("/proc/kallsyms").is_ok_and(|text| {
         text.lines().any(|l| {
             let mut parts = l.split_whitespace();

@@ -6,7 +6,7 @@ use aya::Ebpf;
 use aya_log::EbpfLogger;
 
 /// The programs' log level: warnings with `-v`, nothing without.
-pub fn level(verbose: bool) -> u8 {
+pub(crate) fn level(verbose: bool) -> u8 {
     // aya-log's levels: Error = 1, Warn = 2.
     if verbose {
         2
@@ -15,14 +15,14 @@ pub fn level(verbose: bool) -> u8 {
     }
 }
 
-pub struct Diagnostics {
+pub(crate) struct Diagnostics {
     fd: tokio::io::unix::AsyncFd<EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Diagnostics {
     /// Takes the log buffer out of the loaded object (the ring-buffer
     /// object has one; the perf one does not).
-    pub fn open(ebpf: &mut Ebpf) -> Option<Diagnostics> {
+    pub(crate) fn open(ebpf: &mut Ebpf) -> Option<Diagnostics> {
         let logger = match EbpfLogger::init(ebpf) {
             Ok(l) => l,
             Err(e) => {
@@ -35,7 +35,7 @@ impl Diagnostics {
     }
 
     /// Waits for diagnostics and logs them (never, without any).
-    pub async fn next(this: &mut Option<Diagnostics>) {
+    pub(crate) async fn next(this: &mut Option<Diagnostics>) {
         let Some(d) = this else {
             return std::future::pending().await;
         };

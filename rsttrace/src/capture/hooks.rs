@@ -12,27 +12,27 @@ use super::{
 
 impl Capture {
     /// What each hook came to, and the plain-words notes for this kernel.
-    pub fn statuses(&self) -> &[HookStatus] {
+    pub(crate) fn statuses(&self) -> &[HookStatus] {
         &self.statuses
     }
 
-    pub fn notes(&self) -> &[String] {
+    pub(crate) fn notes(&self) -> &[String] {
         &self.plan.notes
     }
 
-    pub fn sent_path(&self) -> plan::SentPath {
+    pub(crate) fn sent_path(&self) -> plan::SentPath {
         self.plan.sent
     }
 
     /// Whether the errno a socket gets is reported (by the tracepoint, or
     /// the function before Linux 5.14).
-    pub fn error_reports(&self) -> bool {
+    pub(crate) fn error_reports(&self) -> bool {
         self.plan.error_reports
     }
 
     /// Whether fentry programs load here (BPF trampolines), trying one
     /// that is not in use (for `rsttrace doctor`).
-    pub fn probe_fentry(&mut self, btf: &Btf) -> Result<(), String> {
+    pub(crate) fn probe_fentry(&mut self, btf: &Btf) -> Result<(), String> {
         let prog: &mut aya::programs::FEntry =
             program(&mut self.ebpf, "tcp_send_active_reset_fentry").map_err(|e| e.to_string())?;
         if prog.fd().is_ok() {
@@ -44,7 +44,7 @@ impl Capture {
 
     /// Attaches netfilter reset hooks whose module has loaded since
     /// start-up (called once a second).
-    pub fn retry_waiting(&mut self, btf: &Btf) {
+    pub(crate) fn retry_waiting(&mut self, btf: &Btf) {
         if self.plan.waiting.is_empty() {
             return;
         }
@@ -65,7 +65,7 @@ impl Capture {
     /// Each hook's state in one word, for the metrics: `attached`,
     /// `paused` (a firewall hook storm mode took off), `waiting` (for its
     /// module) or `off`.
-    pub fn hook_states(&self) -> Vec<(String, &'static str, &'static str)> {
+    pub(crate) fn hook_states(&self) -> Vec<(String, &'static str, &'static str)> {
         let paused = self.plan.firewall_links.as_ref().is_some_and(Vec::is_empty);
         self.statuses
             .iter()
@@ -88,20 +88,20 @@ impl Capture {
     /// Whether programs may be attached after start-up (and so the
     /// capabilities for it kept): netfilter hooks waiting for their
     /// module, or firewall hooks that storm modes take off and put back.
-    pub fn attaches_later(&self, storm_modes: bool) -> bool {
+    pub(crate) fn attaches_later(&self, storm_modes: bool) -> bool {
         !self.plan.waiting.is_empty() || (storm_modes && self.has_firewall())
     }
 
     /// Whether the firewall tracepoints are loaded (so that they can be
     /// attached).
-    pub fn has_firewall(&self) -> bool {
+    pub(crate) fn has_firewall(&self) -> bool {
         self.plan.firewall_links.is_some()
     }
 
     /// Attaches or detaches the firewall tracepoints.  They run on every
     /// dropped packet, route lookup and packet sent, so storm mode takes
     /// them off while a storm lasts.
-    pub fn set_firewall(&mut self, on: bool) -> Result<(), CaptureError> {
+    pub(crate) fn set_firewall(&mut self, on: bool) -> Result<(), CaptureError> {
         let Some(links) = self.plan.firewall_links.as_mut() else {
             return Ok(());
         };

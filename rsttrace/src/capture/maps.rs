@@ -11,7 +11,7 @@ use super::CaptureError;
 
 /// Per-CPU counters summed (see `rsttrace_common::event::COUNTER_*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub values: [u64; COUNTERS_LEN as usize],
     /// Invocations the kernel skipped because the same program was
     /// already running on that CPU (bpf_prog_info.recursion_misses).
@@ -22,7 +22,7 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError
     move |source| CaptureError::Map { name, source }
 }
 
-pub fn sum_counters(map: &PerCpuArray<MapData, u64>) -> [u64; COUNTERS_LEN as usize] {
+pub(super) fn sum_counters(map: &PerCpuArray<MapData, u64>) -> [u64; COUNTERS_LEN as usize] {
     let mut out = [0; COUNTERS_LEN as usize];
     for (i, slot) in out.iter_mut().enumerate() {
         if let Ok(per_cpu) = map.get(&(i as u32), 0) {
@@ -32,7 +32,7 @@ pub fn sum_counters(map: &PerCpuArray<MapData, u64>) -> [u64; COUNTERS_LEN as us
     out
 }
 
-pub fn set_control(ebpf: &mut aya::Ebpf, control: Control) -> Result<(), CaptureError> {
+pub(super) fn set_control(ebpf: &mut aya::Ebpf, control: Control) -> Result<(), CaptureError> {
     let map = ebpf
         .map_mut("CONTROL")
         .ok_or(CaptureError::MissingMap("CONTROL"))?;
@@ -43,7 +43,7 @@ pub fn set_control(ebpf: &mut aya::Ebpf, control: Control) -> Result<(), Capture
 
 /// Removes and returns the aggregation entries of `epoch`, summed over
 /// CPUs (the programs count into the other epoch meanwhile).
-pub fn take_aggregates(
+pub(super) fn take_aggregates(
     ebpf: &mut aya::Ebpf,
     epoch: u8,
 ) -> Result<Vec<(AggKey, AggValue)>, CaptureError> {

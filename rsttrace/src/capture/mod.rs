@@ -5,12 +5,12 @@
 //! in batches, the other through per-CPU perf buffers for older kernels.
 //! Which programs are attached depends on the kernel (`plan`).
 
-pub mod attach;
-pub mod diag;
+pub(crate) mod attach;
+pub(crate) mod diag;
 mod hooks;
 mod maps;
 mod perf;
-pub mod plan;
+pub(crate) mod plan;
 mod progstats;
 mod reader;
 
@@ -22,7 +22,7 @@ use aya::{
     programs::ProgramError,
     Btf, Ebpf, EbpfLoader,
 };
-pub use maps::Counters;
+pub(crate) use maps::Counters;
 use rsttrace_common::config::{Config, Control};
 use thiserror::Error;
 
@@ -46,13 +46,13 @@ pub enum TransportChoice {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     Ringbuf,
     Perf,
 }
 
 impl Transport {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Transport::Ringbuf => "ringbuf",
             Transport::Perf => "perf",
@@ -61,7 +61,7 @@ impl Transport {
 }
 
 #[derive(Debug, Error)]
-pub enum CaptureError {
+pub(crate) enum CaptureError {
     #[error("this rsttrace binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild it with scripts/bootstrap.sh run first")]
     NoObject,
     #[error("this kernel has no BPF ring buffer (Linux < 5.8); use --transport perf or auto")]
@@ -95,7 +95,11 @@ pub enum CaptureError {
 }
 
 /// Turns a program load/attach failure into one readable line.
-pub fn program_error(action: &'static str, program: &'static str, e: ProgramError) -> CaptureError {
+pub(crate) fn program_error(
+    action: &'static str,
+    program: &'static str,
+    e: ProgramError,
+) -> CaptureError {
     let detail = match e {
         ProgramError::LoadError {
             io_error,
@@ -144,7 +148,7 @@ pub fn program_error(action: &'static str, program: &'static str, e: ProgramErro
     }
 }
 
-pub struct Options {
+pub(crate) struct Options {
     pub transport: TransportChoice,
     /// Ring buffer bytes, or per-CPU perf buffer bytes.
     pub buffer_bytes: usize,
@@ -155,7 +159,7 @@ pub struct Options {
     pub diagnostics: bool,
 }
 
-pub struct Capture {
+pub(crate) struct Capture {
     ebpf: Ebpf,
     reader: Reader,
     transport: Transport,
@@ -246,7 +250,7 @@ impl Capture {
     /// if one does not load (a kernel that refuses BPF trampolines), the
     /// object is loaded again for tracepoints alone: the choice changes
     /// what the programs are configured with, so it is made before load.
-    pub fn start(
+    pub(crate) fn start(
         config: Config,
         hooks: &Hooks,
         prog_info: Option<ProgInfoLayout>,
@@ -334,45 +338,45 @@ impl Capture {
     }
 
     /// The programs' diagnostics, for the event loop to wait on.
-    pub fn take_diagnostics(&mut self) -> Option<diag::Diagnostics> {
+    pub(crate) fn take_diagnostics(&mut self) -> Option<diag::Diagnostics> {
         self.diagnostics.take()
     }
 
-    pub fn transport(&self) -> Transport {
+    pub(crate) fn transport(&self) -> Transport {
         self.transport
     }
 
-    pub async fn ready(&mut self, recheck: Option<Duration>) -> io::Result<()> {
+    pub(crate) async fn ready(&mut self, recheck: Option<Duration>) -> io::Result<()> {
         self.reader.ready(recheck).await
     }
 
-    pub fn drain(&mut self, limit: usize, f: &mut impl FnMut(&[u8])) -> usize {
+    pub(crate) fn drain(&mut self, limit: usize, f: &mut impl FnMut(&[u8])) -> usize {
         self.reader.drain(limit, f)
     }
 
     /// Records the perf buffers reported lost (also counted in-kernel).
-    pub fn perf_lost(&self) -> u64 {
+    pub(crate) fn perf_lost(&self) -> u64 {
         self.reader.perf_lost()
     }
 
     /// Whether the maps can be read with this thread's capabilities now
     /// (see `cmd::trace::service::drop_capabilities`).
-    pub fn maps_readable(&self) -> bool {
+    pub(crate) fn maps_readable(&self) -> bool {
         self.counters.get(&0, 0).is_ok()
     }
 
-    pub fn counters(&mut self) -> Counters {
+    pub(crate) fn counters(&mut self) -> Counters {
         Counters {
             values: maps::sum_counters(&self.counters),
             recursion_misses: self.progstats.recursion_misses(&self.ebpf),
         }
     }
 
-    pub fn set_control(&mut self, control: Control) -> Result<(), CaptureError> {
+    pub(crate) fn set_control(&mut self, control: Control) -> Result<(), CaptureError> {
         maps::set_control(&mut self.ebpf, control)
     }
 
-    pub fn take_aggregates(
+    pub(crate) fn take_aggregates(
         &mut self,
         epoch: u8,
     ) -> Result<
@@ -386,7 +390,7 @@ impl Capture {
     }
 }
 
-pub fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 {

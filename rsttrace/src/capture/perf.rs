@@ -20,7 +20,7 @@ use aya_obj::generated::{
 
 /// When the kernel wakes the reader of a buffer.
 #[derive(Debug, Clone, Copy)]
-pub enum Wakeup {
+pub(super) enum Wakeup {
     /// Once this many bytes are waiting.
     Bytes(u32),
     /// On every record.
@@ -28,7 +28,7 @@ pub enum Wakeup {
 }
 
 /// One CPU's perf buffer, mapped.
-pub struct PerfRing {
+pub(super) struct PerfRing {
     fd: OwnedFd,
     base: NonNull<u8>,
     mapped: usize,
@@ -56,7 +56,7 @@ impl AsFd for PerfRing {
 
 impl PerfRing {
     /// A BPF output event on `cpu` with `pages` (a power of two) of data.
-    pub fn open(cpu: u32, pages: usize, wakeup: Wakeup) -> io::Result<Self> {
+    pub(super) fn open(cpu: u32, pages: usize, wakeup: Wakeup) -> io::Result<Self> {
         // SAFETY: an all-zero perf_event_attr is the documented default.
         let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
         attr.type_ = perf_type_id::PERF_TYPE_SOFTWARE as u32;
@@ -145,7 +145,7 @@ impl PerfRing {
 
     /// Hands every waiting sample to `f`; returns (samples, lost records
     /// the kernel reported).
-    pub fn drain(&mut self, f: &mut impl FnMut(&[u8])) -> (usize, u64) {
+    pub(super) fn drain(&mut self, f: &mut impl FnMut(&[u8])) -> (usize, u64) {
         let meta = self.meta();
         // SAFETY: the metadata page is mapped for as long as `self`; the
         // kernel writes data_head, we write data_tail.
@@ -194,7 +194,7 @@ impl Drop for PerfRing {
 }
 
 /// Puts perf event `fd` at index `cpu` of a BPF_MAP_TYPE_PERF_EVENT_ARRAY.
-pub fn set_map_entry(map: impl AsFd, cpu: u32, fd: RawFd) -> io::Result<()> {
+pub(super) fn set_map_entry(map: impl AsFd, cpu: u32, fd: RawFd) -> io::Result<()> {
     #[repr(C)]
     struct MapElemAttr {
         map_fd: u32,

@@ -29,7 +29,7 @@ use crate::kernel::hooks::{hooks_of, Hook, Hooks, Role, Variant, HOOKS};
 
 /// How resets the host sends are seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SentPath {
+pub(crate) enum SentPath {
     /// `tcp_send_reset` with reasons, every reset (6.10+).
     Tracepoint,
     Fentry,
@@ -41,7 +41,7 @@ pub enum SentPath {
 
 /// Where the facts that are not resets themselves come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// BPF trampolines: function hooks, once per event.
     Functions,
     /// Tracepoints only: per-packet hooks stand in.
@@ -49,7 +49,7 @@ pub enum Source {
 }
 
 /// What the plan needs to know besides the kernel's hooks.
-pub struct Want {
+pub(crate) struct Want {
     /// The kernel has its own BTF (tp_btf, fentry).
     pub kernel_btf: bool,
     /// Firewall hooks at all (not --no-firewall).
@@ -64,7 +64,7 @@ pub struct Want {
 
 /// Where resets for no socket are seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strays {
+pub(crate) enum Strays {
     None,
     /// The functions that build resets, called for them.
     Builders,
@@ -74,7 +74,7 @@ pub enum Strays {
 
 /// Decisions that must be made before loading (they go into CONFIG).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decisions {
+pub(crate) struct Decisions {
     pub source: Source,
     /// Handshake and reset TTLs from function hooks.
     pub handshakes: bool,
@@ -97,7 +97,7 @@ pub struct Decisions {
     pub kfree_skb: bool,
 }
 
-pub fn decide(hooks: &Hooks, want: &Want, source: Source) -> Decisions {
+pub(crate) fn decide(hooks: &Hooks, want: &Want, source: Source) -> Decisions {
     let functions = source == Source::Functions && want.kernel_btf;
     let exact = kprobes_supported().is_ok();
     let has = |name| functions && hooks.function_args(name).is_some();
@@ -142,7 +142,7 @@ pub fn decide(hooks: &Hooks, want: &Want, source: Source) -> Decisions {
 }
 
 /// Writes the decisions into the programs' configuration.
-pub fn configure(config: &mut Config, d: &Decisions, want: &Want) {
+pub(crate) fn configure(config: &mut Config, d: &Decisions, want: &Want) {
     config.want_firewall_tp = u8::from(d.firewall_tp);
     config.want_drops = u8::from(d.drops);
     config.want_icmp = u8::from(d.packet_icmp || d.icmp_functions);
@@ -158,7 +158,7 @@ pub fn configure(config: &mut Config, d: &Decisions, want: &Want) {
 }
 
 /// Everything attached, and what was left out.
-pub struct Plan {
+pub(crate) struct Plan {
     pub sent: SentPath,
     /// Firewall tracepoint links (paused during storms); None when not
     /// loaded.
@@ -174,7 +174,7 @@ pub struct Plan {
 /// Attaches the plan.  In `Source::Functions`, a function hook that does
 /// not load fails the whole attempt with `CaptureError::Functions`: the
 /// caller loads again for tracepoints.
-pub fn attach(
+pub(crate) fn attach(
     a: &mut Attacher,
     hooks: &Hooks,
     want: &Want,
@@ -456,7 +456,7 @@ fn sent_notes(a: &Attacher, plan: &mut Plan) {
 
 /// The hooks storm mode pauses when firewall replies are matched from
 /// tracepoints: the per-packet ones of the table, and kfree_skb with them.
-pub fn pausable() -> impl Iterator<Item = &'static Hook> {
+pub(crate) fn pausable() -> impl Iterator<Item = &'static Hook> {
     HOOKS
         .iter()
         .filter(|h| h.paused_in_storms)
@@ -555,7 +555,10 @@ fn exact_program(function: &str) -> Option<&'static str> {
 
 /// Attaches netfilter functions whose module has loaded since; returns
 /// the ones attached.
-pub fn retry_waiting(a: &mut Attacher, waiting: &mut Vec<&'static str>) -> Vec<&'static str> {
+pub(crate) fn retry_waiting(
+    a: &mut Attacher,
+    waiting: &mut Vec<&'static str>,
+) -> Vec<&'static str> {
     let mut done = vec![];
     waiting.retain(|&f| {
         if !function_present(f) {

@@ -10,7 +10,7 @@ use aya::Ebpf;
 
 use crate::kernel::layout::ProgInfoLayout;
 
-pub struct ProgStats {
+pub(super) struct ProgStats {
     layout: Option<ProgInfoLayout>,
 }
 
@@ -24,12 +24,12 @@ struct InfoAttr {
 }
 
 impl ProgStats {
-    pub fn new(layout: Option<ProgInfoLayout>) -> Self {
+    pub(super) fn new(layout: Option<ProgInfoLayout>) -> Self {
         ProgStats { layout }
     }
 
     /// Sum over all loaded programs (0 when the kernel does not count).
-    pub fn recursion_misses(&self, ebpf: &Ebpf) -> u64 {
+    pub(super) fn recursion_misses(&self, ebpf: &Ebpf) -> u64 {
         let Some(layout) = self.layout else {
             return 0;
         };

@@ -11,7 +11,7 @@ use super::{
     CaptureError,
 };
 
-pub enum Reader {
+pub(super) enum Reader {
     Ring(AsyncFd<RingBuf<MapData>>),
     Perf {
         events: Vec<AsyncFd<PerfRing>>,
@@ -22,14 +22,14 @@ pub enum Reader {
     },
 }
 
-pub fn register<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, CaptureError> {
+pub(super) fn register<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, CaptureError> {
     // SAFETY: `inner` owns its fd for as long as the AsyncFd lives.
     unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
         .map_err(|e| CaptureError::Poll(e.into_parts().1))
 }
 
 /// Opens the per-CPU buffers and puts them into the EVENTS and WAKE maps.
-pub fn perf(
+pub(super) fn perf(
     events_map: &MapData,
     wake_map: &MapData,
     buffer_bytes: usize,
@@ -64,7 +64,7 @@ impl PerfRing {
 impl Reader {
     /// Waits until the kernel signals records, or `recheck` passes.
     /// Cancel-safe: nothing is consumed here.
-    pub async fn ready(&mut self, recheck: Option<Duration>) -> io::Result<()> {
+    pub(super) async fn ready(&mut self, recheck: Option<Duration>) -> io::Result<()> {
         let wait = async {
             match self {
                 Reader::Ring(fd) => {
@@ -88,7 +88,7 @@ impl Reader {
 
     /// Hands up to `limit` waiting records to `f`; returns how many were
     /// read (`limit`: more may be waiting).
-    pub fn drain(&mut self, limit: usize, f: &mut impl FnMut(&[u8])) -> usize {
+    pub(super) fn drain(&mut self, limit: usize, f: &mut impl FnMut(&[u8])) -> usize {
         let mut n = 0;
         match self {
             Reader::Ring(fd) => {
@@ -114,7 +114,7 @@ impl Reader {
     }
 
     /// Records the perf buffers reported lost (0 for the ring buffer).
-    pub fn perf_lost(&self) -> u64 {
+    pub(super) fn perf_lost(&self) -> u64 {
         match self {
             Reader::Perf { lost, .. } => *lost,
             Reader::Ring(_) => 0,

@@ -2,18 +2,18 @@
 //! resolved at start-up from this kernel's names).  Per-event resets
 //! provide all of them, storm summaries only the ones they keep.
 
-use super::causes::Direction;
+use crate::vocab::Direction;
 use crate::{
     kernel::{
         kallsyms::{CallSite, PATH},
-        names::{KernelReason, Reason, TcpState},
+        names::{KernelReason, TcpState},
     },
     model::conn::Segment,
 };
 
 /// Details of a full socket (not a time-wait or request mini-socket).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SockFacts {
+pub(crate) struct SockFacts {
     /// SOCK_DEAD: the application closed it (an orphan).
     pub dead: bool,
     /// SO_LINGER {on, 0 s}.
@@ -36,7 +36,7 @@ pub struct SockFacts {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Facts {
+pub(crate) struct Facts {
     pub direction: Direction,
     /// The kernel's reason; None where it gives none.
     pub reason: Option<KernelReason>,
@@ -54,33 +54,26 @@ pub struct Facts {
 }
 
 impl Facts {
-    pub fn is(&self, state: TcpState) -> bool {
+    pub(crate) fn is(&self, state: TcpState) -> bool {
         self.state == Some(state)
     }
 
-    pub fn known_reason(&self) -> Option<Reason> {
-        match self.reason {
-            Some(KernelReason::Known(r)) => Some(r),
-            _ => None,
-        }
-    }
-
-    pub fn dead(&self) -> bool {
+    pub(crate) fn dead(&self) -> bool {
         self.sock.is_some_and(|s| s.dead)
     }
 
-    pub fn bare_syn(&self) -> bool {
+    pub(crate) fn bare_syn(&self) -> bool {
         self.segment.is_some_and(|s| s.is_bare_syn())
     }
 
     /// The innermost known caller, and the one after it.
-    pub fn callers(&self) -> (Option<CallSite>, Option<CallSite>) {
+    pub(crate) fn callers(&self) -> (Option<CallSite>, Option<CallSite>) {
         (self.path[0], self.path[1])
     }
 
     /// Facts with nothing known but the direction (for tests and
     /// summaries).
-    pub fn bare(direction: Direction) -> Facts {
+    pub(crate) fn bare(direction: Direction) -> Facts {
         Facts {
             direction,
             reason: None,

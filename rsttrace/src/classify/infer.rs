@@ -3,7 +3,8 @@
 //! splits of kernel reasons that hide several stories (NO_SOCKET,
 //! TCP_STATE, TCP_TIMEWAIT_SOCKET).
 
-use super::{causes::Cause, facts::Facts};
+use super::facts::Facts;
+use crate::vocab::Cause;
 use crate::{
     kernel::{kallsyms::CallSite, names::TcpState},
     model::conn::{tcp_flags, Segment},
@@ -11,7 +12,7 @@ use crate::{
 
 /// NO_SOCKET: a SYN is a connection attempt to a closed port; anything
 /// else is a segment for a connection this host does not know.
-pub fn no_socket(f: &Facts) -> Cause {
+pub(super) fn no_socket(f: &Facts) -> Cause {
     if f.bare_syn() {
         Cause::NoListener
     } else {
@@ -21,7 +22,7 @@ pub fn no_socket(f: &Facts) -> Cause {
 
 /// A time-wait socket in its FIN_WAIT2 substate: we closed first and the
 /// peer kept sending.  In a true TIME_WAIT both ends had closed.
-pub fn time_wait(f: &Facts) -> Cause {
+pub(super) fn time_wait(f: &Facts) -> Cause {
     if f.tw_substate == Some(TcpState::FinWait2) {
         Cause::FinWait2Data
     } else {
@@ -31,7 +32,7 @@ pub fn time_wait(f: &Facts) -> Cause {
 
 /// TCP_STATE covers every abort that goes through tcp_disconnect() or
 /// tcp_abort(), and the FIN_WAIT2 timer.
-pub fn tcp_state(f: &Facts) -> Cause {
+pub(super) fn tcp_state(f: &Facts) -> Cause {
     let sock = f.sock.unwrap_or_default();
     if f.is(TcpState::FinWait2) && sock.dead {
         // tcp_keepalive_timer() on an orphan in FIN_WAIT2.
@@ -52,7 +53,7 @@ pub fn tcp_state(f: &Facts) -> Cause {
 }
 
 /// Best effort where the kernel gives no reason.
-pub fn sent(f: &Facts) -> Cause {
+pub(super) fn sent(f: &Facts) -> Cause {
     let Some(state) = f.state else {
         return no_socket(f);
     };

@@ -2,20 +2,23 @@
 //! one, split further by socket state, flags and the triggering segment
 //! where one reason hides several stories; inferred where it gives none.
 
-pub mod causes;
-pub mod facts;
+pub(crate) mod facts;
 mod infer;
 
-pub use causes::{Affected, Cause, CauseSource, Direction};
-pub use facts::{Facts, SockFacts};
+pub(crate) use crate::vocab::{Cause, CauseSource, Direction};
+pub(crate) use facts::{Facts, SockFacts};
+
+use std::fmt::Write as _;
 
 use crate::{
     kernel::names::{KernelReason, Reason, TcpState},
-    model::{conn::tcp_flags, errno::Errno},
+    model::conn::tcp_flags,
+    model::failure::FailureKind,
+    vocab::errno::Errno,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Classification {
+pub(crate) struct Classification {
     pub cause: Cause,
     pub source: CauseSource,
     pub app_errno: Option<Errno>,
@@ -45,7 +48,7 @@ impl Classification {
 }
 
 /// The one place a reset gets its cause.
-pub fn classify(f: &Facts) -> Classification {
+pub(crate) fn classify(f: &Facts) -> Classification {
     if f.direction == Direction::Received {
         return received(f);
     }
@@ -131,6 +134,30 @@ fn by_reason(r: Reason, f: &Facts) -> Cause {
         NotSpecified => infer::sent(f),
         Max => Cause::UnknownReason,
     }
+}
+
+/// The cause catalogue as shown by `--help` and `rsttrace causes`.
+pub(crate) fn causes_text() -> String {
+    let mut out = String::from("CAUSES (JSON \"cause\"; `rsttrace causes` for this list alone):\n");
+    for dir in [Direction::Sent, Direction::Received] {
+        let _ = writeln!(out, "\n  {}:", dir.as_str());
+        for c in Cause::ALL.iter().filter(|c| c.direction() == dir) {
+            let errno = c.app_errno().map_or("-".to_string(), |e| e.to_string());
+            let _ = writeln!(
+                out,
+                "    {:<27} [{}, {}] {}",
+                c.id(),
+                errno,
+                c.kernels(),
+                c.explanation()
+            );
+        }
+    }
+    out.push_str("\n  connection failures without a reset (--failures):\n");
+    for f in FailureKind::ALL {
+        let _ = writeln!(out, "    {:<27} {}", f.id(), f.explanation());
+    }
+    out
 }
 
 #[cfg(test)]

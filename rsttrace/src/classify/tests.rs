@@ -369,7 +369,10 @@ fn availability_is_documented_for_every_cause() {
     for &c in Cause::ALL {
         let a = c.availability();
         if c.direction() == Direction::Received {
-            assert!(a.iter().all(|&x| x == causes::Avail::Exact), "{c:?}");
+            assert!(
+                a.iter().all(|&x| x == crate::vocab::causes::Avail::Exact),
+                "{c:?}"
+            );
         }
         assert!(!c.kernels().is_empty());
     }

@@ -6,35 +6,11 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result};
 
 use crate::{
-    classify::{causes::KERNEL_RANGES, Cause, Direction},
     cli::{self, DocFormat},
     model::failure::FailureKind,
     output::schema::{self, SchemaFormat},
+    vocab::{causes::KERNEL_RANGES, Cause},
 };
-
-/// The cause catalogue as shown by `--help` and `rsttrace causes`.
-pub fn causes_text() -> String {
-    let mut out = String::from("CAUSES (JSON \"cause\"; `rsttrace causes` for this list alone):\n");
-    for dir in [Direction::Sent, Direction::Received] {
-        let _ = writeln!(out, "\n  {}:", dir.as_str());
-        for c in Cause::ALL.iter().filter(|c| c.direction() == dir) {
-            let errno = c.app_errno().map_or("-".to_string(), |e| e.to_string());
-            let _ = writeln!(
-                out,
-                "    {:<27} [{}, {}] {}",
-                c.id(),
-                errno,
-                c.kernels(),
-                c.explanation()
-            );
-        }
-    }
-    out.push_str("\n  connection failures without a reset (--failures):\n");
-    for f in FailureKind::ALL {
-        let _ = writeln!(out, "    {:<27} {}", f.id(), f.explanation());
-    }
-    out
-}
 
 pub fn causes_markdown() -> String {
     let mut out = String::from(
@@ -61,7 +37,7 @@ pub fn causes_markdown() -> String {
 
 pub fn causes(format: DocFormat) -> String {
     match format {
-        DocFormat::Text => causes_text(),
+        DocFormat::Text => crate::classify::causes_text(),
         DocFormat::Markdown => causes_markdown(),
         DocFormat::Json => causes_json(),
     }
@@ -99,32 +75,6 @@ pub fn causes_json() -> String {
     }))
     .expect("plain JSON")
         + "\n"
-}
-
-/// docs/kernels.md's first part: per kernel range, which causes are
-/// exact, inferred or unavailable.
-pub fn kernel_table() -> String {
-    let mut out = String::from("| cause | direction |");
-    for (r, _) in KERNEL_RANGES {
-        let _ = write!(out, " {r} |");
-    }
-    out.push_str("\n|---|---|");
-    for _ in KERNEL_RANGES {
-        out.push_str("---|");
-    }
-    out.push('\n');
-    for c in Cause::ALL {
-        let _ = write!(out, "| `{}` | {} |", c.id(), c.direction().as_str());
-        for a in c.availability() {
-            let _ = write!(out, " {} |", a.as_str());
-        }
-        out.push('\n');
-    }
-    out.push('\n');
-    for (r, how) in KERNEL_RANGES {
-        let _ = writeln!(out, "- **{r}**: {how}.");
-    }
-    out
 }
 
 pub fn schema(format: SchemaFormat) -> String {

@@ -9,17 +9,17 @@
 //! remote_cidr = "10.0.0.0/8"
 //! ```
 
-pub mod rule;
+pub(crate) mod rule;
 
 use std::{collections::BTreeMap, ops::Range, path::Path};
 
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use self::rule::{Rule, Rules};
+pub(crate) use self::rule::{Rule, Rules};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{path}: {error}")]
     Read { path: String, error: std::io::Error },
     #[error("{path}:{line}:{col}: {message}")]
@@ -43,7 +43,7 @@ struct File {
 }
 
 /// The rules from `--config` (if any), then those from `--suppress`.
-pub fn load(path: Option<&Path>, flags: &[String]) -> Result<Rules, ConfigError> {
+pub(crate) fn load(path: Option<&Path>, flags: &[String]) -> Result<Rules, ConfigError> {
     let mut rules = Vec::new();
     if let Some(p) = path {
         let text = std::fs::read_to_string(p).map_err(|error| ConfigError::Read {

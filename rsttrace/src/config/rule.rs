@@ -12,7 +12,7 @@ use crate::{
 
 /// A port or an inclusive range of ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
+pub(crate) struct PortRange {
     pub lo: u16,
     pub hi: u16,
 }
@@ -25,7 +25,7 @@ impl PortRange {
 
 /// An address prefix (`10.0.0.0/8`, `fd00::/8`, or one address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     pub addr: IpAddr,
     pub bits: u8,
 }
@@ -59,7 +59,7 @@ fn prefix_eq(net: u128, ip: u128, width: u8, bits: u8) -> bool {
 
 /// One suppression rule.  Empty lists match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// Shown in the metrics (label `rule`) and the summaries.
     pub name: String,
     pub causes: Vec<Cause>,
@@ -79,7 +79,7 @@ fn any_or<T>(list: &[T], f: impl Fn(&T) -> bool) -> bool {
 }
 
 impl Rule {
-    pub fn matches(&self, r: &Reset) -> bool {
+    pub(crate) fn matches(&self, r: &Reset) -> bool {
         let c = &r.conn;
         let owner = r.owner.as_ref();
         any_or(&self.causes, |&x| x == r.cause)
@@ -103,28 +103,24 @@ impl Rule {
 /// The rules in force, in order: the first that matches names the
 /// suppression.
 #[derive(Debug, Clone, Default)]
-pub struct Rules {
+pub(crate) struct Rules {
     pub rules: Vec<Rule>,
 }
 
 impl Rules {
     /// The index of the first rule that silences `r`.
-    pub fn silencing(&self, r: &Reset) -> Option<usize> {
+    pub(crate) fn silencing(&self, r: &Reset) -> Option<usize> {
         self.rules.iter().position(|rule| rule.matches(r))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
     }
 }
 
 // The value syntax, shared by the TOML file and `--suppress`.
 
-pub fn parse_cause(s: &str) -> Result<Cause, String> {
+pub(crate) fn parse_cause(s: &str) -> Result<Cause, String> {
     Cause::from_id(s).ok_or_else(|| format!("unknown cause {s:?} (see `rsttrace causes`)"))
 }
 
-pub fn parse_direction(s: &str) -> Result<Direction, String> {
+pub(crate) fn parse_direction(s: &str) -> Result<Direction, String> {
     match s {
         "sent" => Ok(Direction::Sent),
         "received" => Ok(Direction::Received),
@@ -132,7 +128,7 @@ pub fn parse_direction(s: &str) -> Result<Direction, String> {
     }
 }
 
-pub fn parse_port(s: &str) -> Result<PortRange, String> {
+pub(crate) fn parse_port(s: &str) -> Result<PortRange, String> {
     let port = |p: &str| {
         p.trim()
             .parse::<u16>()
@@ -148,7 +144,7 @@ pub fn parse_port(s: &str) -> Result<PortRange, String> {
     Ok(PortRange { lo, hi })
 }
 
-pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<Cidr, String> {
     let bad = || format!("{s:?} is not an address or a CIDR prefix such as 10.0.0.0/8");
     let (addr, bits) = match s.split_once('/') {
         Some((a, b)) => (a, Some(b)),
@@ -168,7 +164,7 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
     Ok(Cidr { addr, bits })
 }
 
-pub fn parse_comm(s: &str) -> Result<String, String> {
+pub(crate) fn parse_comm(s: &str) -> Result<String, String> {
     // The kernel keeps 15 bytes of a process name.
     if s.is_empty() || s.len() > 15 {
         return Err(format!(
@@ -178,7 +174,7 @@ pub fn parse_comm(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-pub fn parse_container(s: &str) -> Result<String, String> {
+pub(crate) fn parse_container(s: &str) -> Result<String, String> {
     let id = s.to_ascii_lowercase();
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
@@ -190,7 +186,7 @@ pub fn parse_container(s: &str) -> Result<String, String> {
 
 /// `--suppress 'cause=abort_unread_data|abort_linger,local_port=8080'`: the
 /// conditions of one rule, comma-separated, alternatives split by `|`.
-pub fn parse_flag(spec: &str, index: usize) -> Result<Rule, String> {
+pub(crate) fn parse_flag(spec: &str, index: usize) -> Result<Rule, String> {
     let mut rule = Rule {
         name: format!("flag{}", index + 1),
         ..Rule::default()
@@ -214,7 +210,7 @@ pub fn parse_flag(spec: &str, index: usize) -> Result<Rule, String> {
 }
 
 /// Sets condition `key` of `rule` from its values.
-pub fn set<'a>(
+pub(crate) fn set<'a>(
     rule: &mut Rule,
     key: &str,
     values: impl Iterator<Item = &'a str>,

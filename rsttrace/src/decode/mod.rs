@@ -5,6 +5,7 @@
 //! This file has the typed events and the dispatch on the record kind;
 //! `reset` decodes resets (the largest record), `other` the rest.
 
+use crate::vocab::errno::Errno;
 use rsttrace_common::event::{
     Endpoints, EventHeader, FLAG_OWNER_CLOSED, FLAG_OWNER_FROM_LISTENER, FLAG_OWNER_KNOWN,
     KIND_ERROR_REPORT, KIND_FIREWALL, KIND_ICMP, KIND_LISTEN, KIND_RESET_RECEIVED, KIND_RESET_SENT,
@@ -14,10 +15,9 @@ use thiserror::Error;
 
 use crate::{
     classify::Facts,
-    kernel::names::{KernelNames, TcpState},
+    kernel::names::KernelNames,
     model::{
         conn::{Comm, Conn, Segment, Task},
-        errno::Errno,
         reset::Context,
     },
 };
@@ -27,14 +27,15 @@ mod reset;
 #[cfg(test)]
 mod tests;
 
-pub use self::reset::context;
+#[cfg(test)]
+use self::reset::context;
 use self::{
     other::{error_report, firewall, icmp, listen, stray},
     reset::reset,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     #[error("record of {len} bytes is shorter than its header")]
     NoHeader { len: usize },
     #[error("record kind {kind} of {len} bytes, expected at least {need}")]
@@ -46,7 +47,7 @@ pub enum DecodeError {
 /// The process a socket belongs to, as the programs recorded it in
 /// process context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KernelOwner {
+pub(crate) struct KernelOwner {
     pub pid: u32,
     pub comm: Comm,
     pub cgroup_id: u64,
@@ -60,7 +61,7 @@ pub struct KernelOwner {
 
 /// A reset as captured.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CapturedReset {
+pub(crate) struct CapturedReset {
     pub ts_ns: u64,
     pub cpu: u32,
     pub facts: Facts,
@@ -85,7 +86,7 @@ pub struct CapturedReset {
 impl CapturedReset {
     /// A reset known only from its segment: no socket, owner or task
     /// (a firewall's reset; callers fill in what else they know).
-    pub fn socketless(ts_ns: u64, cpu: u32, facts: Facts, conn: Conn, netns: u32) -> Self {
+    pub(crate) fn socketless(ts_ns: u64, cpu: u32, facts: Facts, conn: Conn, netns: u32) -> Self {
         CapturedReset {
             ts_ns,
             cpu,
@@ -108,7 +109,7 @@ impl CapturedReset {
 
 /// An ICMP error about one of our TCP segments.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct IcmpSeen {
+pub(crate) struct IcmpSeen {
     pub conn: Conn,
     pub netns: u32,
     pub icmp: crate::model::failure::Icmp,
@@ -116,7 +117,7 @@ pub struct IcmpSeen {
 
 /// A reset for no socket.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StrayReset {
+pub(crate) struct StrayReset {
     pub ts_ns: u64,
     pub conn: Conn,
     pub netns: u32,
@@ -126,7 +127,7 @@ pub struct StrayReset {
 
 /// `sock:inet_sk_error_report`: the errno a local socket reports next.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ErrorReport {
+pub(crate) struct ErrorReport {
     pub ts_ns: u64,
     pub sk: u64,
     pub sock_ino: u64,
@@ -140,7 +141,7 @@ pub struct ErrorReport {
 
 /// A socket started or stopped listening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenChange {
+pub(crate) struct ListenChange {
     pub ts_ns: u64,
     pub netns: u32,
     pub port: u16,
@@ -150,7 +151,7 @@ pub struct ListenChange {
 
 /// What netfilter did with a TCP segment it dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Answered with a TCP reset.
     Reset,
     /// Answered with an ICMP error (type, code).
@@ -160,7 +161,7 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FirewallVerdict {
+pub(crate) struct FirewallVerdict {
     pub ts_ns: u64,
     pub cpu: u32,
     pub verdict: Verdict,
@@ -178,7 +179,7 @@ pub struct FirewallVerdict {
 // variant would allocate per event.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum Captured {
+pub(crate) enum Captured {
     Reset(CapturedReset),
     ErrorReport(ErrorReport),
     Listen(ListenChange),
@@ -203,7 +204,7 @@ fn read<T: Copy>(bytes: &[u8], kind: u8) -> Result<T, DecodeError> {
 }
 
 /// Decodes one record.  Trailing bytes (perf buffer padding) are ignored.
-pub fn decode(bytes: &[u8], names: &KernelNames) -> Result<Captured, DecodeError> {
+pub(crate) fn decode(bytes: &[u8], names: &KernelNames) -> Result<Captured, DecodeError> {
     if bytes.len() < std::mem::size_of::<EventHeader>() {
         return Err(DecodeError::NoHeader { len: bytes.len() });
     }
@@ -220,7 +221,7 @@ pub fn decode(bytes: &[u8], names: &KernelNames) -> Result<Captured, DecodeError
 }
 
 impl KernelOwner {
-    pub fn source(&self) -> crate::model::owner::OwnerSource {
+    pub(crate) fn source(&self) -> crate::model::owner::OwnerSource {
         use crate::model::owner::OwnerSource;
         if self.closed {
             OwnerSource::Closed
@@ -259,12 +260,5 @@ fn seg(s: &rsttrace_common::event::SegmentHdr) -> Segment {
         seq: s.seq,
         ack: s.ack_seq,
         payload: s.payload_len,
-    }
-}
-
-impl TcpState {
-    /// Whether a socket in this state is a full `struct sock`.
-    pub fn is_full(self) -> bool {
-        !matches!(self, TcpState::TimeWait | TcpState::NewSynRecv)
     }
 }

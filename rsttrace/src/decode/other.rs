@@ -1,6 +1,7 @@
 //! Decoding the records other than resets: error reports, listen changes,
 //! firewall verdicts, ICMP errors and stray resets.
 
+use crate::vocab::errno::Errno;
 use rsttrace_common::event::{
     ErrorReportEvent, FirewallEvent, IcmpEvent, ListenEvent, StrayEvent, HOOK_KPROBE, VERDICT_ICMP,
     VERDICT_RESET,
@@ -9,10 +10,7 @@ use rsttrace_common::event::{
 use super::{
     conn, owner, seg, ErrorReport, FirewallVerdict, IcmpSeen, ListenChange, StrayReset, Verdict,
 };
-use crate::model::{
-    conn::{Comm, Task},
-    errno::Errno,
-};
+use crate::model::conn::{Comm, Task};
 
 pub(super) fn error_report(er: &ErrorReportEvent) -> ErrorReport {
     ErrorReport {

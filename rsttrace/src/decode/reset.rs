@@ -95,7 +95,7 @@ fn path(ev: &ResetEvent, names: &KernelNames) -> [Option<crate::kernel::kallsyms
 }
 
 /// Connection context from the socket's counters.
-pub fn context(ev: &ResetEvent, names: &KernelNames) -> Context {
+pub(super) fn context(ev: &ResetEvent, names: &KernelNames) -> Context {
     let mut c = Context::default();
     if ev.flags & FLAG_BORN_KNOWN != 0 && ev.header.ts_ns >= ev.born_ns {
         c.age_ms = Some((ev.header.ts_ns - ev.born_ns) / 1_000_000);

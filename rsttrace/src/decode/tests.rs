@@ -9,7 +9,7 @@ use rsttrace_common::event::{
 use super::*;
 use crate::{
     classify::Direction,
-    kernel::names::{testing::names_618, KernelReason, Reason},
+    kernel::names::{testing::names_618, KernelReason, Reason, TcpState},
 };
 
 fn bytes_of<T>(v: &T) -> Vec<u8> {
@@ -152,9 +152,11 @@ fn context_from_counters() {
 #[test]
 fn a_received_fin_is_no_unread_byte() {
     let names = names_618();
-    let mut ev = ResetEvent::default();
-    ev.flags = FLAG_TCP_INFO;
-    ev.sk_flags = 1 << 1; // SOCK_DONE: the FIN came
+    let mut ev = ResetEvent {
+        flags: FLAG_TCP_INFO,
+        sk_flags: 1 << 1, // SOCK_DONE: the FIN came
+        ..ResetEvent::default()
+    };
     ev.tcp.bytes_acked = 1;
     (ev.tcp.rcv_nxt, ev.tcp.copied_seq) = (101, 100);
     let c = context(&ev, &names);

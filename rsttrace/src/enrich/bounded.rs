@@ -7,20 +7,20 @@ use std::{
 };
 
 /// `S`: the map's hasher (SipHash unless the keys allow a cheaper one).
-pub struct Bounded<K, V, S = RandomState> {
+pub(crate) struct Bounded<K, V, S = RandomState> {
     map: HashMap<K, V, S>,
     order: VecDeque<K>,
     cap: usize,
 }
 
 impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self::with_hasher(cap)
     }
 }
 
 impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> Bounded<K, V, S> {
-    pub fn with_hasher(cap: usize) -> Self {
+    pub(crate) fn with_hasher(cap: usize) -> Self {
         Bounded {
             map: HashMap::default(),
             order: VecDeque::new(),
@@ -28,19 +28,19 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> Bounded<K, V, S> {
         }
     }
 
-    pub fn get(&self, k: &K) -> Option<&V> {
+    pub(crate) fn get(&self, k: &K) -> Option<&V> {
         self.map.get(k)
     }
 
-    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, k: &K) -> Option<&mut V> {
         self.map.get_mut(k)
     }
 
-    pub fn contains(&self, k: &K) -> bool {
+    pub(crate) fn contains(&self, k: &K) -> bool {
         self.map.contains_key(k)
     }
 
-    pub fn insert(&mut self, k: K, v: V) {
+    pub(crate) fn insert(&mut self, k: K, v: V) {
         if self.map.insert(k.clone(), v).is_none() {
             self.order.push_back(k);
             while self.order.len() > self.cap {
@@ -51,15 +51,12 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> Bounded<K, V, S> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.map.clear();
         self.order.clear();
     }

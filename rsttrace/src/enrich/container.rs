@@ -11,10 +11,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use crate::model::owner::Container;
+pub(crate) use crate::model::owner::Container;
 
 impl Container {
-    pub fn from_cgroup(path: &str) -> Self {
+    pub(crate) fn from_cgroup(path: &str) -> Self {
         let mut c = Container {
             cgroup: path.to_string(),
             runtime: None,
@@ -90,7 +90,7 @@ impl Container {
     /// From the lines of `/proc/<pid>/cgroup`.  On cgroup v2 hosts the
     /// `0::` line says everything; on hybrid and v1 hosts containers live
     /// in the v1 hierarchies, so every line is searched for an id.
-    pub fn from_proc_cgroup(text: &str) -> Option<Container> {
+    pub(crate) fn from_proc_cgroup(text: &str) -> Option<Container> {
         let mut v2 = None;
         let mut v1 = vec![];
         for line in text.lines() {
@@ -123,7 +123,7 @@ impl Container {
 }
 
 /// The container a live process runs in (None when it is gone).
-pub fn proc_container(pid: u32) -> Option<Container> {
+pub(crate) fn proc_container(pid: u32) -> Option<Container> {
     let text = std::fs::read_to_string(super::procfs::path(format_args!("{pid}/cgroup"))).ok()?;
     Container::from_proc_cgroup(&text)
 }
@@ -131,7 +131,7 @@ pub fn proc_container(pid: u32) -> Option<Container> {
 /// cgroup id (the directory's inode in the v2 hierarchy) -> path, for
 /// every cgroup under `root`.  A walk of the whole tree: run it off the
 /// event loop.
-pub fn walk_cgroups(root: &Path) -> HashMap<u64, String> {
+pub(crate) fn walk_cgroups(root: &Path) -> HashMap<u64, String> {
     let mut by_id = HashMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -153,7 +153,7 @@ pub fn walk_cgroups(root: &Path) -> HashMap<u64, String> {
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
 /// `/sys/fs/cgroup/unified` on hybrid hosts).
-pub fn cgroup2_root() -> Option<PathBuf> {
+pub(crate) fn cgroup2_root() -> Option<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     text.lines().find_map(|line| {
         let (pre, post) = line.split_once(" - ")?;

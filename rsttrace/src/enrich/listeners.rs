@@ -27,7 +27,7 @@ struct PortState {
 /// Ports remembered; the oldest are forgotten first.
 const PORTS: usize = 65536;
 
-pub struct ListenerHistory {
+pub(crate) struct ListenerHistory {
     ports: Bounded<PortKey, PortState, BuildWordHasher>,
 }
 
@@ -53,7 +53,7 @@ impl Default for ListenerHistory {
 
 /// A listening socket found in `/proc/<pid>/net/tcp{,6}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcListener {
+pub(crate) struct ProcListener {
     pub netns: u32,
     pub port: u16,
     pub inode: u64,
@@ -67,7 +67,7 @@ impl ListenerHistory {
         self.ports.get_mut(&key).expect("just inserted")
     }
 
-    pub fn seed(&mut self, listener: &ProcListener, owner: Option<Task>) {
+    pub(crate) fn seed(&mut self, listener: &ProcListener, owner: Option<Task>) {
         let st = self.port(PortKey::new(listener.netns, listener.port));
         st.listening += 1;
         if owner.is_some() {
@@ -75,7 +75,7 @@ impl ListenerHistory {
         }
     }
 
-    pub fn on_listen(&mut self, ev: &ListenChange) {
+    pub(crate) fn on_listen(&mut self, ev: &ListenChange) {
         let st = self.port(PortKey::new(ev.netns, ev.port));
         if ev.listening {
             st.listening += 1;
@@ -92,7 +92,7 @@ impl ListenerHistory {
     }
 
     /// The port's story as of boot-time `now_ns`.
-    pub fn note(&self, netns: u32, port: u16, now_ns: u64) -> ListenerNote {
+    pub(crate) fn note(&self, netns: u32, port: u16, now_ns: u64) -> ListenerNote {
         match self.ports.get(&PortKey::new(netns, port)) {
             Some(st) => ListenerNote {
                 listening_now: st.listening > 0,
@@ -110,7 +110,7 @@ impl ListenerHistory {
 
 /// Every listening TCP socket in every network namespace that has a
 /// process in it, read from /proc.
-pub fn proc_listeners() -> Vec<ProcListener> {
+pub(crate) fn proc_listeners() -> Vec<ProcListener> {
     let mut out = vec![];
     let mut seen_ns = HashSet::new();
     let Ok(procs) = fs::read_dir(super::procfs::root()) else {
@@ -147,7 +147,7 @@ pub fn proc_listeners() -> Vec<ProcListener> {
 }
 
 /// `net:[4026531840]` -> 4026531840.
-pub fn ns_inode(link: &str) -> Option<u32> {
+pub(crate) fn ns_inode(link: &str) -> Option<u32> {
     link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 

@@ -1,10 +1,10 @@
 //! Enrichment: who owns a socket, which container it runs in, and who
 //! listened on a port.  The slow lookups run on the scanner thread.
 
-pub mod bounded;
-pub mod container;
-pub mod listeners;
-pub mod owner;
-pub mod procfs;
-pub mod runtime;
-pub mod scanner;
+pub(crate) mod bounded;
+pub(crate) mod container;
+pub(crate) mod listeners;
+pub(crate) mod owner;
+pub(crate) mod procfs;
+pub(crate) mod runtime;
+pub(crate) mod scanner;

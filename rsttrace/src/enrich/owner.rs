@@ -24,7 +24,7 @@ use crate::{
 
 /// An answer now, or later (ask again once the scanner replies).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup<T> {
+pub(crate) enum Lookup<T> {
     Ready(T),
     Pending,
 }
@@ -34,7 +34,7 @@ const CONTAINER_CACHE: usize = 4096;
 /// Socket inodes a scan did not find, remembered until the next scan.
 const UNKNOWN_CACHE: usize = 65536;
 
-pub struct OwnerResolver {
+pub(crate) struct OwnerResolver {
     scanner: Option<Scanner>,
     by_inode: HashMap<u64, ProcOwner>,
     unknown: Bounded<u64, ()>,
@@ -54,7 +54,7 @@ const ALIVE_FOR: Duration = Duration::from_secs(1);
 
 impl OwnerResolver {
     /// `initial`: a socket index built at start-up.
-    pub fn new(scanner: Option<Scanner>, initial: HashMap<u64, ProcOwner>) -> Self {
+    pub(crate) fn new(scanner: Option<Scanner>, initial: HashMap<u64, ProcOwner>) -> Self {
         OwnerResolver {
             scanner,
             by_inode: initial,
@@ -70,16 +70,16 @@ impl OwnerResolver {
         }
     }
 
-    pub fn indexed(&self) -> usize {
+    pub(crate) fn indexed(&self) -> usize {
         self.by_inode.len()
     }
 
     /// Where the scanner's replies arrive.
-    pub fn replies(&mut self) -> Option<&mut tokio::sync::mpsc::UnboundedReceiver<Reply>> {
+    pub(crate) fn replies(&mut self) -> Option<&mut tokio::sync::mpsc::UnboundedReceiver<Reply>> {
         self.scanner.as_mut().map(|s| &mut s.replies)
     }
 
-    pub fn ingest(&mut self, reply: Reply) {
+    pub(crate) fn ingest(&mut self, reply: Reply) {
         match reply {
             Reply::Sockets(index) => {
                 self.by_inode = index;
@@ -100,14 +100,14 @@ impl OwnerResolver {
     }
 
     /// Whether anything asked of the scanner is still unanswered.
-    pub fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         self.scan_in_flight || !self.asked.is_empty() || !self.asked_alive.is_empty()
     }
 
     /// The owner of a socket: recorded by the programs, else by inode.
     /// `closed`: the owner had closed the connection; say whether it has
     /// exited since.
-    pub fn owner(
+    pub(crate) fn owner(
         &mut self,
         kernel: Option<&KernelOwner>,
         sock_ino: u64,
@@ -196,7 +196,7 @@ impl OwnerResolver {
     }
 
     /// The owner from what is known now, without asking the scanner.
-    pub fn owner_now(&self, kernel: Option<&KernelOwner>, ino: u64) -> Option<Owner> {
+    pub(crate) fn owner_now(&self, kernel: Option<&KernelOwner>, ino: u64) -> Option<Owner> {
         if let Some(k) = kernel {
             return Some(Owner {
                 pid: k.pid,
@@ -216,7 +216,7 @@ impl OwnerResolver {
     }
 
     /// The process holding socket `inode`, if the index knows it; no scan.
-    pub fn peek(&self, inode: u64) -> Option<ProcOwner> {
+    pub(crate) fn peek(&self, inode: u64) -> Option<ProcOwner> {
         self.by_inode.get(&inode).copied()
     }
 

@@ -10,15 +10,15 @@ use std::{
 static ROOT: OnceLock<PathBuf> = OnceLock::new();
 
 /// Sets the root once, at start-up, before the scanner starts.
-pub fn set_root(root: &Path) {
+pub(crate) fn set_root(root: &Path) {
     let _ = ROOT.set(root.to_path_buf());
 }
 
-pub fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     ROOT.get().map_or(Path::new("/proc"), PathBuf::as_path)
 }
 
 /// `<root>/<rel>`, e.g. `path(format_args!("{pid}/cgroup"))`.
-pub fn path(rel: impl std::fmt::Display) -> PathBuf {
+pub(crate) fn path(rel: impl std::fmt::Display) -> PathBuf {
     root().join(rel.to_string())
 }

@@ -35,7 +35,7 @@ const NAMESPACE_KEYS: [&str; 2] = [
 const NAME_KEYS: [&str; 2] = ["io.kubernetes.pod.name", "io.kubernetes.cri.sandbox-name"];
 
 /// Fills in the pod's namespace and name when the runtime recorded them.
-pub fn annotate(c: &mut Container) {
+pub(crate) fn annotate(c: &mut Container) {
     let Some(id) = c.id.as_deref() else {
         return;
     };

@@ -18,7 +18,7 @@ use crate::model::conn::Comm;
 
 /// A process holding a socket, as /proc shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcOwner {
+pub(crate) struct ProcOwner {
     pub pid: u32,
     /// Start time (clock ticks after boot, `/proc/<pid>/stat` field 22):
     /// with the pid, names one process even after the pid is reused.
@@ -28,7 +28,7 @@ pub struct ProcOwner {
 
 /// Which container to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ContainerKey {
+pub(crate) enum ContainerKey {
     /// A socket owner recorded by the programs: its cgroup id, and its
     /// pid for the v1 hierarchies of hybrid hosts.
     Cgroup { id: u64, pid: u32 },
@@ -38,13 +38,13 @@ pub enum ContainerKey {
 
 /// A process by pid and start time (`start_boottime` in ns; 0 unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ProcessKey {
+pub(crate) struct ProcessKey {
     pub pid: u32,
     pub start_ns: u64,
 }
 
 #[derive(Debug)]
-pub enum Request {
+pub(crate) enum Request {
     Sockets,
     Container(ContainerKey),
     /// Whether a process still runs.
@@ -52,19 +52,19 @@ pub enum Request {
 }
 
 #[derive(Debug)]
-pub enum Reply {
+pub(crate) enum Reply {
     Sockets(HashMap<u64, ProcOwner>),
     Container(ContainerKey, Option<Arc<Container>>),
     Alive(ProcessKey, bool),
 }
 
-pub struct Scanner {
+pub(crate) struct Scanner {
     tx: mpsc::Sender<Request>,
     pub replies: UnboundedReceiver<Reply>,
 }
 
 impl Scanner {
-    pub fn start() -> std::io::Result<Self> {
+    pub(crate) fn start() -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Request>();
         let (reply_tx, replies) = unbounded_channel();
         thread::Builder::new()
@@ -74,7 +74,7 @@ impl Scanner {
     }
 
     /// Queues a request; false when the scanner thread is gone.
-    pub fn ask(&self, r: Request) -> bool {
+    pub(crate) fn ask(&self, r: Request) -> bool {
         self.tx.send(r).is_ok()
     }
 }
@@ -133,7 +133,7 @@ fn container(
 
 /// Whether the process still runs: its pid exists with the same start
 /// time (field 22 of `/proc/<pid>/stat` counts clock ticks of boot time).
-pub fn alive(p: ProcessKey) -> bool {
+pub(crate) fn alive(p: ProcessKey) -> bool {
     let Some(start) = process_start(p.pid) else {
         return false;
     };
@@ -147,14 +147,14 @@ pub fn alive(p: ProcessKey) -> bool {
 
 /// A process's start time: field 22 of `/proc/<pid>/stat`, after the
 /// parenthesised comm (which may hold spaces and parentheses).
-pub fn process_start(pid: u32) -> Option<u64> {
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(super::procfs::path(format_args!("{pid}/stat"))).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Socket inode -> owning process, from every process's fd table.
-pub fn scan_sockets() -> HashMap<u64, ProcOwner> {
+pub(crate) fn scan_sockets() -> HashMap<u64, ProcOwner> {
     let mut by_inode = HashMap::new();
     let Ok(procs) = fs::read_dir(super::procfs::root()) else {
         return by_inode;
@@ -228,7 +228,7 @@ mod tests {
         let index = scan_sockets();
         let owner = index[&inode_of(&listener)];
         assert_eq!(owner.pid, std::process::id());
-        assert!(!owner.comm.is_empty());
+        assert!(!owner.comm.as_str().is_empty());
         assert!(owner.start > 0);
         assert_eq!(process_start(std::process::id()), Some(owner.start));
     }

@@ -11,43 +11,43 @@ pub struct Cap {
     pub required: bool,
 }
 
-pub const CAP_DAC_READ_SEARCH: Cap = Cap {
+pub(crate) const CAP_DAC_READ_SEARCH: Cap = Cap {
     name: "CAP_DAC_READ_SEARCH",
     bit: 2,
     why: "read tracefs (tracepoint formats) and other processes' /proc entries",
     required: false,
 };
-pub const CAP_SYS_PTRACE: Cap = Cap {
+pub(crate) const CAP_SYS_PTRACE: Cap = Cap {
     name: "CAP_SYS_PTRACE",
     bit: 19,
     why: "find the owners of sockets older than rsttrace in /proc/<pid>/fd",
     required: false,
 };
-pub const CAP_SYS_ADMIN: Cap = Cap {
+pub(crate) const CAP_SYS_ADMIN: Cap = Cap {
     name: "CAP_SYS_ADMIN",
     bit: 21,
     why: "mount tracefs when it is not mounted; stands in for CAP_BPF and CAP_PERFMON on kernels older than 5.8",
     required: false,
 };
-pub const CAP_SYS_RESOURCE: Cap = Cap {
+pub(crate) const CAP_SYS_RESOURCE: Cap = Cap {
     name: "CAP_SYS_RESOURCE",
     bit: 24,
     why: "raise RLIMIT_MEMLOCK for BPF maps on kernels older than 5.11",
     required: false,
 };
-pub const CAP_SYSLOG: Cap = Cap {
+pub(crate) const CAP_SYSLOG: Cap = Cap {
     name: "CAP_SYSLOG",
     bit: 34,
     why: "read kernel addresses in /proc/kallsyms (call-path inference on kernels without reset reasons)",
     required: false,
 };
-pub const CAP_PERFMON: Cap = Cap {
+pub(crate) const CAP_PERFMON: Cap = Cap {
     name: "CAP_PERFMON",
     bit: 38,
     why: "attach tracing programs and read kernel memory from them",
     required: true,
 };
-pub const CAP_BPF: Cap = Cap {
+pub(crate) const CAP_BPF: Cap = Cap {
     name: "CAP_BPF",
     bit: 39,
     why: "load eBPF programs and create their maps",
@@ -55,7 +55,7 @@ pub const CAP_BPF: Cap = Cap {
 };
 
 /// Every capability rsttrace uses.
-pub const ALL: [Cap; 7] = [
+pub(crate) const ALL: [Cap; 7] = [
     CAP_BPF,
     CAP_PERFMON,
     CAP_SYS_PTRACE,
@@ -109,7 +109,7 @@ fn mask(caps: &[Cap]) -> u64 {
 
 /// Keeps only `keep` in the effective, permitted and inheritable sets
 /// (and the bounding set, so they cannot come back).
-pub fn drop_all_but(keep: &[Cap]) -> std::io::Result<()> {
+pub(crate) fn drop_all_but(keep: &[Cap]) -> std::io::Result<()> {
     let keep = mask(keep);
     for bit in 0..64 {
         if keep & (1 << bit) == 0 {
@@ -125,7 +125,7 @@ pub fn drop_all_but(keep: &[Cap]) -> std::io::Result<()> {
 
 /// Lowers the effective set to `effective` while keeping `permitted`, so
 /// that a capability can be tried without and raised again.
-pub fn set_effective(effective: &[Cap], permitted: &[Cap]) -> std::io::Result<()> {
+pub(crate) fn set_effective(effective: &[Cap], permitted: &[Cap]) -> std::io::Result<()> {
     set(mask(effective), mask(permitted))
 }
 

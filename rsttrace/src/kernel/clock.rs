@@ -17,12 +17,12 @@ static BOOT_CLOCK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 
 /// Which clock the programs stamp records with: boot time (Linux >= 5.8,
 /// the default) or monotonic.
-pub fn set_boot_clock(boot: bool) {
+pub(crate) fn set_boot_clock(boot: bool) {
     BOOT_CLOCK.store(boot, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Now, on the clock records carry.
-pub fn boottime_ns() -> u64 {
+pub(crate) fn boottime_ns() -> u64 {
     if BOOT_CLOCK.load(std::sync::atomic::Ordering::Relaxed) {
         clock_ns(libc::CLOCK_BOOTTIME)
     } else {
@@ -33,13 +33,13 @@ pub fn boottime_ns() -> u64 {
 /// Converts CLOCK_BOOTTIME to wall-clock time.  Re-synced periodically so
 /// that NTP steps show up in the output.
 #[derive(Debug, Clone, Copy)]
-pub struct WallClock {
+pub(crate) struct WallClock {
     /// realtime - boottime, in ns.
     offset_ns: i128,
 }
 
 impl WallClock {
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         let boot = boottime_ns();
         let real = clock_ns(libc::CLOCK_REALTIME);
         WallClock {
@@ -48,19 +48,19 @@ impl WallClock {
     }
 
     #[cfg(test)]
-    pub fn with_offset(offset_ns: i128) -> Self {
+    pub(crate) fn with_offset(offset_ns: i128) -> Self {
         WallClock { offset_ns }
     }
 
     /// Unix time in ns of a CLOCK_BOOTTIME timestamp.
-    pub fn unix_ns(&self, boot_ns: u64) -> i128 {
+    pub(crate) fn unix_ns(&self, boot_ns: u64) -> i128 {
         i128::from(boot_ns) + self.offset_ns
     }
 }
 
 /// Formats Unix time in ns as RFC 3339 UTC with microseconds,
 /// `2026-11-24T14:05:01.123456Z`, into a fixed buffer.
-pub fn rfc3339(unix_ns: i128, out: &mut [u8; 27]) -> &str {
+pub(crate) fn rfc3339(unix_ns: i128, out: &mut [u8; 27]) -> &str {
     let secs = unix_ns.div_euclid(1_000_000_000) as i64;
     let micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as u32;
     let days = secs.div_euclid(86_400);
@@ -94,7 +94,7 @@ pub fn rfc3339(unix_ns: i128, out: &mut [u8; 27]) -> &str {
 /// [`rfc3339`] for records in time order: the date and time of day are
 /// formatted once per second and kept, only the microseconds per record.
 #[derive(Debug, Clone, Default)]
-pub struct Rfc3339Cache {
+pub(crate) struct Rfc3339Cache {
     /// The second `head` was formatted for.
     second: Option<i64>,
     /// `2026-11-24T14:05:01.` of that second.
@@ -103,7 +103,7 @@ pub struct Rfc3339Cache {
 
 impl Rfc3339Cache {
     /// Exactly what [`rfc3339`] writes.
-    pub fn format(&mut self, unix_ns: i128) -> [u8; 27] {
+    pub(crate) fn format(&mut self, unix_ns: i128) -> [u8; 27] {
         let second = unix_ns.div_euclid(1_000_000_000) as i64;
         let mut out = [0u8; 27];
         if self.second == Some(second) {
@@ -140,7 +140,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// The kernel's HZ: from the kernel config if the host exposes it, else
 /// measured from /proc/timer_list, else the common default 250.
-pub fn kernel_hz() -> (u32, &'static str) {
+pub(crate) fn kernel_hz() -> (u32, &'static str) {
     if let Some(hz) = read_config_gz().as_deref().and_then(config_hz) {
         return (hz, "/proc/config.gz");
     }
@@ -178,7 +178,7 @@ fn config_hz(config: &str) -> Option<u32> {
 /// Maps kernel jiffies to CLOCK_BOOTTIME (storm summaries count in
 /// jiffies: the eBPF counting path reads no clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JiffiesAnchor {
+pub(crate) struct JiffiesAnchor {
     jiffies: u64,
     boot_ns: u64,
     hz: u32,
@@ -186,7 +186,7 @@ pub struct JiffiesAnchor {
 
 impl JiffiesAnchor {
     /// From /proc/timer_list (root only); None when unreadable.
-    pub fn now(hz: u32) -> Option<Self> {
+    pub(crate) fn now(hz: u32) -> Option<Self> {
         let jiffies = timer_list_jiffies()?;
         Some(JiffiesAnchor {
             jiffies,
@@ -196,7 +196,7 @@ impl JiffiesAnchor {
     }
 
     #[cfg(test)]
-    pub fn at(jiffies: u64, boot_ns: u64, hz: u32) -> Self {
+    pub(crate) fn at(jiffies: u64, boot_ns: u64, hz: u32) -> Self {
         JiffiesAnchor {
             jiffies,
             boot_ns,
@@ -204,7 +204,7 @@ impl JiffiesAnchor {
         }
     }
 
-    pub fn boot_ns(&self, jiffies: u64) -> u64 {
+    pub(crate) fn boot_ns(&self, jiffies: u64) -> u64 {
         let delta = jiffies as i128 - self.jiffies as i128;
         let ns = delta * 1_000_000_000 / i128::from(self.hz.max(1));
         (i128::from(self.boot_ns) + ns).max(0) as u64

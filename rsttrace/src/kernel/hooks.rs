@@ -11,12 +11,12 @@
 
 use rsttrace_common::config::{Config, ABSENT};
 
-use super::{btf::Btf, layout::LayoutError, tracefs::EventFormat};
+use super::{btf::Btf, tracefs::EventFormat, LayoutError};
 
 /// What a hook is for.  Each role is covered by one choice of its hooks'
 /// variants (see `capture::plan`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Resets this host sends.
     Sent,
     /// Resets this host receives.
@@ -48,7 +48,7 @@ pub enum Role {
 
 /// How a program attaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
+pub(crate) enum Variant {
     /// BTF tracepoint (`tp_btf`): the kernel's BTF types the arguments.
     TpBtf,
     /// Raw tracepoint, for kernels without their own BTF (`--btf`).
@@ -61,7 +61,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Variant::TpBtf => "tp_btf",
             Variant::RawTp => "raw_tp",
@@ -73,14 +73,14 @@ impl Variant {
     }
 
     /// Attached to a kernel function rather than a tracepoint.
-    pub fn is_function(self) -> bool {
+    pub(crate) fn is_function(self) -> bool {
         matches!(self, Variant::Fentry | Variant::Fexit | Variant::Kprobe)
     }
 }
 
 /// One program on one hook.
 #[derive(Debug)]
-pub struct Hook {
+pub(crate) struct Hook {
     pub role: Role,
     /// `system:event` for tracepoints, the function's name otherwise.
     pub target: &'static str,
@@ -149,14 +149,14 @@ impl Hook {
     }
 
     /// The tracepoint's event name (`tcp_send_reset` of `tcp:tcp_send_reset`).
-    pub fn event(&self) -> &'static str {
+    pub(crate) fn event(&self) -> &'static str {
         self.target
             .split_once(':')
             .map_or(self.target, |(_, event)| event)
     }
 
     /// The tracepoint's system (`tcp`), empty for functions.
-    pub fn system(&self) -> &'static str {
+    pub(crate) fn system(&self) -> &'static str {
         self.target.split_once(':').map_or("", |(system, _)| system)
     }
 }
@@ -168,7 +168,7 @@ const SOCK: &[&str] = &["*sock"];
 
 /// Every hook, by role; within a role, the preferred variants first.
 #[rustfmt::skip]
-pub const HOOKS: &[Hook] = &[
+pub(crate) const HOOKS: &[Hook] = &[
     Hook::new(Sent, "tcp:tcp_send_reset", TpBtf, "tcp_send_reset", "resets sent (every reset, with a reason, from Linux 6.10; before, only those of full sockets)").args(&["*sock", "*sk_buff"]).required(),
     Hook::new(Sent, "tcp:tcp_send_reset", RawTp, "tcp_send_reset_raw", "resets sent, without the kernel's BTF").required(),
     Hook::new(Sent, "tcp_v4_send_reset", Fentry, "tcp_v4_send_reset_fentry", "IPv4 resets in reply to segments, before Linux 6.10 (no socket, time-wait, listener)").required(),
@@ -211,14 +211,14 @@ pub const HOOKS: &[Hook] = &[
 ];
 
 /// The hooks of one role in one variant.
-pub fn hooks_of(role: Role, variant: Variant) -> impl Iterator<Item = &'static Hook> {
+pub(crate) fn hooks_of(role: Role, variant: Variant) -> impl Iterator<Item = &'static Hook> {
     HOOKS
         .iter()
         .filter(move |h| h.role == role && h.variant == variant)
 }
 
 /// The BTF tracepoints of the table, each once.
-pub fn tracepoints() -> impl Iterator<Item = &'static Hook> {
+pub(crate) fn tracepoints() -> impl Iterator<Item = &'static Hook> {
     HOOKS.iter().filter(|h| h.variant == TpBtf)
 }
 
@@ -268,7 +268,11 @@ impl Hooks {
 }
 
 /// Checks a BTF tracepoint's signature; returns its argument types.
-pub fn check_tracepoint(btf: &Btf, name: &str, want: &[&str]) -> Result<Vec<String>, LayoutError> {
+pub(crate) fn check_tracepoint(
+    btf: &Btf,
+    name: &str,
+    want: &[&str],
+) -> Result<Vec<String>, LayoutError> {
     let args = btf
         .tracepoint_args(name)
         .ok_or_else(|| LayoutError::MissingTracepoint(name.to_string()))?;
@@ -284,7 +288,7 @@ pub fn check_tracepoint(btf: &Btf, name: &str, want: &[&str]) -> Result<Vec<Stri
 
 /// Checks every tracepoint and function and fills the config flags that
 /// depend on them.
-pub fn detect(
+pub(crate) fn detect(
     btf: &Btf,
     config: &mut Config,
     accept_exit: Option<&EventFormat>,

@@ -55,7 +55,7 @@ const FUNCTIONS: &[(&str, CallSite)] = &[
 ];
 
 /// The most call sites a path keeps, innermost first.
-pub const PATH: usize = 3;
+pub(crate) const PATH: usize = 3;
 
 /// Address ranges of the functions above.
 #[derive(Debug, Clone, Default)]

@@ -165,12 +165,6 @@ impl<T: Copy> ByValue<T> {
     fn is_empty(&self) -> bool {
         self.dense.iter().all(Option::is_none) && self.sparse.is_empty()
     }
-
-    #[cfg(test)]
-    fn clear(&mut self) {
-        self.dense.clear();
-        self.sparse.clear();
-    }
 }
 
 /// Numbers to names for this kernel.
@@ -275,11 +269,11 @@ impl KernelNames {
 }
 
 #[cfg(test)]
-pub mod testing {
+pub(crate) mod testing {
     use super::*;
 
     /// Names as a 6.18 kernel reports them.
-    pub fn names_618() -> KernelNames {
+    pub(crate) fn names_618() -> KernelNames {
         let mut n = KernelNames {
             sock_dead_bit: Some(0),
             sock_linger_bit: Some(4),
@@ -298,13 +292,6 @@ pub mod testing {
         for (i, s) in TcpState::ALL.iter().enumerate() {
             n.add_state(i as u8 + 1, s.name());
         }
-        n
-    }
-
-    /// Names as Linux 6.1 reports them: states, no reasons.
-    pub fn names_61() -> KernelNames {
-        let mut n = names_618();
-        n.reasons.clear();
         n
     }
 }

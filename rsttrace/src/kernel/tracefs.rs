@@ -12,7 +12,7 @@ use thiserror::Error;
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 #[derive(Debug, Error)]
-pub enum TracefsError {
+pub(crate) enum TracefsError {
     #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0} (mount it with: mount -t tracefs nodev /sys/kernel/tracing)")]
     NotMounted(std::io::Error),
     #[error("cannot read {path}: {source}")]
@@ -24,13 +24,13 @@ pub enum TracefsError {
     MissingEvent(String),
 }
 
-pub struct Tracefs {
+pub(crate) struct Tracefs {
     root: PathBuf,
 }
 
 impl Tracefs {
     /// A mounted tracefs, if there is one.
-    pub fn locate() -> Option<Self> {
+    pub(crate) fn locate() -> Option<Self> {
         CANDIDATES
             .iter()
             .map(Path::new)
@@ -41,7 +41,7 @@ impl Tracefs {
     }
 
     /// Finds a mounted tracefs, mounting one on /sys/kernel/tracing if none.
-    pub fn locate_or_mount() -> Result<Self, TracefsError> {
+    pub(crate) fn locate_or_mount() -> Result<Self, TracefsError> {
         if let Some(t) = Self::locate() {
             return Ok(t);
         }
@@ -68,7 +68,7 @@ impl Tracefs {
         })
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
@@ -76,11 +76,11 @@ impl Tracefs {
         self.root.join("events").join(system).join(event)
     }
 
-    pub fn has_event(&self, system: &str, event: &str) -> bool {
+    pub(crate) fn has_event(&self, system: &str, event: &str) -> bool {
         self.event_dir(system, event).join("format").exists()
     }
 
-    pub fn format(&self, system: &str, event: &str) -> Result<EventFormat, TracefsError> {
+    pub(crate) fn format(&self, system: &str, event: &str) -> Result<EventFormat, TracefsError> {
         let path = self.event_dir(system, event).join("format");
         if !path.exists() {
             return Err(TracefsError::MissingEvent(format!("{system}:{event}")));
@@ -94,20 +94,20 @@ impl Tracefs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field {
+pub(crate) struct Field {
     pub offset: u32,
     pub size: u32,
 }
 
 /// A parsed `format` file.
 #[derive(Debug, Default, Clone)]
-pub struct EventFormat {
+pub(crate) struct EventFormat {
     pub fields: HashMap<String, Field>,
     pub print_fmt: String,
 }
 
 impl EventFormat {
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let mut out = EventFormat::default();
         for line in text.lines() {
             let line = line.trim();
@@ -141,7 +141,7 @@ impl EventFormat {
     }
 
     /// The `{ value, "NAME" }` pairs of `__print_symbolic(REC-><field>, ...)`.
-    pub fn symbols(&self, field: &str) -> Vec<(i64, String)> {
+    pub(crate) fn symbols(&self, field: &str) -> Vec<(i64, String)> {
         let needle = format!("__print_symbolic(REC->{field},");
         let Some(start) = self.print_fmt.find(&needle) else {
             return vec![];

@@ -8,7 +8,7 @@ use super::{ResetKey, Tally};
 use crate::model::{failure::FailureKind, lost::LostWhy};
 
 /// What a scrape shows besides the tally.
-pub struct Snapshot<'a> {
+pub(crate) struct Snapshot<'a> {
     pub tally: &'a Tally,
     pub rule_names: Vec<&'a str>,
     pub kernel: &'a str,
@@ -64,7 +64,7 @@ fn single(o: &mut String, name: &str, ty: &str, help: &str, value: u64) {
     series(o, name, &[], value);
 }
 
-pub fn render(s: &Snapshot) -> String {
+pub(crate) fn render(s: &Snapshot) -> String {
     let mut out = String::with_capacity(8192);
     let o = &mut out;
     head(

@@ -6,18 +6,18 @@ use std::collections::HashMap;
 
 /// The label's value when unknown (no owner, no container): Prometheus
 /// treats an empty value as an absent label.
-pub const UNKNOWN: u16 = 0;
+pub(crate) const UNKNOWN: u16 = 0;
 /// Where values past the ceiling go.
-pub const OTHER: u16 = 1;
+pub(crate) const OTHER: u16 = 1;
 
-pub struct BoundedLabel {
+pub(crate) struct BoundedLabel {
     ids: HashMap<Box<str>, u16>,
     values: Vec<Box<str>>,
     max: usize,
 }
 
 impl BoundedLabel {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         BoundedLabel {
             ids: HashMap::new(),
             values: vec!["".into(), "other".into()],
@@ -26,7 +26,7 @@ impl BoundedLabel {
     }
 
     /// The id of `value` (allocates only the first time a value is seen).
-    pub fn id(&mut self, value: &str) -> u16 {
+    pub(crate) fn id(&mut self, value: &str) -> u16 {
         if value.is_empty() {
             return UNKNOWN;
         }
@@ -42,7 +42,7 @@ impl BoundedLabel {
         id
     }
 
-    pub fn value(&self, id: u16) -> &str {
+    pub(crate) fn value(&self, id: u16) -> &str {
         &self.values[usize::from(id)]
     }
 }

@@ -5,9 +5,9 @@
 //! the output say (hooks, losses).  Labels never carry addresses, ports
 //! or pids, and process names and containers are bounded (see `labels`).
 
-pub mod exposition;
-pub mod labels;
-pub mod server;
+pub(crate) mod exposition;
+pub(crate) mod labels;
+pub(crate) mod server;
 
 use std::collections::HashMap;
 
@@ -19,9 +19,9 @@ use crate::{
 };
 
 /// Distinct process names kept as their own label value.
-pub const MAX_COMMS: usize = 64;
+pub(crate) const MAX_COMMS: usize = 64;
 /// Distinct containers kept as their own label value.
-pub const MAX_CONTAINERS: usize = 32;
+pub(crate) const MAX_CONTAINERS: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ResetKey {
@@ -43,7 +43,7 @@ impl std::hash::Hash for ResetKey {
 }
 
 /// What the pipeline counted.
-pub struct Tally {
+pub(crate) struct Tally {
     resets: HashMap<ResetKey, u64, BuildWordHasher>,
     comms: BoundedLabel,
     containers: BoundedLabel,
@@ -55,7 +55,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn new(rules: usize) -> Self {
+    pub(crate) fn new(rules: usize) -> Self {
         Tally {
             resets: HashMap::default(),
             comms: BoundedLabel::new(MAX_COMMS),
@@ -78,7 +78,7 @@ impl Tally {
     }
 
     /// A reset reported, or silenced by rule `rule`.
-    pub fn reset(&mut self, r: &Reset, rule: Option<usize>) {
+    pub(crate) fn reset(&mut self, r: &Reset, rule: Option<usize>) {
         let owner = r.owner.as_ref();
         let comm = owner.map_or("", |o| o.comm.as_str());
         let container = owner
@@ -92,19 +92,19 @@ impl Tally {
     }
 
     /// A storm summary: resets the kernel counted instead of reporting.
-    pub fn storm(&mut self, s: &Suppressed) {
+    pub(crate) fn storm(&mut self, s: &Suppressed) {
         let comm = s.owner.as_ref().map_or("", |o| o.comm.as_str());
         self.count(s.direction, s.cause, comm, "", s.count);
         self.storm_aggregated += s.count;
     }
 
-    pub fn failure(&mut self, kind: FailureKind) {
+    pub(crate) fn failure(&mut self, kind: FailureKind) {
         *self.failures.entry(kind).or_insert(0) += 1;
     }
 
     /// Resets the kernel could not hand over.  (Records the output could
     /// not write are the sink's to count.)
-    pub fn lost(&mut self, why: LostWhy, n: u64) {
+    pub(crate) fn lost(&mut self, why: LostWhy, n: u64) {
         if why != LostWhy::OutputStalled {
             *self.lost.entry(why).or_insert(0) += n;
         }
@@ -113,7 +113,7 @@ impl Tally {
 
 /// The 12-digit form of a container id that `docker ps` and `podman ps`
 /// show.
-pub fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 

@@ -17,7 +17,7 @@ use tokio::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `PORT`, `:PORT` (loopback), `ADDR:PORT` or `[ADDR6]:PORT`.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     let loopback = |p: &str| {
         p.parse::<u16>()
             .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
@@ -30,13 +30,13 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-pub struct Server {
+pub(crate) struct Server {
     listener: TcpListener,
 }
 
 impl Server {
     /// Binds now, so that a taken port is an error at start-up.
-    pub fn bind(addr: SocketAddr) -> std::io::Result<Server> {
+    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<Server> {
         let std = std::net::TcpListener::bind(addr)?;
         std.set_nonblocking(true)?;
         Ok(Server {
@@ -44,17 +44,17 @@ impl Server {
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    pub async fn accept(&self) -> std::io::Result<TcpStream> {
+    pub(crate) async fn accept(&self) -> std::io::Result<TcpStream> {
         self.listener.accept().await.map(|(s, _)| s)
     }
 }
 
 /// Answers one request on `stream` with `body` (for `/metrics`).
-pub async fn serve(mut stream: TcpStream, body: String) {
+pub(crate) async fn serve(mut stream: TcpStream, body: String) {
     let mut request = Vec::with_capacity(1024);
     let head = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut chunk = [0u8; 1024];

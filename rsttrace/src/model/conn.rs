@@ -5,12 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rsttrace_common::COMM_LEN;
 use sha1::{Digest, Sha1};
 
-pub const AF_INET: u16 = libc::AF_INET as u16;
-pub const AF_INET6: u16 = libc::AF_INET6 as u16;
+pub(crate) const AF_INET6: u16 = libc::AF_INET6 as u16;
 
 /// An address as captured: IPv4 in the first 4 bytes, IPv6 in all 16.
 /// IPv4-mapped IPv6 addresses (dual-stack sockets) come out as IPv4.
-pub fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
+pub(crate) fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
     if family == AF_INET6 {
         let v6 = Ipv6Addr::from(*raw);
         match v6.to_ipv4_mapped() {
@@ -23,7 +22,7 @@ pub fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
 }
 
 /// `"inet"` or `"inet6"` for an address, as `ip`/`ss` name families.
-pub fn family_name(addr: &IpAddr) -> &'static str {
+pub(crate) fn family_name(addr: &IpAddr) -> &'static str {
     match addr {
         IpAddr::V4(_) => "inet",
         IpAddr::V6(_) => "inet6",
@@ -32,7 +31,7 @@ pub fn family_name(addr: &IpAddr) -> &'static str {
 
 /// Both ends of a connection, this host's first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub local: IpAddr,
     pub local_port: u16,
     pub remote: IpAddr,
@@ -66,7 +65,7 @@ impl std::hash::Hash for Conn {
 }
 
 impl Conn {
-    pub fn from_raw(
+    pub(crate) fn from_raw(
         family: u16,
         local: &[u8; 16],
         local_port: u16,
@@ -81,14 +80,10 @@ impl Conn {
         }
     }
 
-    pub fn family(&self) -> &'static str {
-        family_name(&self.local)
-    }
-
     /// Community ID v1 (seed 0) of this TCP connection: the same on both
     /// hosts, whichever end computes it.  Empty when the two addresses
     /// are of different families (the spec has no id for that).
-    pub fn community_id(&self) -> CommunityId {
+    pub(crate) fn community_id(&self) -> CommunityId {
         match (self.local, self.remote) {
             (IpAddr::V4(l), IpAddr::V4(r)) => {
                 CommunityId::tcp(&l.octets(), self.local_port, &r.octets(), self.remote_port)
@@ -101,7 +96,7 @@ impl Conn {
     }
 
     /// The same connection seen from the other end.
-    pub fn reversed(&self) -> Conn {
+    pub(crate) fn reversed(&self) -> Conn {
         Conn {
             local: self.remote,
             local_port: self.remote_port,
@@ -114,7 +109,7 @@ impl Conn {
 /// A Community ID v1 (`1:` and the base64 of a SHA-1), kept inline: one
 /// is computed per record, and a `String` would be an allocation each.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct CommunityId {
+pub(crate) struct CommunityId {
     text: [u8; CommunityId::MAX],
     len: u8,
 }
@@ -160,7 +155,7 @@ impl CommunityId {
         id
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         let text = &self.text[..usize::from(self.len)];
         // SAFETY: the bytes are ASCII (`tcp` writes `1:` and base64) or a
         // prefix of a str cut at a character boundary (`from`), and never
@@ -213,7 +208,7 @@ impl PartialEq<&str> for CommunityId {
 
 /// The TCP segment a reset answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Segment {
+pub(crate) struct Segment {
     pub flags: u8,
     pub seq: u32,
     pub ack: u32,
@@ -221,21 +216,21 @@ pub struct Segment {
 }
 
 /// TCP header flag bits.
-pub mod tcp_flags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
+pub(crate) mod tcp_flags {
+    pub(crate) const FIN: u8 = 0x01;
+    pub(crate) const SYN: u8 = 0x02;
+    #[cfg(test)]
+    pub(crate) const PSH: u8 = 0x08;
+    pub(crate) const ACK: u8 = 0x10;
 }
 
 impl Segment {
     /// A connection attempt: SYN without ACK.
-    pub fn is_bare_syn(&self) -> bool {
+    pub(crate) fn is_bare_syn(&self) -> bool {
         self.flags & tcp_flags::SYN != 0 && self.flags & tcp_flags::ACK == 0
     }
 
-    pub fn has(&self, flag: u8) -> bool {
+    pub(crate) fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
 }
@@ -244,14 +239,14 @@ impl Segment {
 /// its text found once (records show a name several times, and through
 /// `as_str` each time).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Comm {
+pub(crate) struct Comm {
     raw: [u8; COMM_LEN],
     /// Up to the first NUL, cut at the first byte that is not UTF-8.
     len: u8,
 }
 
 impl Comm {
-    pub fn new(raw: [u8; COMM_LEN]) -> Self {
+    pub(crate) fn new(raw: [u8; COMM_LEN]) -> Self {
         let end = raw.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
         let len = match std::str::from_utf8(&raw[..end]) {
             Ok(_) => end,
@@ -263,7 +258,7 @@ impl Comm {
         }
     }
 
-    pub fn from_str_lossy(s: &str) -> Self {
+    pub(crate) fn from_str_lossy(s: &str) -> Self {
         let mut raw = [0; COMM_LEN];
         let n = s.len().min(COMM_LEN - 1);
         raw[..n].copy_from_slice(&s.as_bytes()[..n]);
@@ -271,15 +266,11 @@ impl Comm {
     }
 
     /// Up to the first NUL; invalid UTF-8 is cut at the first bad byte.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         let text = &self.raw[..usize::from(self.len)];
         // SAFETY: `new`, the only constructor but Default (len 0), checked
         // that these bytes are UTF-8, and they are never changed.
         unsafe { std::str::from_utf8_unchecked(text) }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.raw[0] == 0
     }
 }
 
@@ -291,7 +282,7 @@ impl std::fmt::Debug for Comm {
 
 /// A process named for a role: the task that ran, a killer, a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Task {
+pub(crate) struct Task {
     pub pid: u32,
     pub comm: Comm,
 }
@@ -305,7 +296,7 @@ mod tests {
         let mut raw = [0u8; 16];
         raw[..4].copy_from_slice(&[127, 0, 0, 1]);
         assert_eq!(
-            ip_addr(AF_INET, &raw),
+            ip_addr(libc::AF_INET as u16, &raw),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
         let v6: Ipv6Addr = "fd00::1".parse().unwrap();

@@ -3,12 +3,12 @@
 
 use super::{
     conn::{family_name, CommunityId, Conn, Task},
-    errno::Errno,
     field::{field, Field, Side, Text, Ty, Value},
 };
+use crate::vocab::errno::Errno;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     SynTimeout,
     Timeout,
     IcmpPortUnreachable,
@@ -27,7 +27,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    pub const ALL: &'static [FailureKind] = &[
+    pub(crate) const ALL: &'static [FailureKind] = &[
         FailureKind::SynTimeout,
         FailureKind::Timeout,
         FailureKind::IcmpPortUnreachable,
@@ -40,7 +40,7 @@ impl FailureKind {
     ];
 
     /// From the errno the socket reported, when no reset was seen on it.
-    pub fn from_errno(errno: Errno, synced: bool) -> Option<FailureKind> {
+    pub(crate) fn from_errno(errno: Errno, synced: bool) -> Option<FailureKind> {
         Some(match errno {
             Errno::ETIMEDOUT if !synced => FailureKind::SynTimeout,
             Errno::ETIMEDOUT => FailureKind::Timeout,
@@ -51,7 +51,7 @@ impl FailureKind {
         })
     }
 
-    pub fn id(self) -> &'static str {
+    pub(crate) fn id(self) -> &'static str {
         match self {
             FailureKind::SynTimeout => "syn_timeout",
             FailureKind::Timeout => "timeout",
@@ -65,7 +65,7 @@ impl FailureKind {
         }
     }
 
-    pub fn explanation(self) -> &'static str {
+    pub(crate) fn explanation(self) -> &'static str {
         match self {
             FailureKind::SynTimeout => "connect() timed out: the SYN was never answered (dropped by a firewall, or the host is down); no reset was involved.",
             FailureKind::Timeout => "The peer stopped acknowledging (retransmission timeout or TCP_USER_TIMEOUT); no reset was involved.",
@@ -82,7 +82,7 @@ impl FailureKind {
 
 /// What an ICMP error (type, code) about one of our segments says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Icmp {
+pub(crate) struct Icmp {
     pub v6: bool,
     pub icmp_type: u8,
     pub code: u8,
@@ -93,7 +93,7 @@ pub struct Icmp {
 impl Icmp {
     /// The errno this ICMP error gives a connecting socket (the kernel's
     /// icmp_err_convert and icmpv6_err_convert), where it is one.
-    pub fn errno(&self) -> Option<Errno> {
+    pub(crate) fn errno(&self) -> Option<Errno> {
         if !self.v6 {
             return icmp_errno(self.icmp_type, self.code);
         }
@@ -107,7 +107,7 @@ impl Icmp {
     }
 
     /// Refines a failure kind the errno gave.
-    pub fn kind(&self, fallback: FailureKind) -> FailureKind {
+    pub(crate) fn kind(&self, fallback: FailureKind) -> FailureKind {
         let admin = if self.v6 {
             self.icmp_type == 1 && matches!(self.code, 1 | 5 | 6)
         } else {
@@ -123,7 +123,7 @@ impl Icmp {
 
 /// The errno an ICMP destination-unreachable (type, code) gives the
 /// application that receives it (the kernel's icmp_err_convert).
-pub fn icmp_errno(icmp_type: u8, code: u8) -> Option<Errno> {
+pub(crate) fn icmp_errno(icmp_type: u8, code: u8) -> Option<Errno> {
     const DEST_UNREACH: u8 = 3;
     if icmp_type != DEST_UNREACH {
         return None;
@@ -136,7 +136,7 @@ pub fn icmp_errno(icmp_type: u8, code: u8) -> Option<Errno> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub unix_ns: i128,
     pub kind: FailureKind,
     pub errno: Option<Errno>,
@@ -152,7 +152,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn arrow(&self) -> &'static str {
+    pub(crate) fn arrow(&self) -> &'static str {
         if self.errno_for_peer {
             "<-"
         } else {
@@ -161,7 +161,7 @@ impl Failure {
     }
 }
 
-pub const FIELDS: &[Field<Failure>] = &[
+pub(crate) const FIELDS: &[Field<Failure>] = &[
     field("time", Ty::Str, Text::Head(27), "When the kernel reported the error, RFC 3339 UTC.", |f| Value::Time(f.unix_ns)),
     field("event", Ty::Str, Text::Head(8), "\"connection_failure\".", |_| Value::Str("connection_failure")),
     field("failure", Ty::Str, Text::Head(24), "syn_timeout, timeout, icmp_port_unreachable, host_unreachable, net_unreachable, admin_prohibited, firewall_icmp_reject, firewall_drop (a segment from the peer) or firewall_output_drop (one this host sent).", |f| Value::Str(f.kind.id())),

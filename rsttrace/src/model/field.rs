@@ -8,54 +8,54 @@ use std::net::IpAddr;
 
 /// A field's JSON type.  `Opt*` may be `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ty {
+pub(crate) enum Ty {
     Str,
     OptStr,
     Num,
     OptNum,
-    Bool,
     OptBool,
 }
 
 impl Ty {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Ty::Str => "string",
             Ty::OptStr => "string|null",
             Ty::Num => "number",
             Ty::OptNum => "number|null",
-            Ty::Bool => "boolean",
             Ty::OptBool => "boolean|null",
         }
     }
 
-    pub fn nullable(self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn nullable(self) -> bool {
         matches!(self, Ty::OptStr | Ty::OptNum | Ty::OptBool)
     }
 
     /// Whether `value` is of this type.
-    pub fn admits(self, value: &Value<'_>) -> bool {
+    #[cfg(test)]
+    pub(crate) fn admits(self, value: &Value<'_>) -> bool {
         match value {
             Value::Null => self.nullable(),
             Value::Str(_) | Value::Ip(_) | Value::Time(_) | Value::TcpFlags(_) => {
                 matches!(self, Ty::Str | Ty::OptStr)
             }
-            Value::U64(_) | Value::I64(_) => matches!(self, Ty::Num | Ty::OptNum),
-            Value::Bool(_) => matches!(self, Ty::Bool | Ty::OptBool),
+            Value::U64(_) => matches!(self, Ty::Num | Ty::OptNum),
+            Value::Bool(_) => matches!(self, Ty::OptBool),
         }
     }
 }
 
 /// Which side of a connection an endpoint field belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Local,
     Remote,
 }
 
 /// How the human-readable text line shows a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Text {
+pub(crate) enum Text {
     /// Not shown (see the JSON).
     Omit,
     /// At the start of the line, in table order, padded to this width.
@@ -76,11 +76,10 @@ pub enum Text {
 /// A value, borrowed from its record: writers render it without
 /// allocating.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value<'a> {
+pub(crate) enum Value<'a> {
     Null,
     Str(&'a str),
     U64(u64),
-    I64(i64),
     Bool(bool),
     Ip(IpAddr),
     /// Unix time in ns, rendered as RFC 3339 UTC.
@@ -90,22 +89,22 @@ pub enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
-    pub fn str(v: Option<&'a str>) -> Self {
+    pub(crate) fn str(v: Option<&'a str>) -> Self {
         v.map_or(Value::Null, Value::Str)
     }
 
-    pub fn num(v: Option<u64>) -> Self {
+    pub(crate) fn num(v: Option<u64>) -> Self {
         v.map_or(Value::Null, Value::U64)
     }
 
-    pub fn bool(v: Option<bool>) -> Self {
+    pub(crate) fn bool(v: Option<bool>) -> Self {
         v.map_or(Value::Null, Value::Bool)
     }
 }
 
 /// Everything about a field but its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FieldInfo {
+pub(crate) struct FieldInfo {
     pub key: &'static str,
     pub ty: Ty,
     pub text: Text,
@@ -120,7 +119,7 @@ pub struct FieldInfo {
 /// building the key on every record.  Keys are lower-case ASCII words (a
 /// test checks), so they need no escaping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JsonKey {
+pub(crate) struct JsonKey {
     pub bytes: [u8; JsonKey::SIZE],
     /// The length of `,"key":`.
     pub key_len: u8,
@@ -129,7 +128,7 @@ pub struct JsonKey {
 }
 
 impl JsonKey {
-    pub const SIZE: usize = 32;
+    pub(crate) const SIZE: usize = 32;
 
     const fn new(key: &str) -> JsonKey {
         const fn put(bytes: &mut [u8; JsonKey::SIZE], at: usize, s: &[u8]) -> usize {
@@ -157,13 +156,13 @@ impl JsonKey {
 }
 
 /// One row of a record kind's table.
-pub struct Field<R> {
+pub(crate) struct Field<R> {
     pub info: FieldInfo,
     pub get: for<'a> fn(&'a R) -> Value<'a>,
 }
 
 /// A table row; `get` reads the value from a record.
-pub const fn field<R>(
+pub(crate) const fn field<R>(
     key: &'static str,
     ty: Ty,
     text: Text,
@@ -184,14 +183,14 @@ pub const fn field<R>(
 
 /// What output formats implement: called once per record, then once per
 /// field in table order.  Values borrow from the record (`'r`).
-pub trait Visitor<'r> {
+pub(crate) trait Visitor<'r> {
     fn begin(&mut self, event: &'static str);
     fn field(&mut self, info: &FieldInfo, value: Value<'r>);
     fn end(&mut self);
 }
 
 /// Walks one record through its table.
-pub fn visit<'r, R>(
+pub(crate) fn visit<'r, R>(
     event: &'static str,
     table: &[Field<R>],
     record: &'r R,
@@ -205,7 +204,7 @@ pub fn visit<'r, R>(
 }
 
 /// TCP flags as `SYN|ACK` (in that order of importance), into `out`.
-pub fn tcp_flags_text(flags: u8, out: &mut impl std::fmt::Write) {
+pub(crate) fn tcp_flags_text(flags: u8, out: &mut impl std::fmt::Write) {
     const NAMES: [(u8, &str); 6] = [
         (0x02, "SYN"),
         (0x10, "ACK"),

@@ -3,7 +3,7 @@
 use super::field::{field, Field, Text, Ty, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LostWhy {
+pub(crate) enum LostWhy {
     /// The reader fell behind and the buffer was full.
     BufferFull,
     /// The kernel skipped a program already running on that CPU.
@@ -14,9 +14,10 @@ pub enum LostWhy {
 }
 
 impl LostWhy {
-    pub const ALL: [LostWhy; 3] = [LostWhy::BufferFull, LostWhy::Nested, LostWhy::OutputStalled];
+    pub(crate) const ALL: [LostWhy; 3] =
+        [LostWhy::BufferFull, LostWhy::Nested, LostWhy::OutputStalled];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LostWhy::BufferFull => "buffer_full",
             LostWhy::Nested => "nested",
@@ -26,13 +27,13 @@ impl LostWhy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lost {
+pub(crate) struct Lost {
     pub unix_ns: i128,
     pub count: u64,
     pub why: LostWhy,
 }
 
-pub const FIELDS: &[Field<Lost>] = &[
+pub(crate) const FIELDS: &[Field<Lost>] = &[
     field("time", Ty::Str, Text::Head(27), "When rsttrace noticed the loss.", |l| Value::Time(l.unix_ns)),
     field("event", Ty::Str, Text::Head(8), "\"lost\": resets the kernel could not hand over, or records rsttrace could not write.", |_| Value::Str("lost")),
     field("count", Ty::Num, Text::Kv("count"), "How many.", |l| Value::U64(l.count)),

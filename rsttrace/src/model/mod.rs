@@ -2,16 +2,15 @@
 //! own fields and one table (see [`field`]) that output formats, `rsttrace
 //! schema` and docs/json.md all read.
 
-pub mod conn;
-pub mod errno;
-pub mod failure;
-pub mod field;
-pub mod lost;
-pub mod owner;
-pub mod reset;
-pub mod stray;
-pub mod summary;
-pub mod suppressed;
+pub(crate) mod conn;
+pub(crate) mod failure;
+pub(crate) mod field;
+pub(crate) mod lost;
+pub(crate) mod owner;
+pub(crate) mod reset;
+pub(crate) mod stray;
+pub(crate) mod summary;
+pub(crate) mod suppressed;
 
 use field::{visit, FieldInfo, Visitor};
 
@@ -19,7 +18,7 @@ use field::{visit, FieldInfo, Visitor};
 /// variant would allocate per record.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum Record {
+pub(crate) enum Record {
     Reset(reset::Reset),
     Failure(failure::Failure),
     Suppressed(suppressed::Suppressed),
@@ -29,7 +28,7 @@ pub enum Record {
 }
 
 /// Every record kind: its `event` value and its fields, for the schema.
-pub fn schema() -> Vec<(&'static str, Vec<FieldInfo>)> {
+pub(crate) fn schema() -> Vec<(&'static str, Vec<FieldInfo>)> {
     fn infos<R>(table: &[field::Field<R>]) -> Vec<FieldInfo> {
         table.iter().map(|f| f.info).collect()
     }
@@ -44,7 +43,7 @@ pub fn schema() -> Vec<(&'static str, Vec<FieldInfo>)> {
 }
 
 impl Record {
-    pub fn event(&self) -> &'static str {
+    pub(crate) fn event(&self) -> &'static str {
         match self {
             Record::Reset(_) => "reset",
             Record::Failure(_) => "connection_failure",
@@ -56,7 +55,7 @@ impl Record {
     }
 
     /// Walks the record's fields in table order.
-    pub fn visit<'r>(&'r self, v: &mut impl Visitor<'r>) {
+    pub(crate) fn visit<'r>(&'r self, v: &mut impl Visitor<'r>) {
         let event = self.event();
         match self {
             Record::Reset(r) => visit(event, reset::FIELDS, r, v),
@@ -69,7 +68,7 @@ impl Record {
     }
 
     /// The arrow between the endpoints in text output.
-    pub fn arrow(&self) -> &'static str {
+    pub(crate) fn arrow(&self) -> &'static str {
         match self {
             Record::Reset(r) => r.arrow(),
             Record::Failure(f) => f.arrow(),

@@ -6,7 +6,7 @@ use super::conn::Comm;
 
 /// How the owner of a socket was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnerSource {
+pub(crate) enum OwnerSource {
     /// Recorded in process context by the eBPF programs (connect, listen,
     /// accept).
     Socket,
@@ -20,7 +20,7 @@ pub enum OwnerSource {
 }
 
 impl OwnerSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OwnerSource::Socket => "socket",
             OwnerSource::Listener => "listener",
@@ -32,7 +32,7 @@ impl OwnerSource {
 
 /// The container a process runs in, from its cgroup path.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Container {
+pub(crate) struct Container {
     /// cgroup path, e.g. `/system.slice/nginx.service`.
     pub cgroup: String,
     /// `docker`, `containerd`, `cri-o`, `podman`, `kubernetes` when recognised.
@@ -49,7 +49,7 @@ pub struct Container {
 
 /// The process that owns the local socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
+pub(crate) struct Owner {
     pub pid: u32,
     pub comm: Comm,
     pub source: OwnerSource,
@@ -60,7 +60,7 @@ pub struct Owner {
 }
 
 impl Owner {
-    pub fn container(&self) -> Option<&Container> {
+    pub(crate) fn container(&self) -> Option<&Container> {
         self.container.as_deref()
     }
 }

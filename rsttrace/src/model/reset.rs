@@ -2,18 +2,18 @@
 
 use super::{
     conn::{family_name, CommunityId, Conn, Segment, Task},
-    errno::Errno,
     field::{field, Field, Side, Text, Ty, Value},
     owner::Owner,
 };
+use crate::vocab::errno::Errno;
 use crate::{
-    classify::{Affected, Cause, CauseSource, Direction},
     kernel::names::{KernelReason, TcpState},
+    vocab::{Affected, Cause, CauseSource, Direction},
 };
 
 /// Connection context at the moment of the reset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Context {
+pub(crate) struct Context {
     pub age_ms: Option<u64>,
     pub bytes_sent: Option<u64>,
     pub bytes_acked: Option<u64>,
@@ -30,7 +30,7 @@ pub struct Context {
 
 /// Restart diagnosis for `no_listener` and `stale_connection`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenerNote {
+pub(crate) struct ListenerNote {
     /// Whether something listens on the port now.
     pub listening_now: bool,
     /// The process rsttrace last saw listening there.
@@ -43,14 +43,14 @@ pub struct ListenerNote {
 /// The errno the kernel reported on the local socket for this reset
 /// (`sock:inet_sk_error_report`), and the process that gets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     pub errno: Errno,
     pub to: Option<Task>,
 }
 
 /// Who sent a received reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A socket on this host (the sent reset was seen too).
     Local,
     /// The peer host: the reset came with the TTL its segments have.
@@ -60,7 +60,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Origin::Local => "local",
             Origin::Peer => "peer",
@@ -71,7 +71,7 @@ impl Origin {
 
 /// The other end of a reset, when it is on this host too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Paired {
+pub(crate) struct Paired {
     pub owner: Option<Task>,
     pub netns: u32,
     /// The sender's cause (on a received reset).
@@ -79,7 +79,7 @@ pub struct Paired {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reset {
+pub(crate) struct Reset {
     pub unix_ns: i128,
     pub direction: Direction,
     pub cause: Cause,
@@ -126,7 +126,7 @@ impl Reset {
     }
 
     /// The way the reset travelled, for text output.
-    pub fn arrow(&self) -> &'static str {
+    pub(crate) fn arrow(&self) -> &'static str {
         match self.direction {
             Direction::Sent => "->",
             Direction::Received => "<-",
@@ -175,7 +175,7 @@ fn seg(r: &Reset) -> Option<&Segment> {
     r.segment.as_ref()
 }
 
-pub const FIELDS: &[Field<Reset>] = &[
+pub(crate) const FIELDS: &[Field<Reset>] = &[
     field("time", Ty::Str, Text::Head(27), "When the kernel emitted the reset, RFC 3339 UTC with microseconds.", |r| Value::Time(r.unix_ns)),
     field("event", Ty::Str, Text::Omit, "Record kind: \"reset\" here (see also the other kinds below).", |_| Value::Str("reset")),
     field("direction", Ty::Str, Text::Head(8), "\"sent\" (this host sent the reset) or \"received\" (a local socket was reset).", |r| Value::Str(r.direction.as_str())),

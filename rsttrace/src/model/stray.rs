@@ -10,7 +10,7 @@ use super::{
 const EXPLANATION: &str = "A reset arrived for a connection this host has no socket for (it was already gone, or never existed here): the kernel drops it silently.";
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Stray {
+pub(crate) struct Stray {
     pub unix_ns: i128,
     pub conn: Conn,
     pub netns: u32,
@@ -19,7 +19,7 @@ pub struct Stray {
     pub community_id: CommunityId,
 }
 
-pub const FIELDS: &[Field<Stray>] = &[
+pub(crate) const FIELDS: &[Field<Stray>] = &[
     field(
         "time",
         Ty::Str,

@@ -3,7 +3,7 @@
 //! Counts include the resets suppression rules silenced and those storm
 //! summaries counted, so that nothing silenced goes unseen.
 
-use crate::classify::Cause;
+use crate::vocab::Cause;
 
 use super::{
     conn::Comm,
@@ -11,7 +11,7 @@ use super::{
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// End of the period.
     pub unix_ns: i128,
     pub period_s: u64,
@@ -28,7 +28,7 @@ pub struct Summary {
     pub period_count: u64,
 }
 
-pub const FIELDS: &[Field<Summary>] = &[
+pub(crate) const FIELDS: &[Field<Summary>] = &[
     field("time", Ty::Str, Text::Head(27), "End of the period.", |s| {
         Value::Time(s.unix_ns)
     }),

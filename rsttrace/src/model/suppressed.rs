@@ -8,12 +8,12 @@ use super::{
     field::{field, Field, Text, Ty, Value},
 };
 use crate::{
-    classify::{Cause, CauseSource, Direction},
     kernel::names::{KernelReason, TcpState},
+    vocab::{Cause, CauseSource, Direction},
 };
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Suppressed {
+pub(crate) struct Suppressed {
     pub count: u64,
     pub first_unix_ns: i128,
     pub last_unix_ns: i128,
@@ -31,7 +31,7 @@ pub struct Suppressed {
     pub example_port: u16,
 }
 
-pub const FIELDS: &[Field<Suppressed>] = &[
+pub(crate) const FIELDS: &[Field<Suppressed>] = &[
     field("time", Ty::Str, Text::Head(27), "Time of the last reset summarised.", |s| Value::Time(s.last_unix_ns)),
     field("event", Ty::Str, Text::Omit, "\"suppressed\": resets counted in the kernel instead of reported one by one (--storm).", |_| Value::Str("suppressed")),
     field("direction", Ty::Str, Text::Head(8), "\"sent\" or \"received\".", |s| Value::Str(s.direction.as_str())),

@@ -13,14 +13,14 @@ use crate::model::{
     Record,
 };
 
-pub const INFO: FormatInfo = FormatInfo {
+pub(crate) const INFO: FormatInfo = FormatInfo {
     name: "json",
     about: "One JSON object per line (see `rsttrace schema`).",
     make: || Box::new(Json::default()),
 };
 
 #[derive(Default)]
-pub struct Json {
+pub(crate) struct Json {
     plain: Plain,
 }
 
@@ -64,7 +64,7 @@ impl Visitor<'_> for Object<'_> {
         match value {
             Value::Str(s) => escape(self.buf, s),
             Value::Null => {}
-            Value::U64(_) | Value::I64(_) | Value::Bool(_) => {
+            Value::U64(_) | Value::Bool(_) => {
                 self.plain.write(self.buf, value);
             }
             // Addresses, times and flags never need escaping.
@@ -140,7 +140,7 @@ fn clean_word(w: u64) -> bool {
 }
 
 /// Writes `s` as a JSON string literal.
-pub fn escape(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     buf.push(b'"');
     if clean(bytes) {

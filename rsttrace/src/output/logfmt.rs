@@ -13,13 +13,13 @@ use crate::model::{
     Record,
 };
 
-pub const INFO: FormatInfo = FormatInfo {
+pub(crate) const INFO: FormatInfo = FormatInfo {
     name: "logfmt",
     about: "One line of key=value pairs per record, keys as in the JSON.",
     make: || Box::new(Logfmt),
 };
 
-pub struct Logfmt;
+pub(crate) struct Logfmt;
 
 impl Format for Logfmt {
     fn render(&mut self, record: &Record, buf: &mut Vec<u8>) {

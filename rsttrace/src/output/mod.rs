@@ -6,11 +6,11 @@
 //! records read from the kernel, so a storm costs one write(2) per batch,
 //! and a reader that stalls never stops the event loop (see `sink`).
 
-pub mod json;
-pub mod logfmt;
-pub mod schema;
-pub mod sink;
-pub mod text;
+pub(crate) mod json;
+pub(crate) mod logfmt;
+pub(crate) mod schema;
+pub(crate) mod sink;
+pub(crate) mod text;
 
 use std::{
     io::Write,
@@ -29,45 +29,44 @@ use crate::{
 };
 
 /// A way to render records.
-pub trait Format {
+pub(crate) trait Format {
     /// Appends one record, ending with a newline.
     fn render(&mut self, record: &Record, buf: &mut Vec<u8>);
 }
 
-pub struct FormatInfo {
+pub(crate) struct FormatInfo {
     pub name: &'static str,
     pub about: &'static str,
     pub make: fn() -> Box<dyn Format>,
 }
 
 /// Every output format, by `--format` name.
-pub const FORMATS: &[FormatInfo] = &[text::INFO, json::INFO, logfmt::INFO];
+pub(crate) const FORMATS: &[FormatInfo] = &[text::INFO, json::INFO, logfmt::INFO];
 
-pub fn format_named(name: &str) -> Option<&'static FormatInfo> {
+pub(crate) fn format_named(name: &str) -> Option<&'static FormatInfo> {
     FORMATS.iter().find(|f| f.name == name)
 }
 
 /// A value as plain text: numbers, `true`/`false`, addresses, RFC 3339
 /// times, `SYN|ACK`; strings as they are, null as `-`.
-pub fn write_plain(buf: &mut Vec<u8>, value: Value<'_>) {
+pub(crate) fn write_plain(buf: &mut Vec<u8>, value: Value<'_>) {
     Plain::default().write(buf, value);
 }
 
 /// Writes plain values, keeping what one record can save the next: the
 /// date of the last time written.
 #[derive(Default)]
-pub struct Plain {
+pub(crate) struct Plain {
     time: Rfc3339Cache,
 }
 
 impl Plain {
     /// As [`write_plain`].
-    pub fn write(&mut self, buf: &mut Vec<u8>, value: Value<'_>) {
+    pub(crate) fn write(&mut self, buf: &mut Vec<u8>, value: Value<'_>) {
         match value {
             Value::Null => buf.push(b'-'),
             Value::Str(s) => buf.extend_from_slice(s.as_bytes()),
             Value::U64(n) => write_u64(buf, n),
-            Value::I64(n) => buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
             Value::Bool(b) => buf.extend_from_slice(if b { b"true" } else { b"false" }),
             Value::Ip(IpAddr::V4(a)) => write_ipv4(buf, a),
             Value::Ip(a) => {
@@ -159,7 +158,7 @@ impl std::fmt::Write for FlagsBuf {
 
 /// Why output stopped.
 #[derive(Debug)]
-pub enum OutputError {
+pub(crate) enum OutputError {
     /// The reader went away (EPIPE): stop quietly.
     Closed,
     /// Writing failed (a full disk, a dead device).
@@ -168,7 +167,7 @@ pub enum OutputError {
 
 /// Records rendered in one format into a buffer, handed to a [`Sink`]
 /// per batch.
-pub struct Output {
+pub(crate) struct Output {
     format: Box<dyn Format>,
     sink: Sink,
     buf: Vec<u8>,
@@ -179,7 +178,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(format: &FormatInfo, sink: Sink) -> Self {
+    pub(crate) fn new(format: &FormatInfo, sink: Sink) -> Self {
         Output {
             format: (format.make)(),
             buf: sink.buffer(),
@@ -189,7 +188,7 @@ impl Output {
         }
     }
 
-    pub fn write(&mut self, record: &Record) {
+    pub(crate) fn write(&mut self, record: &Record) {
         self.format.render(record, &mut self.buf);
         self.records += 1;
         if self.buf.len() >= self.high_water {
@@ -198,7 +197,7 @@ impl Output {
     }
 
     /// Hands what is buffered to the writer; never blocks.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if self.records > 0 {
             let next = self.sink.buffer();
             let full = std::mem::replace(&mut self.buf, next);
@@ -208,7 +207,7 @@ impl Output {
     }
 
     /// Whether the writer is still taking records.
-    pub fn state(&self) -> Result<(), OutputError> {
+    pub(crate) fn state(&self) -> Result<(), OutputError> {
         if let Some(e) = self.sink.error() {
             return Err(OutputError::Io(e));
         }
@@ -218,12 +217,12 @@ impl Output {
         Ok(())
     }
 
-    pub fn sink(&mut self) -> &mut Sink {
+    pub(crate) fn sink(&mut self) -> &mut Sink {
         &mut self.sink
     }
 
     /// Writes what is left, waiting at most `wait` for a stalled reader.
-    pub fn finish(&mut self, wait: Duration) -> SinkTotals {
+    pub(crate) fn finish(&mut self, wait: Duration) -> SinkTotals {
         self.flush();
         self.sink.finish(wait)
     }

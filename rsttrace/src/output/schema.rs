@@ -11,7 +11,7 @@ pub enum SchemaFormat {
     Json,
 }
 
-pub fn render(format: SchemaFormat) -> String {
+pub(crate) fn render(format: SchemaFormat) -> String {
     let mut out = String::new();
     match format {
         SchemaFormat::Text => {

@@ -39,7 +39,7 @@ struct Shared {
     abandoned: AtomicBool,
 }
 
-pub struct Sink {
+pub(crate) struct Sink {
     tx: Option<SyncSender<(Vec<u8>, u64)>>,
     shared: Arc<Shared>,
     /// Buffers the writer has finished with, for reuse.
@@ -54,7 +54,7 @@ pub struct Sink {
 
 /// How a sink ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SinkTotals {
+pub(crate) struct SinkTotals {
     pub written: u64,
     /// Records the reader did not take in time (dropped, or still queued
     /// at exit).
@@ -72,7 +72,7 @@ fn open_file(path: &Path) -> io::Result<std::fs::File> {
 
 impl Sink {
     /// Standard output (`None`) or a file, appended to.
-    pub fn open(path: Option<&Path>) -> io::Result<Sink> {
+    pub(crate) fn open(path: Option<&Path>) -> io::Result<Sink> {
         let name = path.map_or("standard output".into(), |p| p.display().to_string());
         let out = Target::open(path)?;
         let (tx, rx) = sync_channel(QUEUE);
@@ -94,12 +94,12 @@ impl Sink {
         })
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// A buffer to render into (one the writer returned, or a new one).
-    pub fn buffer(&self) -> Vec<u8> {
+    pub(crate) fn buffer(&self) -> Vec<u8> {
         self.spare
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(256 << 10))
@@ -107,7 +107,7 @@ impl Sink {
 
     /// Hands over a batch of `records` records.  Never blocks: a full
     /// queue (the reader stalled) drops the batch, counted.
-    pub fn send(&mut self, buf: Vec<u8>, records: u64) {
+    pub(crate) fn send(&mut self, buf: Vec<u8>, records: u64) {
         let Some(tx) = &self.tx else {
             return;
         };
@@ -132,34 +132,34 @@ impl Sink {
 
     /// Reopens the file (after a rotation) before the next batch: a
     /// batch goes whole to the old file or whole to the new one.
-    pub fn reopen(&mut self) {
+    pub(crate) fn reopen(&mut self) {
         self.shared.reopen.store(true, Ordering::Release);
     }
 
     /// The reader went away (a closed pipe): stop quietly.
-    pub fn closed(&self) -> bool {
+    pub(crate) fn closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
     }
 
     /// Writing failed (a full disk, a dead device): the error.
-    pub fn error(&self) -> Option<String> {
+    pub(crate) fn error(&self) -> Option<String> {
         self.shared.error.lock().ok()?.clone()
     }
 
     /// Records dropped so far because the reader fell behind.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
 
     /// Whether the last batch was taken: a record about earlier drops
     /// has a chance of being read.
-    pub fn flowing(&self) -> bool {
+    pub(crate) fn flowing(&self) -> bool {
         self.flowing
     }
 
     /// Waits until the writer has written or given up what was handed
     /// over (dev-only replays, which read faster than any output takes).
-    pub fn settle(&self) {
+    pub(crate) fn settle(&self) {
         while self.shared.written.load(Ordering::Acquire) < self.handed
             && !self.shared.done.load(Ordering::Acquire)
         {
@@ -170,7 +170,7 @@ impl Sink {
     /// Lets the writer finish for at most `wait`, then gives up on it: a
     /// write blocked on a reader that stopped reading is interrupted, so
     /// that the records that did get out whole count as written.
-    pub fn finish(&mut self, wait: Duration) -> SinkTotals {
+    pub(crate) fn finish(&mut self, wait: Duration) -> SinkTotals {
         drop(self.tx.take());
         let step = Duration::from_millis(10);
         let mut waited = Duration::ZERO;

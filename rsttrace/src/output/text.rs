@@ -15,13 +15,13 @@ use crate::model::{
     Record,
 };
 
-pub const INFO: FormatInfo = FormatInfo {
+pub(crate) const INFO: FormatInfo = FormatInfo {
     name: "text",
     about: "One readable line per record.",
     make: || Box::new(Text),
 };
 
-pub struct Text;
+pub(crate) struct Text;
 
 impl Format for Text {
     fn render(&mut self, record: &Record, buf: &mut Vec<u8>) {

@@ -45,7 +45,7 @@ fn paired(o: &OtherEnd) -> Paired {
     }
 }
 
-pub fn reset(
+pub(super) fn reset(
     d: &Draft,
     owner: Option<Owner>,
     history: Option<ListenerNote>,
@@ -90,7 +90,7 @@ pub fn reset(
     }
 }
 
-pub fn failure(
+pub(super) fn failure(
     er: &ErrorReport,
     kind: FailureKind,
     icmp: Option<Icmp>,

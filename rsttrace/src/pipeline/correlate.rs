@@ -23,12 +23,13 @@ use crate::{
     classify::{Cause, Classification, Direction},
     decode::{CapturedReset, ErrorReport, KernelOwner},
     kernel::names::TcpState,
-    model::{conn::Conn, errno::Errno},
+    model::conn::Conn,
+    vocab::errno::Errno,
 };
 
 /// The other end of a reset, when it is on this host too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OtherEnd {
+pub(crate) struct OtherEnd {
     pub owner: Option<KernelOwner>,
     pub netns: u32,
     /// The sender's cause (for a received reset).
@@ -37,7 +38,7 @@ pub struct OtherEnd {
 
 /// A reset on its way to output.
 #[derive(Debug, Clone)]
-pub struct Draft {
+pub(crate) struct Draft {
     pub ev: CapturedReset,
     pub class: Classification,
     /// The errno the kernel reported on the socket, and to whom.
@@ -50,7 +51,7 @@ pub struct Draft {
 /// held (a storm holds thousands); a box moves as a pointer.  The boxes
 /// come back (`Correlator::recycle`) and are reused, so this is no
 /// allocation per reset.
-pub struct Ready(Box<Held>);
+pub(crate) struct Ready(Box<Held>);
 
 impl Deref for Ready {
     type Target = Draft;
@@ -114,7 +115,7 @@ struct RecentReport {
 /// Bound on remembered reports and reset sockets.
 const RECENT: usize = 1024;
 
-pub struct Correlator {
+pub(crate) struct Correlator {
     hold: Duration,
     /// Whether this kernel reports errnos at all (Linux >= 5.14).
     reports: bool,
@@ -135,7 +136,7 @@ pub struct Correlator {
 }
 
 impl Correlator {
-    pub fn new(hold: Duration, reports: bool) -> Self {
+    pub(crate) fn new(hold: Duration, reports: bool) -> Self {
         Correlator {
             hold,
             reports,
@@ -149,7 +150,7 @@ impl Correlator {
     }
 
     /// Takes back the boxes of drafts the pipeline is done with.
-    pub fn recycle(&mut self, ready: &mut Vec<Ready>) {
+    pub(crate) fn recycle(&mut self, ready: &mut Vec<Ready>) {
         let room = SPARE_BOXES.saturating_sub(self.spare.len());
         self.spare.extend(ready.drain(..).take(room).map(|r| r.0));
         ready.clear();
@@ -165,13 +166,13 @@ impl Correlator {
         }
     }
 
-    pub fn has_held(&self) -> bool {
+    pub(crate) fn has_held(&self) -> bool {
         !self.held.is_empty()
     }
 
     /// A new reset: drafts ready for output go to `out` (this one unless
     /// it waits, and any it completes).
-    pub fn on_reset(&mut self, mut draft: Draft, now: Instant, out: &mut Vec<Ready>) {
+    pub(crate) fn on_reset(&mut self, mut draft: Draft, now: Instant, out: &mut Vec<Ready>) {
         let sock = SockKey::of(&draft);
         if let Some(sock) = sock {
             push_bounded(&mut self.reset_socks, (sock, now));
@@ -312,7 +313,12 @@ impl Correlator {
 
     /// An errno report.  Returns true when it belongs to no reset (a
     /// connection failure of its own, when it has an errno).
-    pub fn on_report(&mut self, er: &ErrorReport, now: Instant, out: &mut Vec<Ready>) -> bool {
+    pub(crate) fn on_report(
+        &mut self,
+        er: &ErrorReport,
+        now: Instant,
+        out: &mut Vec<Ready>,
+    ) -> bool {
         let Some(errno) = er.errno else {
             // tcp_disconnect() reports with no error.
             return false;
@@ -353,7 +359,7 @@ impl Correlator {
 
     /// Releases held resets that are complete or waited `hold` (all of
     /// them with `all`), oldest first.
-    pub fn release_due(&mut self, now: Instant, all: bool, out: &mut Vec<Ready>) {
+    pub(crate) fn release_due(&mut self, now: Instant, all: bool, out: &mut Vec<Ready>) {
         while let Some((id, h)) = self.held.first() {
             if !all && !h.ready() && now.duration_since(h.since) < self.hold {
                 break;

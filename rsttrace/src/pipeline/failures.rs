@@ -35,7 +35,7 @@ impl Pipeline {
     /// error only as the socket's soft error, which SO_ERROR hands over at
     /// once, and an application that gives up then closes the socket
     /// before any report with the errno.  The errno is the ICMP error's.
-    fn soft_error(&self, er: &ErrorReport) -> Option<crate::model::errno::Errno> {
+    fn soft_error(&self, er: &ErrorReport) -> Option<crate::vocab::errno::Errno> {
         if er.synced {
             return None;
         }

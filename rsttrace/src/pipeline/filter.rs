@@ -9,7 +9,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub causes: Option<HashSet<Cause>>,
     pub direction: Option<crate::classify::Direction>,
     pub port: Option<u16>,
@@ -18,7 +18,7 @@ pub struct Filter {
 
 impl Filter {
     /// What can be decided before the owner is known.
-    pub fn admits(&self, class: &Classification, conn: &Conn) -> bool {
+    pub(crate) fn admits(&self, class: &Classification, conn: &Conn) -> bool {
         self.causes
             .as_ref()
             .is_none_or(|c| c.contains(&class.cause))
@@ -28,7 +28,7 @@ impl Filter {
                 .is_none_or(|p| p == conn.local_port || p == conn.remote_port)
     }
 
-    pub fn admits_owner(&self, pid: Option<u32>) -> bool {
+    pub(crate) fn admits_owner(&self, pid: Option<u32>) -> bool {
         self.pid.is_none_or(|want| pid == Some(want))
     }
 }

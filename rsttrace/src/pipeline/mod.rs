@@ -2,11 +2,11 @@
 //! -> enrich -> filter -> output.
 
 mod build;
-pub mod correlate;
+pub(crate) mod correlate;
 mod failures;
-pub mod filter;
+pub(crate) mod filter;
 mod summary;
-pub mod topn;
+pub(crate) mod topn;
 
 use std::{
     collections::VecDeque,
@@ -46,7 +46,7 @@ use crate::{
     output::{Output, OutputError},
 };
 
-pub struct Settings {
+pub(crate) struct Settings {
     pub filter: Filter,
     /// Also report connection failures that involve no reset.
     pub failures: bool,
@@ -64,7 +64,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub resets: u64,
     pub sent: u64,
     pub received: u64,
@@ -92,7 +92,7 @@ enum Parked {
 /// what it could not find.
 const OWNER_WAIT: Duration = Duration::from_millis(500);
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     names: KernelNames,
     clock: WallClock,
     correlator: Correlator,
@@ -155,7 +155,7 @@ impl RecordClock {
 }
 
 impl Pipeline {
-    pub fn new(
+    pub(crate) fn new(
         names: KernelNames,
         owners: OwnerResolver,
         listeners: ListenerHistory,
@@ -188,16 +188,16 @@ impl Pipeline {
     }
 
     /// For the times of storm summaries (counted in jiffies).
-    pub fn set_jiffies_anchor(&mut self, anchor: Option<JiffiesAnchor>) {
+    pub(crate) fn set_jiffies_anchor(&mut self, anchor: Option<JiffiesAnchor>) {
         self.jiffies = anchor;
     }
 
-    pub fn owners(&mut self) -> &mut OwnerResolver {
+    pub(crate) fn owners(&mut self) -> &mut OwnerResolver {
         &mut self.owners
     }
 
     /// One raw record from the kernel.
-    pub fn handle(&mut self, bytes: &[u8]) {
+    pub(crate) fn handle(&mut self, bytes: &[u8]) {
         let now = self.now.get();
         match decode(bytes, &self.names) {
             Ok(Captured::Reset(ev)) => self.on_reset(ev, now),
@@ -311,7 +311,7 @@ impl Pipeline {
     }
 
     /// Writes the period's top table (--summary) and starts a new one.
-    pub fn summarize(&mut self) {
+    pub(crate) fn summarize(&mut self) {
         let Some(top) = &mut self.top else {
             return;
         };
@@ -322,7 +322,7 @@ impl Pipeline {
     }
 
     /// An answer from the scanner: parked records may go now.
-    pub fn on_scanner_reply(&mut self, reply: Reply) {
+    pub(crate) fn on_scanner_reply(&mut self, reply: Reply) {
         self.owners.ingest(reply);
         self.retry_parked(false);
     }
@@ -338,12 +338,12 @@ impl Pipeline {
         }
     }
 
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         self.correlator.has_held() || !self.parked.is_empty()
     }
 
     /// End of a batch: release what is due, write out.
-    pub fn end_batch(&mut self) -> Result<(), OutputError> {
+    pub(crate) fn end_batch(&mut self) -> Result<(), OutputError> {
         self.now.expire();
         self.release(false);
         self.flush()
@@ -351,7 +351,7 @@ impl Pipeline {
 
     /// Releases held and parked records that waited long enough (`all`:
     /// everything, at exit).
-    pub fn release(&mut self, all: bool) {
+    pub(crate) fn release(&mut self, all: bool) {
         self.correlator
             .release_due(Instant::now(), all, &mut self.ready);
         self.drain_ready();
@@ -361,7 +361,7 @@ impl Pipeline {
     }
 
     /// Hands what is rendered to the writer thread (never blocks).
-    pub fn flush(&mut self) -> Result<(), OutputError> {
+    pub(crate) fn flush(&mut self) -> Result<(), OutputError> {
         if !self.closed {
             self.out.flush();
             self.track();
@@ -374,7 +374,7 @@ impl Pipeline {
     }
 
     /// Once a second: keep the wall clock honest.
-    pub fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         self.clock = WallClock::now();
     }
 
@@ -395,12 +395,12 @@ impl Pipeline {
         }
     }
 
-    pub fn output(&mut self) -> &mut Output {
+    pub(crate) fn output(&mut self) -> &mut Output {
         &mut self.out
     }
 
     /// Storm summaries drained from the kernel's aggregation table.
-    pub fn on_aggregates(&mut self, entries: &[(AggKey, AggValue)]) {
+    pub(crate) fn on_aggregates(&mut self, entries: &[(AggKey, AggValue)]) {
         for (key, value) in entries {
             let s =
                 summary::suppressed(key, value, &self.names, &self.clock, self.jiffies.as_ref());
@@ -415,7 +415,7 @@ impl Pipeline {
     }
 
     /// Tells the reader of the output that events were lost.
-    pub fn on_lost(&mut self, count: u64, why: LostWhy) {
+    pub(crate) fn on_lost(&mut self, count: u64, why: LostWhy) {
         self.tally.lost(why, count);
         let unix_ns = self.clock.unix_ns(boottime_ns());
         self.write(&Record::Lost(Lost {

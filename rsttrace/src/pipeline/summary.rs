@@ -39,7 +39,7 @@ fn facts(key: &AggKey, names: &KernelNames) -> Facts {
     }
 }
 
-pub fn suppressed(
+pub(super) fn suppressed(
     key: &AggKey,
     value: &AggValue,
     names: &KernelNames,

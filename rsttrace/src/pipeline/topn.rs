@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// Rows shown per period.
-pub const TOP: usize = 10;
+pub(crate) const TOP: usize = 10;
 /// Distinct rows counted per period; resets past it count in the total.
 const MAX_ROWS: usize = 4096;
 
@@ -27,7 +27,7 @@ struct Row {
     suppressed: u64,
 }
 
-pub struct TopTable {
+pub(crate) struct TopTable {
     rows: HashMap<Key, Row>,
     total: u64,
     since: Instant,
@@ -45,7 +45,7 @@ impl Default for TopTable {
 
 /// The service's port: ours for sent resets, the peer's for received
 /// ones (the other side's ports are ephemeral).
-pub fn service_port(direction: Direction, local: u16, remote: u16) -> u16 {
+pub(crate) fn service_port(direction: Direction, local: u16, remote: u16) -> u16 {
     match direction {
         Direction::Sent => local,
         Direction::Received => remote,
@@ -53,7 +53,14 @@ pub fn service_port(direction: Direction, local: u16, remote: u16) -> u16 {
 }
 
 impl TopTable {
-    pub fn add(&mut self, cause: Cause, comm: Option<Comm>, port: u16, n: u64, suppressed: bool) {
+    pub(crate) fn add(
+        &mut self,
+        cause: Cause,
+        comm: Option<Comm>,
+        port: u16,
+        n: u64,
+        suppressed: bool,
+    ) {
         self.total += n;
         let key = Key { cause, comm, port };
         if self.rows.len() >= MAX_ROWS && !self.rows.contains_key(&key) {
@@ -67,7 +74,7 @@ impl TopTable {
     }
 
     /// The period's top rows, commonest first; starts a new period.
-    pub fn take(&mut self, unix_ns: i128) -> Vec<Summary> {
+    pub(crate) fn take(&mut self, unix_ns: i128) -> Vec<Summary> {
         let period_s = (self.since.elapsed().as_secs_f64().round() as u64).max(1);
         self.since = Instant::now();
         let mut rows: Vec<(Key, Row)> = self.rows.drain().collect();

@@ -17,17 +17,17 @@ use std::{
 
 use serde_json::Value;
 
-pub use crate::kernel::kernel;
+pub(crate) use crate::kernel::kernel;
 
-pub const PREFIX: &str = "rsttrace-t-";
+pub(crate) const PREFIX: &str = "rsttrace-t-";
 const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
 
 /// The `nobody` user's uid and gid.
-pub const NOBODY: &str = "65534";
+pub(crate) const NOBODY: &str = "65534";
 
 /// `setpriv` running rsttrace as nobody with just `caps` (setpriv's
 /// names: `bpf`, `perfmon`...; none for an empty list).
-pub fn as_nobody(caps: &[String], args: &[&str]) -> Command {
+pub(crate) fn as_nobody(caps: &[String], args: &[&str]) -> Command {
     let set = std::iter::once("-all".to_string())
         .chain(caps.iter().map(|c| format!("+{c}")))
         .collect::<Vec<_>>()
@@ -47,11 +47,11 @@ pub fn as_nobody(caps: &[String], args: &[&str]) -> Command {
     cmd
 }
 
-pub fn require_root() {
+pub(crate) fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the integration tests load eBPF programs and create network namespaces: run them as root"
     );
 }
@@ -139,9 +139,9 @@ impl Drop for Shared {
 }
 
 /// Holds the host for a test that changes global state.
-pub struct Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>);
+pub(crate) struct Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>);
 
-pub fn exclusive() -> Exclusive {
+pub(crate) fn exclusive() -> Exclusive {
     let guard = HOST.write().unwrap_or_else(|e| e.into_inner());
     EXCLUSIVE.with(|e| e.set(true));
     Exclusive(guard)
@@ -154,13 +154,13 @@ impl Drop for Exclusive {
 }
 
 /// Sets a global sysctl and restores it on drop.
-pub struct GlobalSysctl {
+pub(crate) struct GlobalSysctl {
     path: String,
     old: String,
 }
 
 impl GlobalSysctl {
-    pub fn set(_host: &Exclusive, key: &str, value: &str) -> Self {
+    pub(crate) fn set(_host: &Exclusive, key: &str, value: &str) -> Self {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         let old = std::fs::read_to_string(&path).expect("read sysctl");
         std::fs::write(&path, value).expect("write sysctl");
@@ -175,13 +175,13 @@ impl Drop for GlobalSysctl {
 }
 
 /// A network namespace with `lo` up, deleted on drop.
-pub struct Netns {
+pub(crate) struct Netns {
     pub name: String,
     _shared: Option<Shared>,
 }
 
 impl Netns {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         require_root();
         sweep_stale();
         static N: AtomicU32 = AtomicU32::new(0);
@@ -200,17 +200,17 @@ impl Netns {
         ns
     }
 
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         format!("/run/netns/{}", self.name)
     }
 
     /// The namespace inode, as rsttrace reports it in `netns`.
-    pub fn inode(&self) -> u64 {
+    pub(crate) fn inode(&self) -> u64 {
         std::fs::metadata(self.path()).expect("netns file").ino()
     }
 
     /// `ip -n <ns> ...`
-    pub fn ip(&self, args: &[&str]) {
+    pub(crate) fn ip(&self, args: &[&str]) {
         let mut cmd = vec!["ip", "-n", &self.name];
         cmd.extend_from_slice(args);
         run(&cmd);
@@ -218,7 +218,7 @@ impl Netns {
 
     /// Runs `f` on a thread that entered this namespace: sockets it creates
     /// live here.  The owner of those sockets is this test process.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub(crate) fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = self.path();
         thread::spawn(move || {
             enter(&path);
@@ -229,7 +229,7 @@ impl Netns {
     }
 
     /// Runs `f` in the namespace on a thread of its own, without waiting.
-    pub fn spawn<T: Send + 'static>(
+    pub(crate) fn spawn<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> thread::JoinHandle<T> {
@@ -242,13 +242,13 @@ impl Netns {
 
     /// Starts a peer process (this test binary in its peer role) inside
     /// the namespace.
-    pub fn peer(&self) -> Peer {
+    pub(crate) fn peer(&self) -> Peer {
         Peer::spawn(&self.name)
     }
 
     /// Waits until a TCP socket in the namespace is in `state` (as `ss`
     /// names it, e.g. `fin-wait-2`).
-    pub fn wait_for_state(&self, state: &str) {
+    pub(crate) fn wait_for_state(&self, state: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             let out = Command::new("ip")
@@ -265,7 +265,7 @@ impl Netns {
 
     /// Waits until no TCP socket in the namespace is in `state` on local
     /// or remote port `port` (one that is gone, or moved on).
-    pub fn wait_for_no_socket(&self, state: &str, port: u16) {
+    pub(crate) fn wait_for_no_socket(&self, state: &str, port: u16) {
         let filter = format!("( sport = :{port} or dport = :{port} )");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -289,7 +289,7 @@ impl Netns {
     }
 
     /// Loads an nftables ruleset into the namespace.
-    pub fn nft(&self, ruleset: &str) {
+    pub(crate) fn nft(&self, ruleset: &str) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.name, "nft", "-f", "-"])
             .stdin(Stdio::piped())
@@ -305,7 +305,7 @@ impl Netns {
     }
 
     /// `nft list <what>` in the namespace (counters included).
-    pub fn nft_list(&self, what: &str) -> String {
+    pub(crate) fn nft_list(&self, what: &str) -> String {
         let mut args = vec!["netns", "exec", &self.name, "nft", "list"];
         args.extend(what.split_whitespace());
         let out = Command::new("ip").args(&args).output().expect("nft");
@@ -316,7 +316,7 @@ impl Netns {
     /// Drops the resets this namespace's kernel would send: a raw-socket
     /// peer here is not a socket the kernel knows, so the kernel would
     /// reset every connection it takes part in.
-    pub fn drop_outgoing_resets(&self) {
+    pub(crate) fn drop_outgoing_resets(&self) {
         self.nft(
             "table inet rsttrace_test_raw {
                chain output {
@@ -328,7 +328,7 @@ impl Netns {
     }
 
     /// `sysctl -w` inside the namespace (per-namespace settings only).
-    pub fn sysctl(&self, key: &str, value: &str) {
+    pub(crate) fn sysctl(&self, key: &str, value: &str) {
         run(&[
             "ip",
             "netns",
@@ -351,7 +351,7 @@ impl Drop for Netns {
 }
 
 /// setns(2) for the calling thread.
-pub fn enter(path: &str) {
+pub(crate) fn enter(path: &str) {
     let f = std::fs::File::open(path).expect("open netns");
     // SAFETY: valid fd; CLONE_NEWNET affects only the calling thread.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -360,7 +360,7 @@ pub fn enter(path: &str) {
 
 /// Two namespaces joined by a veth pair: `a` has 10.<n>.0.1 and fd<n>::1,
 /// `b` has 10.<n>.0.2 and fd<n>::2.
-pub struct Link {
+pub(crate) struct Link {
     pub a: Netns,
     pub b: Netns,
     pub addr_a: String,
@@ -370,7 +370,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         static N: AtomicU32 = AtomicU32::new(1);
         let n = (std::process::id() % 200) + N.fetch_add(1, Ordering::Relaxed);
         let (a, b) = (Netns::new(), Netns::new());
@@ -400,7 +400,7 @@ impl Link {
 }
 
 /// A running rsttrace, its JSON records collected as they come.
-pub struct Tracer {
+pub(crate) struct Tracer {
     child: Child,
     records: mpsc::Receiver<Value>,
     stderr: std::sync::Arc<Mutex<String>>,
@@ -412,21 +412,21 @@ pub struct Tracer {
 impl Tracer {
     /// `rsttrace --format json --netns <ns>` plus `extra`; returns once the
     /// programs are attached.
-    pub fn start(ns: &Netns, extra: &[&str]) -> Self {
+    pub(crate) fn start(ns: &Netns, extra: &[&str]) -> Self {
         let inode = ns.inode().to_string();
         let mut args = vec!["--format", "json", "--netns", &inode];
         args.extend_from_slice(extra);
         Self::start_args(&args)
     }
 
-    pub fn start_args(args: &[&str]) -> Self {
+    pub(crate) fn start_args(args: &[&str]) -> Self {
         let mut cmd = Command::new(TRACER);
         cmd.args(args);
         Self::start_cmd(cmd)
     }
 
     /// Starts `cmd`, which runs rsttrace (perhaps through a wrapper).
-    pub fn start_cmd(mut cmd: Command) -> Self {
+    pub(crate) fn start_cmd(mut cmd: Command) -> Self {
         require_root();
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -483,16 +483,16 @@ impl Tracer {
         t
     }
 
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits for a record matching `pred`; panics with everything seen.
-    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         if let Some(v) = self.seen.iter().find(|v| pred(v)) {
             return v.clone();
         }
@@ -520,7 +520,7 @@ impl Tracer {
     }
 
     /// Collects records for `d` more.
-    pub fn settle(&mut self, d: Duration) {
+    pub(crate) fn settle(&mut self, d: Duration) {
         let deadline = Instant::now() + d;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.records.recv_timeout(left) {
@@ -532,7 +532,7 @@ impl Tracer {
 
     /// SIGINT, wait for the exit, and keep every record printed before it
     /// (the final summaries come out at exit).
-    pub fn stop_collecting(&mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn stop_collecting(&mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = wait_timeout(&mut self.child, Duration::from_secs(10));
@@ -571,7 +571,7 @@ impl Tracer {
 
     /// Waits for rsttrace to exit by itself (--count, --duration), keeping
     /// every record it printed.
-    pub fn stop_collecting_exited(
+    pub(crate) fn stop_collecting_exited(
         &mut self,
         limit: Duration,
     ) -> (std::process::ExitStatus, String) {
@@ -581,7 +581,7 @@ impl Tracer {
     }
 
     /// SIGINT, then the exit status and stderr.
-    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = wait_timeout(&mut self.child, Duration::from_secs(10));
@@ -598,7 +598,7 @@ impl Drop for Tracer {
     }
 }
 
-pub fn wait_timeout(child: &mut Child, d: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_timeout(child: &mut Child, d: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + d;
     loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -614,7 +614,7 @@ pub fn wait_timeout(child: &mut Child, d: Duration) -> std::process::ExitStatus 
 
 /// A peer process: this test binary re-executed in a role (see
 /// `peer::main`), talking one line at a time over stdin/stdout.
-pub struct Peer {
+pub(crate) struct Peer {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
@@ -654,19 +654,19 @@ impl Peer {
         peer
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Next line from the peer.
-    pub fn recv(&self) -> String {
+    pub(crate) fn recv(&self) -> String {
         self.lines
             .recv_timeout(Duration::from_secs(15))
             .expect("peer answered")
     }
 
     /// Sends a command and returns the peer's answer.
-    pub fn ask(&mut self, cmd: &str) -> String {
+    pub(crate) fn ask(&mut self, cmd: &str) -> String {
         writeln!(self.stdin, "{cmd}").expect("peer stdin");
         self.stdin.flush().expect("flush");
         self.recv()
@@ -674,13 +674,13 @@ impl Peer {
 
     /// Sends a command without waiting for its answer (for one that blocks
     /// while another peer acts); read the answer later with `recv`.
-    pub fn start(&mut self, cmd: &str) {
+    pub(crate) fn start(&mut self, cmd: &str) {
         writeln!(self.stdin, "{cmd}").expect("peer stdin");
         self.stdin.flush().expect("flush");
     }
 
     /// Sends a command that must answer `ok ...`; returns what follows.
-    pub fn ok(&mut self, cmd: &str) -> String {
+    pub(crate) fn ok(&mut self, cmd: &str) -> String {
         let answer = self.ask(cmd);
         match answer.strip_prefix("ok") {
             Some(rest) => rest.trim().to_string(),
@@ -691,7 +691,7 @@ impl Peer {
 
 impl Peer {
     /// SIGKILL: the process dies, the kernel closes its sockets.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -713,16 +713,16 @@ impl Drop for Peer {
 }
 
 /// A port no one uses in a fresh namespace.
-pub fn port(n: u16) -> u16 {
+pub(crate) fn port(n: u16) -> u16 {
     20000 + n
 }
 
-pub fn pid() -> u64 {
+pub(crate) fn pid() -> u64 {
     u64::from(std::process::id())
 }
 
 /// `rsttrace doctor --format json` on this kernel, run once.
-pub fn doctor() -> &'static Value {
+pub(crate) fn doctor() -> &'static Value {
     static DOCTOR: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     DOCTOR.get_or_init(|| {
         require_root();
@@ -740,7 +740,7 @@ pub fn doctor() -> &'static Value {
 }
 
 /// `rsttrace causes --format json`, once.
-pub fn catalogue() -> &'static Value {
+pub(crate) fn catalogue() -> &'static Value {
     static CAUSES: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     CAUSES.get_or_init(|| {
         let out = Command::new(TRACER)
@@ -754,7 +754,7 @@ pub fn catalogue() -> &'static Value {
 /// How this kernel tells `cause`: "exact", "inferred" or "unavailable"
 /// (rsttrace's catalogue, for the range the harness says this kernel is
 /// in).
-pub fn availability(cause: &str) -> String {
+pub(crate) fn availability(cause: &str) -> String {
     let range = kernel().range();
     catalogue()["causes"]
         .as_array()
@@ -770,7 +770,7 @@ pub fn availability(cause: &str) -> String {
 /// Says on stdout that a test does not apply to this kernel, and why
 /// (the VM runner lists these lines as skips).  Linux 6.12 and later
 /// offer everything the tests check: a skip there is a failure.
-pub fn skip(test: &str, why: &str) {
+pub(crate) fn skip(test: &str, why: &str) {
     assert!(
         kernel().version < (6, 12),
         "{test} skipped on Linux {} ({why}), which offers everything it needs",
@@ -780,7 +780,7 @@ pub fn skip(test: &str, why: &str) {
 }
 
 /// Skips (returning true) when this kernel cannot tell `cause` apart.
-pub fn skip_unless_told(test: &str, cause: &str) -> bool {
+pub(crate) fn skip_unless_told(test: &str, cause: &str) -> bool {
     if availability(cause) == "unavailable" {
         let range = kernel().range();
         skip(
@@ -794,7 +794,7 @@ pub fn skip_unless_told(test: &str, cause: &str) -> bool {
 
 /// The record states its cause as this kernel can: the kernel's reason
 /// `reason` where the kernel names it, inferred (no reason) otherwise.
-pub fn assert_reason(ev: &Value, reason: &str) {
+pub(crate) fn assert_reason(ev: &Value, reason: &str) {
     let cause = ev["cause"].as_str().unwrap();
     if availability(cause) == "exact" && kernel().reset_reasons() {
         assert_eq!(ev["kernel_reason"], reason, "{ev}");
@@ -806,12 +806,12 @@ pub fn assert_reason(ev: &Value, reason: &str) {
 }
 
 /// Whether the kernel reports delivered errnos (see `kernel.rs`).
-pub fn error_reports() -> bool {
+pub(crate) fn error_reports() -> bool {
     kernel().error_reports()
 }
 
 /// The errno delivered to the local socket, as this kernel can tell it.
-pub fn assert_delivered(ev: &Value, errno: &str) {
+pub(crate) fn assert_delivered(ev: &Value, errno: &str) {
     if error_reports() {
         assert_eq!(ev["delivered_errno"], errno, "{ev}");
     } else {
@@ -820,21 +820,21 @@ pub fn assert_delivered(ev: &Value, errno: &str) {
 }
 
 /// The running test's name (libtest names each test's thread after it).
-pub fn this_test() -> String {
+pub(crate) fn this_test() -> String {
     thread::current().name().unwrap_or("unnamed").to_string()
 }
 
 /// Where the suite writes what it saw of rsttrace's output, for the
 /// schema contract (contract.rs): the file `RSTTRACE_E2E_RECORDS` names
 /// (`cargo xtask test` and the VM guests set it); unset, nothing is kept.
-pub const RECORDS_ENV: &str = "RSTTRACE_E2E_RECORDS";
+pub(crate) const RECORDS_ENV: &str = "RSTTRACE_E2E_RECORDS";
 
 /// Keeps the shape of one record rsttrace printed in test `test`: its
 /// event, every key it has and the keys that were not null, one JSON
 /// line per distinct shape, appended to the file [`RECORDS_ENV`] names.
 /// Tests that read rsttrace's output without a [`Tracer`] call this for
 /// each record too.
-pub fn collect(test: &str, record: &Value) {
+pub(crate) fn collect(test: &str, record: &Value) {
     static SEEN: Mutex<Option<std::collections::HashSet<String>>> = Mutex::new(None);
     let Some(path) = std::env::var_os(RECORDS_ENV) else {
         return;

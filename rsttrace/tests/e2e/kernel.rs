@@ -9,7 +9,7 @@
 
 use std::{process::Command, sync::OnceLock};
 
-pub struct Kernel {
+pub(crate) struct Kernel {
     pub release: String,
     /// (major, minor)
     pub version: (u32, u32),
@@ -17,7 +17,7 @@ pub struct Kernel {
 }
 
 /// The running kernel, read once.
-pub fn kernel() -> &'static Kernel {
+pub(crate) fn kernel() -> &'static Kernel {
     static KERNEL: OnceLock<Kernel> = OnceLock::new();
     KERNEL.get_or_init(|| {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -72,53 +72,53 @@ impl Kernel {
     /// BPF trampolines (fentry/fexit) load: direct ftrace calls, and no
     /// lockdown forced at build time (this project's 6.18 machines force
     /// integrity lockdown, and their kernel refuses fentry with EPERM).
-    pub fn trampolines(&self) -> bool {
+    pub(crate) fn trampolines(&self) -> bool {
         self.has("DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
             && !self.has("LOCK_DOWN_KERNEL_FORCE_INTEGRITY")
             && !self.has("LOCK_DOWN_KERNEL_FORCE_CONFIDENTIALITY")
     }
 
-    pub fn kprobes(&self) -> bool {
+    pub(crate) fn kprobes(&self) -> bool {
         self.has("KPROBES")
     }
 
     /// `tcp_send_reset` carries a reason (6.10+).
-    pub fn reset_reasons(&self) -> bool {
+    pub(crate) fn reset_reasons(&self) -> bool {
         self.at_least(6, 10)
     }
 
     /// The errno a socket gets is reported: the inet_sk_error_report
     /// tracepoint (5.14+), or the function under it where trampolines work.
-    pub fn error_reports(&self) -> bool {
+    pub(crate) fn error_reports(&self) -> bool {
         self.at_least(5, 14) || self.trampolines()
     }
 
     /// kfree_skb carries drop reasons (NETFILTER_DROP, NO_SOCKET): 5.17+.
-    pub fn drop_reasons(&self) -> bool {
+    pub(crate) fn drop_reasons(&self) -> bool {
         self.at_least(5, 17)
     }
 
     /// Resets for no socket are seen: where kfree_skb names them, or where
     /// rsttrace hooks the functions that build resets (before 6.10), which
     /// are called for them too.
-    pub fn strays(&self) -> bool {
+    pub(crate) fn strays(&self) -> bool {
         self.drop_reasons() || (!self.reset_reasons() && (self.trampolines() || self.kprobes()))
     }
 
     /// Netfilter's ICMP rejects are seen: exactly with kprobes, else
     /// matched from tracepoints with drop reasons.
-    pub fn firewall_rejects(&self) -> bool {
+    pub(crate) fn firewall_rejects(&self) -> bool {
         self.kprobes() || self.drop_reasons()
     }
 
     /// The per-packet receive hook is used: no trampolines to take the
     /// same facts per event.
-    pub fn per_packet_hooks(&self) -> bool {
+    pub(crate) fn per_packet_hooks(&self) -> bool {
         !self.trampolines()
     }
 
     /// Which of rsttrace's kernel ranges (`rsttrace causes`) this is.
-    pub fn range(&self) -> &'static str {
+    pub(crate) fn range(&self) -> &'static str {
         if self.at_least(6, 12) {
             "6.12+"
         } else if self.at_least(6, 10) {
@@ -129,7 +129,7 @@ impl Kernel {
     }
 
     /// The way resets sent are seen (doctor's `sent_resets`).
-    pub fn sent_path(&self) -> &'static str {
+    pub(crate) fn sent_path(&self) -> &'static str {
         if self.reset_reasons() {
             "tracepoint"
         } else if self.trampolines() {

@@ -87,7 +87,7 @@ fn result(r: std::io::Result<String>) -> String {
     }
 }
 
-pub fn main() -> ! {
+pub(crate) fn main() -> ! {
     let mut socks: HashMap<String, Socket> = HashMap::new();
     // Multicast groups joined: members while their socket lives.
     let mut groups: Vec<std::net::UdpSocket> = vec![];
@@ -319,6 +319,7 @@ pub fn main() -> ! {
                 // SAFETY: a zeroed sockaddr with family AF_UNSPEC.
                 let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
                 sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+                // SAFETY: an open socket and a sockaddr of the size given.
                 let rc = unsafe {
                     libc::connect(
                         socks[w[1]].as_raw_fd(),

@@ -10,13 +10,13 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
-pub const ACK: u8 = 0x10;
+pub(crate) const FIN: u8 = 0x01;
+pub(crate) const SYN: u8 = 0x02;
+pub(crate) const RST: u8 = 0x04;
+pub(crate) const PSH: u8 = 0x08;
+pub(crate) const ACK: u8 = 0x10;
 
-pub fn flags(spec: &str) -> u8 {
+pub(crate) fn flags(spec: &str) -> u8 {
     spec.chars()
         .map(|c| match c {
             'F' => FIN,
@@ -41,7 +41,7 @@ fn checksum(data: &[u8], initial: u32) -> u16 {
 }
 
 /// A segment to send.
-pub struct Segment {
+pub(crate) struct Segment {
     pub src: Ipv4Addr,
     pub sport: u16,
     pub dst: Ipv4Addr,
@@ -57,7 +57,7 @@ pub struct Segment {
 }
 
 impl Segment {
-    pub fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         let mut opts = vec![];
         if self.flags & SYN != 0 {
             opts.extend_from_slice(&[2, 4, 0x05, 0xb4]); // MSS 1460
@@ -110,7 +110,7 @@ impl Segment {
 
 /// A received segment.
 #[derive(Debug, Clone, Copy)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub sport: u16,
     pub dport: u16,
     pub flags: u8,
@@ -152,13 +152,13 @@ fn parse(p: &[u8]) -> Option<Seen> {
 }
 
 /// Sends hand-made segments and watches the ones that arrive.
-pub struct Raw {
+pub(crate) struct Raw {
     send: Socket,
     recv: Socket,
 }
 
 impl Raw {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // IPPROTO_RAW implies IP_HDRINCL: we write the IP header.
         let send = Socket::new(
             Domain::IPV4,
@@ -172,7 +172,7 @@ impl Raw {
         Raw { send, recv }
     }
 
-    pub fn send(&self, seg: &Segment) {
+    pub(crate) fn send(&self, seg: &Segment) {
         let dst = std::net::SocketAddr::from((seg.dst, 0));
         self.send
             .send_to(&seg.bytes(), &dst.into())
@@ -181,7 +181,7 @@ impl Raw {
 
     /// Waits for a segment from `sport` to `dport` (0: any) carrying
     /// exactly `flags`.
-    pub fn wait(&self, sport: u16, dport: u16, flags: u8) -> Option<Seen> {
+    pub(crate) fn wait(&self, sport: u16, dport: u16, flags: u8) -> Option<Seen> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {

@@ -12,21 +12,21 @@ use std::{
 };
 
 /// A directory of the test's own, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(name: &str) -> TempDir {
+    pub(crate) fn new(name: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("rsttrace-t-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
 
-    pub fn join(&self, p: &str) -> PathBuf {
+    pub(crate) fn join(&self, p: &str) -> PathBuf {
         self.0.join(p)
     }
 
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.join(name);
         std::fs::write(&p, text).unwrap();
         p
@@ -40,7 +40,7 @@ impl Drop for TempDir {
 }
 
 /// A program the test started; killed and reaped on drop.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub name: &'static str,
     pub child: Child,
 }
@@ -48,7 +48,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `program` (which must be installed: the project's setup
     /// installs it; a missing one fails the test).
-    pub fn start(name: &'static str, cmd: &mut Command) -> Daemon {
+    pub(crate) fn start(name: &'static str, cmd: &mut Command) -> Daemon {
         let child = cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|e| {
             panic!("cannot start {name} ({e}): run `cargo xtask bootstrap --with-tests`")
         });
@@ -56,7 +56,7 @@ impl Daemon {
     }
 
     /// Fails the test if the program already exited.
-    pub fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Some(s) = self.child.try_wait().unwrap() {
             panic!("{} exited: {s}", self.name);
         }
@@ -71,7 +71,7 @@ impl Drop for Daemon {
 }
 
 /// A loopback port free right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -80,7 +80,7 @@ pub fn free_port() -> u16 {
 }
 
 /// `GET path` from 127.0.0.1:port: (status, body).
-pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -100,7 +100,11 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 
 /// Polls `f` until it gives a value; panics naming `what` (and the last
 /// state `f` reported) after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+pub(crate) fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         match f() {
@@ -114,7 +118,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T,
 }
 
 /// Runs a command to completion; panics with its output on failure.
-pub fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -129,7 +133,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// The repository's root (for packaging/).
-pub fn repo() -> &'static Path {
+pub(crate) fn repo() -> &'static Path {
     // The parent by name, not `rsttrace/..`: the VM guests hold the
     // files the tests read under this path, without the crate's directory.
     Path::new(env!("CARGO_MANIFEST_DIR"))

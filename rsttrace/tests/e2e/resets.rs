@@ -16,7 +16,7 @@ use crate::{
 
 /// A listener, a connected client and the accepted server socket, all in
 /// `ns` and owned by this process.
-pub fn connection(
+pub(crate) fn connection(
     ns: &Netns,
     addr: &'static str,
     port: u16,

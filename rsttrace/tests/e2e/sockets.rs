@@ -2,7 +2,12 @@
 
 use std::os::fd::AsRawFd;
 
-pub fn setsockopt<T>(fd: &impl AsRawFd, level: i32, name: i32, value: T) -> std::io::Result<()> {
+pub(crate) fn setsockopt<T>(
+    fd: &impl AsRawFd,
+    level: i32,
+    name: i32,
+    value: T,
+) -> std::io::Result<()> {
     // SAFETY: value is a plain C struct/int of the size passed.
     let rc = unsafe {
         libc::setsockopt(
@@ -21,7 +26,7 @@ pub fn setsockopt<T>(fd: &impl AsRawFd, level: i32, name: i32, value: T) -> std:
 }
 
 /// SO_LINGER {on, secs}.
-pub fn set_linger(fd: &impl AsRawFd, on: bool, secs: i32) {
+pub(crate) fn set_linger(fd: &impl AsRawFd, on: bool, secs: i32) {
     let linger = libc::linger {
         l_onoff: on.into(),
         l_linger: secs,
@@ -31,12 +36,12 @@ pub fn set_linger(fd: &impl AsRawFd, on: bool, secs: i32) {
 
 /// TCP_REPAIR: the next close() sends nothing, as if the socket vanished
 /// (a server restarted, a NAT entry expired).
-pub fn set_repair(fd: &impl AsRawFd) {
+pub(crate) fn set_repair(fd: &impl AsRawFd) {
     setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1i32).expect("TCP_REPAIR");
 }
 
 /// The errno name of an io::Error, as rsttrace prints it.
-pub fn errno_name(e: &std::io::Error) -> String {
+pub(crate) fn errno_name(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::ECONNRESET) => "ECONNRESET".into(),
         Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),

@@ -11,18 +11,18 @@ use std::{
 
 use crate::harness::Netns;
 
-pub const CLIENT: &str = "10.1.1.2";
+pub(crate) const CLIENT: &str = "10.1.1.2";
 /// The router's address on the client's subnet.
-pub const ROUTER_C: &str = "10.1.1.1";
+pub(crate) const ROUTER_C: &str = "10.1.1.1";
 /// The router's address on the server's subnet.
-pub const ROUTER_S: &str = "10.1.2.1";
-pub const SERVER: &str = "10.1.2.2";
+pub(crate) const ROUTER_S: &str = "10.1.2.1";
+pub(crate) const SERVER: &str = "10.1.2.2";
 /// On the server's subnet, but no host has it: ARP goes unanswered.
-pub const ABSENT: &str = "10.1.2.99";
+pub(crate) const ABSENT: &str = "10.1.2.99";
 /// No route leads there from the router.
-pub const UNROUTED: &str = "10.99.0.1";
+pub(crate) const UNROUTED: &str = "10.99.0.1";
 
-pub struct Routed {
+pub(crate) struct Routed {
     pub client: Netns,
     pub router: Netns,
     pub server: Netns,
@@ -52,7 +52,7 @@ fn veth(a: &Netns, addr_a: &str, b: &Netns, addr_b: &str) {
 }
 
 impl Routed {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (client, router, server) = (Netns::new(), Netns::new(), Netns::new());
         veth(&client, CLIENT, &router, ROUTER_C);
         veth(&router, ROUTER_S, &server, SERVER);

@@ -47,7 +47,7 @@ fn restore_from_handler() {
 }
 
 /// From now on Ctrl-C and SIGTERM end the run through `check`.
-pub fn catch_interrupts() {
+pub(super) fn catch_interrupts() {
     let handler = on_signal as extern "C" fn(libc::c_int);
     // SAFETY: installing a handler that only touches atomics and makes
     // async-signal-safe calls.
@@ -58,7 +58,7 @@ pub fn catch_interrupts() {
 }
 
 /// Fails once the run was interrupted.
-pub fn check() -> Result<()> {
+pub(super) fn check() -> Result<()> {
     if INTERRUPTED.load(SeqCst) {
         bail!("interrupted");
     }
@@ -66,12 +66,12 @@ pub fn check() -> Result<()> {
 }
 
 /// `kernel.bpf_stats_enabled=1` while it lives; the old value afterwards.
-pub struct BpfStats {
+pub(super) struct BpfStats {
     old: String,
 }
 
 impl BpfStats {
-    pub fn enable() -> Result<Self> {
+    pub(super) fn enable() -> Result<Self> {
         let old = std::fs::read_to_string(SYSCTL)
             .with_context(|| format!("reading {SYSCTL}"))?
             .trim()

@@ -24,7 +24,7 @@ use super::{
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Load {
+pub(super) enum Load {
     SynStorm,
     RetryStorm,
     ShortConns,
@@ -34,7 +34,7 @@ pub enum Load {
 
 /// What one run of a load did.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Work {
+pub(super) struct Work {
     /// Resets, attempts, connections or requests; bytes for throughput.
     pub units: u64,
     pub seconds: f64,
@@ -45,7 +45,7 @@ pub struct Work {
 }
 
 /// What a load needs besides the namespace.
-pub struct Target<'a> {
+pub(super) struct Target<'a> {
     pub netns: &'a str,
     pub seconds: u64,
     /// nginx's URL, for the loads that fetch pages.
@@ -53,7 +53,7 @@ pub struct Target<'a> {
 }
 
 impl Load {
-    pub const ALL: [Load; 5] = [
+    pub(super) const ALL: [Load; 5] = [
         Load::ShortConns,
         Load::KeepAlive,
         Load::RetryStorm,
@@ -61,7 +61,7 @@ impl Load {
         Load::Throughput,
     ];
 
-    pub fn title(self) -> &'static str {
+    pub(super) fn title(self) -> &'static str {
         match self {
             Load::SynStorm => "Raw SYN storm to a closed port",
             Load::RetryStorm => "Retry storm: real clients connecting to a dead service",
@@ -72,7 +72,7 @@ impl Load {
     }
 
     /// What one unit of work is.
-    pub fn unit(self) -> &'static str {
+    pub(super) fn unit(self) -> &'static str {
         match self {
             Load::SynStorm => "reset",
             Load::RetryStorm => "attempt",
@@ -82,7 +82,7 @@ impl Load {
         }
     }
 
-    pub fn rate_unit(self) -> &'static str {
+    pub(super) fn rate_unit(self) -> &'static str {
         match self {
             Load::SynStorm => "resets/s",
             Load::RetryStorm => "attempts/s",
@@ -93,7 +93,7 @@ impl Load {
     }
 
     /// What the tracer reported that `Work::kernel_resets` counts too.
-    pub fn reported(self, reported: u64, sent: u64) -> u64 {
+    pub(super) fn reported(self, reported: u64, sent: u64) -> u64 {
         if self == Load::RetryStorm {
             reported
         } else {
@@ -101,23 +101,23 @@ impl Load {
         }
     }
 
-    pub fn needs_nginx(self) -> bool {
+    pub(super) fn needs_nginx(self) -> bool {
         matches!(self, Load::ShortConns | Load::KeepAlive)
     }
 
     /// Whether the load resets anything (the reported count matters).
-    pub fn resets(self) -> bool {
+    pub(super) fn resets(self) -> bool {
         matches!(self, Load::SynStorm | Load::RetryStorm)
     }
 
-    pub fn rate(self, w: &Work) -> f64 {
+    pub(super) fn rate(self, w: &Work) -> f64 {
         match self {
             Load::Throughput => throughput::gbit_per_s(w.units, w.seconds),
             _ => w.units as f64 / w.seconds,
         }
     }
 
-    pub fn run(self, t: &Target) -> Result<Work> {
+    pub(super) fn run(self, t: &Target) -> Result<Work> {
         let before = tcp_counters(t.netns)?;
         let (units, seconds) = match self {
             Load::SynStorm => xtask_load(t, "storm")?,

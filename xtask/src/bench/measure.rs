@@ -17,7 +17,7 @@ use super::{
 };
 
 /// What every measurement shares.
-pub struct Env {
+pub(super) struct Env {
     /// The bench namespace's name (`ip netns`).
     pub netns: String,
     pub rsttrace: PathBuf,
@@ -27,7 +27,7 @@ pub struct Env {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct Sample {
+pub(super) struct Sample {
     /// Units of work per second, or Gbit/s.
     pub rate: f64,
     pub work: Work,
@@ -36,7 +36,7 @@ pub struct Sample {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct TracerUsage {
+pub(super) struct TracerUsage {
     pub reported: u64,
     /// Of those, the resets sent.
     pub sent: u64,
@@ -58,7 +58,7 @@ impl Env {
 }
 
 /// The load, with `variant`'s tracer running beside it (none: baseline).
-pub fn measure(env: &Env, load: Load, variant: Option<&Variant>) -> Result<Sample> {
+pub(super) fn measure(env: &Env, load: Load, variant: Option<&Variant>) -> Result<Sample> {
     let running = variant
         .map(|v| tracer::start(v, Some(&env.netns), &env.rsttrace))
         .transpose()?;
@@ -106,7 +106,7 @@ fn finish(r: Running, bpf: BpfUsage, cpu_before: f64) -> Result<TracerUsage> {
 
 /// rsttrace's share of one CPU while nothing happens (host-wide, no
 /// `--netns`: every reset on the host would wake it).
-pub fn idle_cpu(rsttrace: &std::path::Path, seconds: u64) -> Result<f64> {
+pub(super) fn idle_cpu(rsttrace: &std::path::Path, seconds: u64) -> Result<f64> {
     let v = Variant {
         name: "idle",
         load: Load::SynStorm,

@@ -14,7 +14,7 @@ mod report;
 mod schedule;
 mod stats;
 mod summary;
-pub mod throughput;
+pub(crate) mod throughput;
 mod tracer;
 mod variants;
 
@@ -30,7 +30,7 @@ use schedule::Step;
 use variants::{Choice, Variant};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Seconds of load per measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -66,17 +66,17 @@ pub struct Args {
     pub counts: bool,
 }
 
-pub use report::with_vm_counts;
+pub(crate) use report::with_vm_counts;
 
 /// The rsttrace rows whose program counts the VM section shows.
-pub const COUNTED: &[&str] = &[
+pub(crate) const COUNTED: &[&str] = &[
     "short-rsttrace",
     "keepalive-rsttrace",
     "retry-rsttrace",
     "rsttrace",
 ];
 
-pub fn run(args: &Args) -> Result<()> {
+pub(crate) fn run(args: &Args) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads eBPF programs and sends raw packets: run it as root");

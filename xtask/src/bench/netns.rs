@@ -9,10 +9,10 @@ use anyhow::{bail, Context, Result};
 use crate::status;
 
 /// The bench's network namespace, deleted when dropped.
-pub struct Netns(pub String);
+pub(super) struct Netns(pub String);
 
 impl Netns {
-    pub fn new() -> Result<Self> {
+    pub(super) fn new() -> Result<Self> {
         remove_stale_namespaces();
         let name = format!("rsttrace-bench-{}", std::process::id());
         status(Command::new("ip").args(["netns", "add", &name]))?;
@@ -44,7 +44,7 @@ impl Drop for Netns {
 }
 
 /// Runs `f` on a thread of its own that has joined namespace `name`.
-pub fn in_netns<T: Send + 'static>(
+pub(super) fn in_netns<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
@@ -63,7 +63,7 @@ pub fn in_netns<T: Send + 'static>(
 }
 
 /// The namespace's TCP counters (`Tcp:` lines of /proc/net/snmp) by name.
-pub fn tcp_counters(netns: &str) -> Result<Vec<(String, u64)>> {
+pub(super) fn tcp_counters(netns: &str) -> Result<Vec<(String, u64)>> {
     let out = Command::new("ip")
         .args(["netns", "exec", netns, "cat", "/proc/net/snmp"])
         .output()?;
@@ -89,7 +89,7 @@ fn parse_tcp_counters(snmp: &str) -> Result<Vec<(String, u64)>> {
 }
 
 /// One counter of [`tcp_counters`].
-pub fn counter(counters: &[(String, u64)], name: &str) -> Result<u64> {
+pub(super) fn counter(counters: &[(String, u64)], name: &str) -> Result<u64> {
     counters
         .iter()
         .find(|(n, _)| n == name)

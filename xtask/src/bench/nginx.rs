@@ -15,9 +15,9 @@ use anyhow::{bail, Context, Result};
 use super::{netns::in_netns, tracer::pin};
 
 /// Where nginx listens, inside the bench namespace.
-pub const PORT: u16 = 8080;
+pub(super) const PORT: u16 = 8080;
 
-pub struct Nginx {
+pub(super) struct Nginx {
     child: Child,
     dir: PathBuf,
 }
@@ -40,7 +40,7 @@ fn config(dir: &std::path::Path) -> String {
 
 impl Nginx {
     /// Starts nginx in namespace `netns` and waits until it accepts.
-    pub fn start(netns: &str, dir: PathBuf) -> Result<Nginx> {
+    pub(super) fn start(netns: &str, dir: PathBuf) -> Result<Nginx> {
         std::fs::create_dir_all(dir.join("www"))?;
         std::fs::create_dir_all(dir.join("tmp"))?;
         std::fs::write(dir.join("www/index.html"), PAGE)?;
@@ -80,7 +80,7 @@ impl Nginx {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("http://127.0.0.1:{PORT}/")
     }
 }

@@ -10,7 +10,7 @@ use super::{
 };
 
 /// Everything one run measured.
-pub struct Report {
+pub(super) struct Report {
     /// The bench's own arguments.
     pub command: String,
     pub kernel: String,
@@ -73,7 +73,7 @@ that the ring buffer's pages, mapped into rsttrace, count in both. Per-CPU perf 
 are not BPF maps and are not in the maps column.
 ";
 
-pub fn render(r: &Report) -> String {
+pub(super) fn render(r: &Report) -> String {
     let mut s = format!(
         "`{}`: kernel {}, {} CPUs; {} rounds of {} s. Loads on CPU 0.\n",
         r.command, r.kernel, r.cpus, r.rounds, r.seconds
@@ -100,7 +100,7 @@ pub fn render(r: &Report) -> String {
 
 /// The file `--record` writes; `existing` is the file as it was, whose
 /// VM section (another command's) is kept.
-pub fn document(r: &Report, existing: &str) -> String {
+pub(super) fn document(r: &Report, existing: &str) -> String {
     let vm = vm_section(existing).unwrap_or("Not recorded yet.");
     format!(
         "# Benchmark\n\n<!-- Written by `cargo xtask bench --record`; rerun it to refresh. -->\n\n\
@@ -131,7 +131,7 @@ fn vm_section(doc: &str) -> Option<&str> {
 
 /// `doc` with its VM counts section replaced by `counts` (appended when it
 /// has none).
-pub fn with_vm_counts(doc: &str, counts: &str) -> String {
+pub(crate) fn with_vm_counts(doc: &str, counts: &str) -> String {
     match (doc.split_once(VM_BEGIN), doc.split_once(VM_END)) {
         (Some((before, _)), Some((_, after))) => {
             format!("{before}{VM_BEGIN}\n{counts}\n{VM_END}{after}")
@@ -300,7 +300,7 @@ fn range(s: Option<Summary>, decimals: usize) -> String {
 /// The programs' run counts per unit of work, load by load (the VM
 /// section of docs/benchmark.md: under emulation times mean nothing,
 /// counts do).
-pub fn counts(r: &Report) -> String {
+pub(super) fn counts(r: &Report) -> String {
     let mut s = format!("`{}` on Linux {}:\n", r.command, r.kernel);
     for (load, t) in &r.tables {
         for run in t.runs.iter().filter(|r| r.variant.is_rsttrace()) {
@@ -338,7 +338,7 @@ pub fn counts(r: &Report) -> String {
 }
 
 /// One line per measurement, on stderr while the run goes.
-pub fn progress(round: usize, name: &str, load: Load, m: &Sample) -> String {
+pub(super) fn progress(round: usize, name: &str, load: Load, m: &Sample) -> String {
     let mut s = format!(
         "  round {} {:<22} {:>10.2} {}",
         round + 1,

@@ -5,7 +5,7 @@
 //! variants rotate by one place per round so that none always runs first.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(super) enum Step {
     /// No tracer.
     Baseline,
     /// The variant with this index.
@@ -14,7 +14,7 @@ pub enum Step {
 
 /// The steps of a run, each with its round (0-based; the closing baseline
 /// belongs to the last round).
-pub fn schedule(variants: usize, rounds: usize) -> Vec<(usize, Step)> {
+pub(super) fn schedule(variants: usize, rounds: usize) -> Vec<(usize, Step)> {
     let mut steps = Vec::new();
     for round in 0..rounds {
         for k in 0..variants {
@@ -30,7 +30,7 @@ pub fn schedule(variants: usize, rounds: usize) -> Vec<(usize, Step)> {
 
 /// For each step, the mean of the baseline values nearest before and after
 /// it (`None` for baselines themselves, or when no baseline was measured).
-pub fn adjacent_baselines(steps: &[Step], values: &[f64]) -> Vec<Option<f64>> {
+pub(super) fn adjacent_baselines(steps: &[Step], values: &[f64]) -> Vec<Option<f64>> {
     let is_base = |s: &Step| *s == Step::Baseline;
     (0..steps.len())
         .map(|i| {

@@ -14,14 +14,14 @@ use serde_json::Value;
 
 /// One program's runs and run time over a measurement.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProgCost {
+pub(super) struct ProgCost {
     pub name: String,
     pub run_cnt: u64,
     pub run_time_ns: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BpfUsage {
+pub(super) struct BpfUsage {
     /// The tracer's programs that ran during the load, busiest first.
     pub programs: Vec<ProgCost>,
     /// Summed over the tracer's programs during the load.
@@ -37,7 +37,7 @@ pub struct BpfUsage {
 
 /// The tracer's BPF objects and their statistics at one moment.
 #[derive(Clone, Debug, Default)]
-pub struct Snapshot {
+pub(super) struct Snapshot {
     progs: Vec<Object>,
     maps: Vec<Object>,
 }
@@ -61,7 +61,7 @@ struct Object {
 }
 
 /// The BPF programs and maps of process `pid`, read while it runs.
-pub fn snapshot(pid: u32) -> Result<Snapshot> {
+pub(super) fn snapshot(pid: u32) -> Result<Snapshot> {
     let held = held_by(pid)?;
     if held.progs.is_empty() && held.maps.is_empty() {
         return Ok(Snapshot::default());
@@ -77,7 +77,7 @@ pub fn snapshot(pid: u32) -> Result<Snapshot> {
 }
 
 /// What ran between two snapshots of the same tracer.
-pub fn usage(before: &Snapshot, after: &Snapshot) -> BpfUsage {
+pub(super) fn usage(before: &Snapshot, after: &Snapshot) -> BpfUsage {
     let mut u = BpfUsage::default();
     for p in &after.progs {
         let (cnt0, time0) = before

@@ -9,7 +9,7 @@ use super::{
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Summary {
+pub(super) struct Summary {
     pub min: f64,
     pub median: f64,
     pub max: f64,
@@ -17,7 +17,7 @@ pub struct Summary {
 
 impl Summary {
     /// `None` for no values.
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Summary> {
+    pub(super) fn of(values: impl IntoIterator<Item = f64>) -> Option<Summary> {
         let mut xs: Vec<f64> = values.into_iter().collect();
         xs.sort_by(f64::total_cmp);
         let n = xs.len();
@@ -35,7 +35,7 @@ impl Summary {
 }
 
 /// One variant's measurements, one per round.
-pub struct Runs {
+pub(super) struct Runs {
     pub variant: Variant,
     pub samples: Vec<Sample>,
     /// Each sample's rate over the mean of its adjacent baselines.
@@ -46,13 +46,13 @@ pub struct Runs {
 }
 
 /// One table: the baselines and every variant.
-pub struct Table {
+pub(super) struct Table {
     pub baseline: Vec<Sample>,
     pub runs: Vec<Runs>,
 }
 
 /// Sorts the samples of a run (in `steps` order) by variant.
-pub fn collect(variants: &[Variant], steps: &[Step], samples: Vec<Sample>) -> Table {
+pub(super) fn collect(variants: &[Variant], steps: &[Step], samples: Vec<Sample>) -> Table {
     let rates: Vec<f64> = samples.iter().map(|s| s.rate).collect();
     let bases = adjacent_baselines(steps, &rates);
     let mut runs: Vec<Runs> = variants
@@ -79,33 +79,33 @@ pub fn collect(variants: &[Variant], steps: &[Step], samples: Vec<Sample>) -> Ta
 }
 
 impl Runs {
-    pub fn rate(&self) -> Option<Summary> {
+    pub(super) fn rate(&self) -> Option<Summary> {
         Summary::of(self.samples.iter().map(|s| s.rate))
     }
 
-    pub fn ratio(&self) -> Option<Summary> {
+    pub(super) fn ratio(&self) -> Option<Summary> {
         Summary::of(self.ratios.iter().copied().filter(|r| r.is_finite()))
     }
 
     /// A figure of the runs with BPF statistics on.
-    pub fn per_costed(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<Summary> {
+    pub(super) fn per_costed(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<Summary> {
         Summary::of(self.costed.iter().filter_map(f))
     }
 
     /// A tracer counter summed over the rounds.
-    pub fn total(&self, f: impl Fn(&Sample) -> u64) -> u64 {
+    pub(super) fn total(&self, f: impl Fn(&Sample) -> u64) -> u64 {
         self.samples.iter().map(f).sum()
     }
 
     /// A tracer figure's largest value over the rounds.
-    pub fn peak(&self, f: impl Fn(&Sample) -> u64) -> u64 {
+    pub(super) fn peak(&self, f: impl Fn(&Sample) -> u64) -> u64 {
         self.samples.iter().map(f).max().unwrap_or(0)
     }
 }
 
 /// Largest change between consecutive baselines, relative to their mean:
 /// how much the machine drifted while the run lasted.
-pub fn baseline_drift(baseline: &[Sample]) -> Option<f64> {
+pub(super) fn baseline_drift(baseline: &[Sample]) -> Option<f64> {
     baseline
         .windows(2)
         .map(|w| (w[1].rate - w[0].rate).abs() / ((w[0].rate + w[1].rate) / 2.0))

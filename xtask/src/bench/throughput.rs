@@ -18,7 +18,7 @@ const CHUNK: usize = 1 << 20;
 
 /// Sends for `duration`; returns the bytes received and the seconds from
 /// the first write to the server reading the end of the stream.
-pub fn load(duration: Duration) -> Result<(u64, f64)> {
+pub(crate) fn load(duration: Duration) -> Result<(u64, f64)> {
     let listener = TcpListener::bind("127.0.0.1:0").context("bind")?;
     let addr = listener.local_addr()?;
     let server = thread::spawn(move || -> std::io::Result<u64> {
@@ -49,12 +49,12 @@ fn drain(s: &mut TcpStream) -> std::io::Result<u64> {
     }
 }
 
-pub fn gbit_per_s(bytes: u64, seconds: f64) -> f64 {
+pub(crate) fn gbit_per_s(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 * 8.0 / seconds / 1e9
 }
 
 /// What `cargo xtask throughput` prints.
-pub fn line(bytes: u64, seconds: f64) -> String {
+pub(crate) fn line(bytes: u64, seconds: f64) -> String {
     format!(
         "{:.3} Gbit/s ({bytes} bytes in {seconds:.3} s)",
         gbit_per_s(bytes, seconds)
@@ -71,7 +71,7 @@ fn parse_line(line: &str) -> Option<(u64, f64)> {
 }
 
 /// Runs the load in namespace `netns`, in a process of its own.
-pub fn run_in(netns: &str, seconds: u64) -> Result<(u64, f64)> {
+pub(crate) fn run_in(netns: &str, seconds: u64) -> Result<(u64, f64)> {
     let out = Command::new("ip")
         .args(["netns", "exec", netns])
         .arg(std::env::current_exe()?)

@@ -21,7 +21,7 @@ use super::{
 
 /// What a tracer printed, counted as it streams.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(super) struct Tally {
     pub reported: u64,
     /// Of those, the resets this host sent.
     pub sent: u64,
@@ -29,13 +29,13 @@ pub struct Tally {
     ready: bool,
 }
 
-pub struct Running {
+pub(super) struct Running {
     child: Option<Child>,
     tally: Arc<Mutex<Tally>>,
     readers: Vec<thread::JoinHandle<()>>,
 }
 
-pub struct Stopped {
+pub(super) struct Stopped {
     pub tally: Tally,
     pub max_rss_kib: u64,
 }
@@ -90,7 +90,7 @@ fn pin_this_thread(cpu: usize) {
     }
 }
 
-pub fn pin(cmd: &mut Command, cpu: usize) {
+pub(super) fn pin(cmd: &mut Command, cpu: usize) {
     // SAFETY: sched_setaffinity is async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
@@ -103,7 +103,7 @@ pub fn pin(cmd: &mut Command, cpu: usize) {
 }
 
 /// Starts the tracer and returns once it has attached.
-pub fn start(v: &Variant, netns: Option<&str>, rsttrace: &Path) -> Result<Running> {
+pub(super) fn start(v: &Variant, netns: Option<&str>, rsttrace: &Path) -> Result<Running> {
     let mut c = command(v, netns, rsttrace);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().with_context(|| format!("cannot start {c:?}"))?;
@@ -180,7 +180,7 @@ fn read_stderr(err: ChildStderr, t: Arc<Mutex<Tally>>) -> thread::JoinHandle<()>
 }
 
 /// rsttrace's JSON records: resets, storm summaries (counts), losses.
-pub fn count_json(line: &str, t: &mut Tally) {
+pub(super) fn count_json(line: &str, t: &mut Tally) {
     let number = |key: &str| -> u64 {
         line.find(key)
             .map(|i| &line[i + key.len()..])
@@ -220,7 +220,7 @@ fn count_line(line: &str, t: &mut Tally) {
 }
 
 impl Running {
-    pub fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
@@ -239,7 +239,7 @@ impl Running {
 }
 
 /// SIGINT, then reap with rusage (for the peak RSS).
-pub fn stop(mut r: Running) -> Result<Stopped> {
+pub(super) fn stop(mut r: Running) -> Result<Stopped> {
     let pid = r.pid() as i32;
     // SAFETY: signalling and reaping our own child.
     let (status, usage) = unsafe {

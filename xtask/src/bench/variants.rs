@@ -8,7 +8,7 @@ use Pin::{Cpu1, Free};
 use Tracer::{Bpftrace, Rsttrace, Tcpdump};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tracer {
+pub(super) enum Tracer {
     /// rsttrace with these arguments; the bench adds `--netns` (and
     /// `--transport` when given).
     Rsttrace(&'static [&'static str]),
@@ -20,14 +20,14 @@ pub enum Tracer {
 
 /// Where the tracer runs.  The storm itself always runs on CPU 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pin {
+pub(super) enum Pin {
     /// Pinned to CPU 1, beside the storm's CPU.
     Cpu1,
     /// Not pinned: it competes with the load for every CPU.
     Free,
 }
 
-pub struct Row {
+pub(super) struct Row {
     pub name: &'static str,
     pub load: Load,
     pub tracer: Tracer,
@@ -43,7 +43,7 @@ const JSON: &[&str] = &["--format", "json"];
 /// Every row, by load.  The storms pin the tracer beside the load's CPU;
 /// the nginx loads use both CPUs, and the tracer runs where it may.
 #[rustfmt::skip]
-pub const ROWS: &[Row] = &[
+pub(super) const ROWS: &[Row] = &[
     Row { name: "short-rsttrace",     load: ShortConns, tracer: Rsttrace(JSON), pin: Free, needs: None, note: "no resets" },
     Row { name: "keepalive-rsttrace", load: KeepAlive,  tracer: Rsttrace(JSON), pin: Free, needs: None, note: "no resets" },
     Row { name: "retry-rsttrace",       load: RetryStorm, tracer: Rsttrace(JSON), pin: Cpu1, needs: None, note: "per event" },
@@ -62,7 +62,7 @@ pub const ROWS: &[Row] = &[
 
 /// A row chosen for this run, with its final rsttrace arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Variant {
+pub(super) struct Variant {
     pub name: &'static str,
     pub load: Load,
     pub tracer: Tracer,
@@ -74,7 +74,7 @@ pub struct Variant {
 }
 
 /// What the command line asked for.
-pub struct Choice<'a> {
+pub(super) struct Choice<'a> {
     /// Only these names (all when empty).
     pub only: &'a [String],
     /// `--transport` for the rsttrace rows that do not set their own.
@@ -84,7 +84,11 @@ pub struct Choice<'a> {
 /// The rows of `load` to run: filtered by `--only`, rows whose option
 /// rsttrace lacks left out, and rows that became the same command (e.g.
 /// `rsttrace` with `--transport perf` and `rsttrace-perf`) run once.
-pub fn select(load: Load, choice: &Choice, has_option: impl Fn(&str) -> bool) -> Vec<Variant> {
+pub(super) fn select(
+    load: Load,
+    choice: &Choice,
+    has_option: impl Fn(&str) -> bool,
+) -> Vec<Variant> {
     let mut chosen: Vec<Variant> = Vec::new();
     for row in ROWS.iter().filter(|r| r.load == load) {
         let wanted = choice.only.is_empty() || choice.only.iter().any(|o| o == row.name);
@@ -103,7 +107,7 @@ pub fn select(load: Load, choice: &Choice, has_option: impl Fn(&str) -> bool) ->
 }
 
 /// Names `--only` may use.
-pub fn names() -> impl Iterator<Item = &'static str> {
+pub(super) fn names() -> impl Iterator<Item = &'static str> {
     ROWS.iter().map(|r| r.name)
 }
 
@@ -145,7 +149,7 @@ impl Variant {
         std::mem::discriminant(&self.tracer) == std::mem::discriminant(&other.tracer)
     }
 
-    pub fn is_rsttrace(&self) -> bool {
+    pub(super) fn is_rsttrace(&self) -> bool {
         matches!(self.tracer, Rsttrace(_))
     }
 }

@@ -15,7 +15,7 @@ use super::{elf::Needs, install, install_copy, output, VERSION};
 use crate::{root, status};
 
 /// Where the package puts the binary; the unit's ExecStart says the same.
-pub const BINARY: &str = "usr/sbin/rsttrace";
+pub(super) const BINARY: &str = "usr/sbin/rsttrace";
 /// /lib, not /usr/lib: Debian 11's systemd looks there and Debian 12's
 /// (merged /usr) finds the same directory.
 const UNIT: &str = "lib/systemd/system/rsttrace.service";
@@ -23,7 +23,7 @@ const CONFFILES: [&str; 2] = ["etc/rsttrace/rsttrace.toml", "etc/logrotate.d/rst
 /// packaging/rsttrace.service starts a copied binary here.
 const COPIED_BINARY: &str = "/usr/local/bin/rsttrace";
 
-pub fn build(binary: &Path, needs: &Needs, tree: &Path, out: &Path) -> Result<PathBuf> {
+pub(super) fn build(binary: &Path, needs: &Needs, tree: &Path, out: &Path) -> Result<PathBuf> {
     let repo = root();
     let read =
         |rel: &str| std::fs::read_to_string(repo.join(rel)).with_context(|| format!("read {rel}"));

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 /// A glibc version, `GLIBC_2.17` = `Version(2, 17, 0)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version(pub u32, pub u32, pub u32);
+pub(crate) struct Version(pub u32, pub u32, pub u32);
 
 impl Version {
     fn parse(s: &str) -> Option<Version> {
@@ -32,14 +32,14 @@ impl fmt::Display for Version {
     }
 }
 
-pub struct Needs {
+pub(super) struct Needs {
     /// NEEDED entries: `libc.so.6`, `ld-linux-x86-64.so.2`, ...
     pub libraries: Vec<String>,
     /// The newest GLIBC_ version any library is asked for.
     pub glibc: Version,
 }
 
-pub fn needs(binary: &Path) -> Result<Needs> {
+pub(super) fn needs(binary: &Path) -> Result<Needs> {
     let out = Command::new("objdump")
         .arg("-p")
         .arg(binary)

@@ -16,9 +16,9 @@ use super::{image_name, install_copy, output, VERSION};
 use crate::{root, status};
 
 /// Where the binary is in the image (the entry point).
-pub const BINARY: &str = "/usr/sbin/rsttrace";
+pub(super) const BINARY: &str = "/usr/sbin/rsttrace";
 
-pub fn build(binary: &Path, work: &Path, out: &Path) -> Result<PathBuf> {
+pub(super) fn build(binary: &Path, work: &Path, out: &Path) -> Result<PathBuf> {
     let rootfs = work.join("rootfs");
     let rel = |p: &Path| rootfs.join(p.strip_prefix("/").unwrap_or(p));
     install_copy(binary, &rel(Path::new(BINARY)), 0o755)?;

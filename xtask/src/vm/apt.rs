@@ -59,7 +59,7 @@ impl Archive {
     /// configuration.  `name/suite` picks a suite: qemu comes from
     /// bookworm-backports, because these machines carry its qemu-utils
     /// (qemu-img) from there, which bookworm's qemu would have to remove.
-    pub fn install(&self, packages: &[&str]) -> Result<()> {
+    pub(super) fn install(&self, packages: &[&str]) -> Result<()> {
         let missing: Vec<&str> = packages
             .iter()
             .copied()
@@ -97,20 +97,20 @@ impl Archive {
 }
 
 /// A package name and version.
-pub struct Package {
+pub(super) struct Package {
     pub name: String,
     pub version: String,
 }
 
 /// The project's own view of Debian's archive.
-pub struct Archive {
+pub(super) struct Archive {
     dir: PathBuf,
 }
 
 impl Archive {
     /// Writes the private sources.list and creates the directories apt
     /// needs, owned by `_apt` where apt's sandboxed downloader writes.
-    pub fn open(dir: &Path) -> Result<Self> {
+    pub(super) fn open(dir: &Path) -> Result<Self> {
         for d in ["lists/partial", "cache/archives/partial"] {
             std::fs::create_dir_all(dir.join(d))
                 .with_context(|| format!("create {}", dir.join(d).display()))?;
@@ -171,7 +171,7 @@ impl Archive {
     }
 
     /// The newest package of a kernel series in its suites.
-    pub fn newest(&self, series: &Series) -> Result<Package> {
+    pub(super) fn newest(&self, series: &Series) -> Result<Package> {
         let out = self
             .apt("apt-cache")
             .args(["pkgnames", series.prefix])
@@ -228,7 +228,7 @@ impl Archive {
     }
 
     /// Downloads a package into `into` unless it is there already.
-    pub fn download(&self, package: &Package, into: &Path) -> Result<PathBuf> {
+    pub(super) fn download(&self, package: &Package, into: &Path) -> Result<PathBuf> {
         let file = into.join(format!(
             "{}_{}_amd64.deb",
             package.name,

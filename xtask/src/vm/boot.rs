@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use super::layer::{NOTE, TESTS_BEGIN, TESTS_END};
 
-pub struct Vm<'a> {
+pub(super) struct Vm<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub log: &'a Path,
@@ -21,7 +21,7 @@ pub struct Vm<'a> {
     pub verbose: bool,
 }
 
-pub struct Boot {
+pub(super) struct Boot {
     /// Boot to power-off, wall clock.
     pub wall: Duration,
     pub timed_out: bool,
@@ -29,7 +29,7 @@ pub struct Boot {
     pub console: String,
 }
 
-pub fn run(vm: &Vm) -> Result<Boot> {
+pub(super) fn run(vm: &Vm) -> Result<Boot> {
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -101,7 +101,7 @@ pub fn run(vm: &Vm) -> Result<Boot> {
 
 /// Removes terminal escape sequences (CSI, OSC, two-byte), carriage
 /// returns and other control characters but tabs and newlines.
-pub fn strip_escapes(s: &str) -> String {
+pub(super) fn strip_escapes(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {

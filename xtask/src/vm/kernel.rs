@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use super::{pack_cpio, Stamp};
 use crate::status;
 
-pub struct Kernel {
+pub(super) struct Kernel {
     pub vmlinuz: PathBuf,
     /// `usr/lib/modules/<release>/…` with modules.dep, as a cpio archive.
     pub modules: PathBuf,
@@ -20,7 +20,7 @@ pub struct Kernel {
 /// Bump when what `prepare` makes changes.
 const RECIPE: &str = "kernel v2";
 
-pub fn prepare(dir: &Path, deb: &Path) -> Result<Kernel> {
+pub(super) fn prepare(dir: &Path, deb: &Path) -> Result<Kernel> {
     let kernel = Kernel {
         vmlinuz: dir.join("vmlinuz"),
         modules: dir.join("modules.cpio"),

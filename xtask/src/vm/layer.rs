@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use super::pack_cpio;
 use crate::{cargo_json, dist};
 
-pub struct Binaries {
+pub(super) struct Binaries {
     /// The `e2e` integration test executable.
     pub tests: PathBuf,
     /// Where the test binary runs the tracer (its CARGO_BIN_EXE_rsttrace).
@@ -28,7 +28,7 @@ pub struct Binaries {
 
 /// The e2e tests, release profile (whose dependencies the dist build has
 /// just compiled), for the dist binary's target.
-pub fn build(dist: &dist::Artifacts) -> Result<Binaries> {
+pub(super) fn build(dist: &dist::Artifacts) -> Result<Binaries> {
     let built = cargo_json::artifacts(dist::zigbuild(&[
         "--release",
         "--package",
@@ -47,7 +47,7 @@ pub fn build(dist: &dist::Artifacts) -> Result<Binaries> {
 
 /// The tests the binary would run with these arguments (`--list` on the
 /// host), so that tests a crashed guest never reported count too.
-pub fn list_tests(tests: &Path, extra: &[String]) -> Option<Vec<String>> {
+pub(super) fn list_tests(tests: &Path, extra: &[String]) -> Option<Vec<String>> {
     let out = Command::new(tests)
         .arg("--list")
         .args(extra)
@@ -93,21 +93,21 @@ const COMMANDS: [&str; 10] = [
     "ip", "ss", "nft", "iptables", "sysctl", "setpriv", "unshare", "umount", "sh", "bpftool",
 ];
 
-pub const TESTS_BEGIN: &str = "===rsttrace-vm: tests begin===";
-pub const BENCH_BEGIN: &str = "===rsttrace-vm: bench begin===";
-pub const BENCH_END: &str = "===rsttrace-vm: bench end===";
-pub const TESTS_END: &str = "===rsttrace-vm: tests end, exit ";
-pub const WARNINGS: &str = "===rsttrace-vm: kernel warnings===";
-pub const DONE: &str = "===rsttrace-vm: done===";
+pub(super) const TESTS_BEGIN: &str = "===rsttrace-vm: tests begin===";
+pub(super) const BENCH_BEGIN: &str = "===rsttrace-vm: bench begin===";
+pub(super) const BENCH_END: &str = "===rsttrace-vm: bench end===";
+pub(super) const TESTS_END: &str = "===rsttrace-vm: tests end, exit ";
+pub(super) const WARNINGS: &str = "===rsttrace-vm: kernel warnings===";
+pub(super) const DONE: &str = "===rsttrace-vm: done===";
 /// Prefix of the lines /init prints about the guest.
-pub const NOTE: &str = "rsttrace-vm: ";
+pub(super) const NOTE: &str = "rsttrace-vm: ";
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// What the guest runs: the e2e suite, or the benchmark's program counts.
-pub enum Run<'a> {
+pub(super) enum Run<'a> {
     Tests,
     /// The suite, then the schema contract on the records it collected.
     TestsAndContract,
@@ -253,7 +253,7 @@ check causes causes
 check refused_connect refused_connect"#;
 
 /// Every library the binary loads (ldd on this machine) is in the root.
-pub fn check_libraries(bins: &Binaries, root: &Path) -> Result<()> {
+pub(super) fn check_libraries(bins: &Binaries, root: &Path) -> Result<()> {
     for bin in [&bins.tests, &bins.tracer_source] {
         let out = Command::new("ldd")
             .arg(bin)
@@ -329,10 +329,10 @@ fn copy_to(dir: &Path, file: &Path, at: &Path) -> Result<()> {
 }
 
 /// Where the guest finds the xtask binary with `--bench`.
-pub const GUEST_XTASK: &str = "/usr/local/bin/rsttrace-xtask";
+pub(super) const GUEST_XTASK: &str = "/usr/local/bin/rsttrace-xtask";
 
 /// Packs the layer into target/vm/layer.cpio.
-pub fn pack(
+pub(super) fn pack(
     work: &Path,
     bins: &Binaries,
     extra: &[String],

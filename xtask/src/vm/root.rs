@@ -14,16 +14,16 @@ use crate::status;
 const MIRROR: &str = "http://deb.debian.org/debian";
 
 /// A Debian release the guests or the package tests run.
-pub struct Suite {
+pub(crate) struct Suite {
     /// The codename debootstrap takes.
     pub name: &'static str,
 }
 
 /// Debian 11: glibc 2.31, systemd 247; the userspace of the 5.10 kernel.
-pub const BULLSEYE: Suite = Suite { name: "bullseye" };
+pub(crate) const BULLSEYE: Suite = Suite { name: "bullseye" };
 /// Debian 12: glibc 2.36, systemd 252.
-pub const BOOKWORM: Suite = Suite { name: "bookworm" };
-pub const SUITES: [Suite; 2] = [BULLSEYE, BOOKWORM];
+pub(crate) const BOOKWORM: Suite = Suite { name: "bookworm" };
+pub(crate) const SUITES: [Suite; 2] = [BULLSEYE, BOOKWORM];
 
 /// Beyond minbase: what the tests and the guest's /init run.
 /// ip, ss (iproute2); nft (nftables); iptables; sysctl (procps);
@@ -60,7 +60,7 @@ const TRIM: [&str; 6] = [
     "var/lib/apt/lists",
 ];
 
-pub struct Root {
+pub(crate) struct Root {
     /// The tree.
     pub dir: PathBuf,
     /// The tree as an initramfs archive.
@@ -68,7 +68,7 @@ pub struct Root {
 }
 
 /// target/vm/roots/<suite>/ and its archive.
-pub fn paths(suite: &Suite) -> Root {
+pub(crate) fn paths(suite: &Suite) -> Root {
     let roots = crate::root().join("target/vm/roots");
     Root {
         dir: roots.join(suite.name),
@@ -77,7 +77,7 @@ pub fn paths(suite: &Suite) -> Root {
 }
 
 /// The root of `suite`, built if missing or made from another recipe.
-pub fn prepare(suite: &Suite) -> Result<Root> {
+pub(crate) fn prepare(suite: &Suite) -> Result<Root> {
     let root = paths(suite);
     let parent = root.dir.parent().expect("under target/vm/roots");
     std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;

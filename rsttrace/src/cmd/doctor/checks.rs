@@ -160,7 +160,7 @@ fn kernel_facts(r: &mut Report, bytes: &[u8]) -> Option<KernelFacts> {
     };
     tracepoints(r, &facts, tracefs.as_ref());
     reasons(r, &facts);
-    r.range = Some(crate::classify::causes::kernel_range(&facts.names));
+    r.range = Some(crate::vocab::causes::kernel_range(&facts.names));
     r.notes.extend(facts.degraded.iter().cloned());
     Some(facts)
 }

@@ -37,7 +37,7 @@ pub(super) fn render_text(r: &Report) -> String {
         }
     }
     if let Some(i) = r.range {
-        let (range, how) = crate::classify::causes::KERNEL_RANGES[i];
+        let (range, how) = crate::vocab::causes::KERNEL_RANGES[i];
         out += &format!("\nkernel range: {range} ({how}; see `rsttrace causes`)\n");
     }
     out += &format!("resets sent: {}\n", sent_path_text(r.sent_path));
@@ -64,7 +64,7 @@ pub(super) fn render_json(r: &Report) -> String {
         SentPath::Kprobe => "kprobe",
         SentPath::PartialTracepoint => "partial_tracepoint",
     });
-    let range = r.range.map(|i| crate::classify::causes::KERNEL_RANGES[i].0);
+    let range = r.range.map(|i| crate::vocab::causes::KERNEL_RANGES[i].0);
     let v = json!({
         "kernel": release(),
         "kernel_range": range,

@@ -8,6 +8,17 @@ pub mod setup;
 mod storm;
 mod totals;
 
+/// Most records handed over per read, so that signals and timers are
+/// served during a storm.
+const DRAIN_LIMIT: usize = 8192;
+
+/// Why the event loop ended.
+enum Stop {
+    Signal,
+    Done,
+    OutputClosed,
+}
+
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};

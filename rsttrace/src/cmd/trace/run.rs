@@ -18,6 +18,7 @@ use super::{
     service::Service,
     storm::{drain_aggregates, StormWatch, STORM_CHECK},
     totals::Losses,
+    Stop, DRAIN_LIMIT,
 };
 use crate::{
     capture::{diag::Diagnostics, Capture},
@@ -26,18 +27,9 @@ use crate::{
     pipeline::Pipeline,
 };
 
-/// Most records handed over per read, so that signals and timers are
-/// served during a storm.
-pub const DRAIN_LIMIT: usize = 8192;
 /// How soon to look again after reading something: catches records that
 /// arrived without a wake-up (see the eBPF wake-up policy).
 const RECHECK: Duration = Duration::from_millis(10);
-
-pub enum Stop {
-    Signal,
-    Done,
-    OutputClosed,
-}
 
 /// What the loop keeps between iterations.
 struct Loop<'a> {
@@ -94,7 +86,7 @@ async fn until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-pub async fn run(
+pub(super) async fn run(
     capture: &mut Capture,
     pipeline: &mut Pipeline,
     args: &TraceArgs,

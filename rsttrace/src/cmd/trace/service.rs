@@ -17,7 +17,7 @@ use crate::{
     pipeline::Pipeline,
 };
 
-pub struct Service {
+pub(super) struct Service {
     server: Option<Server>,
     /// --summary period.
     pub summary: Option<Duration>,
@@ -26,7 +26,7 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(
+    pub(super) fn new(
         metrics: Option<SocketAddr>,
         summary: Option<u64>,
         rule_names: Vec<String>,
@@ -49,12 +49,12 @@ impl Service {
         })
     }
 
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+    pub(super) fn metrics_addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().and_then(|s| s.local_addr().ok())
     }
 
     /// The next scrape (never, without --metrics).
-    pub async fn scrape(&self) -> Option<tokio::net::TcpStream> {
+    pub(super) async fn scrape(&self) -> Option<tokio::net::TcpStream> {
         match &self.server {
             Some(s) => s.accept().await.ok(),
             None => std::future::pending().await,
@@ -63,7 +63,7 @@ impl Service {
 
     /// Answers a scrape with the counts as they are now; the reply is
     /// written by a task of its own.
-    pub fn answer(
+    pub(super) fn answer(
         &self,
         client: tokio::net::TcpStream,
         capture: &mut Capture,
@@ -97,7 +97,11 @@ impl Service {
 /// unprivileged BPF disabled, every bpf(2) call needs CAP_BPF, even on a
 /// map already open): `maps_readable` tries one without.  Capabilities
 /// are per thread: call this before starting any thread.
-pub fn drop_capabilities(had: Sets, attach_later: bool, maps_readable: impl FnOnce() -> bool) {
+pub(super) fn drop_capabilities(
+    had: Sets,
+    attach_later: bool,
+    maps_readable: impl FnOnce() -> bool,
+) {
     let attach: Vec<Cap> = if had.has(caps::CAP_BPF) && had.has(caps::CAP_PERFMON) {
         vec![caps::CAP_BPF, caps::CAP_PERFMON]
     } else {

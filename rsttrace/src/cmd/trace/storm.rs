@@ -9,13 +9,13 @@ use rsttrace_common::config::Control;
 use crate::{capture::Capture, pipeline::Pipeline};
 
 /// How often storm modes look at the reset rate.
-pub const STORM_CHECK: Duration = Duration::from_millis(200);
+pub(super) const STORM_CHECK: Duration = Duration::from_millis(200);
 /// Calm checks before a storm counts as over.
 const CALM_CHECKS: u32 = 10;
 
 /// Tells when a storm starts (`Some(true)`) and ends (`Some(false)`),
 /// from the kernel's count of resets seen.
-pub struct StormWatch {
+pub(super) struct StormWatch {
     per_check: u64,
     last_seen: Option<u64>,
     storming: bool,
@@ -23,7 +23,7 @@ pub struct StormWatch {
 }
 
 impl StormWatch {
-    pub fn new(per_sec: u32) -> Self {
+    pub(super) fn new(per_sec: u32) -> Self {
         StormWatch {
             per_check: (u64::from(per_sec) * STORM_CHECK.as_millis() as u64 / 1000).max(1),
             last_seen: None,
@@ -32,7 +32,7 @@ impl StormWatch {
         }
     }
 
-    pub fn update(&mut self, seen: u64) -> Option<bool> {
+    pub(super) fn update(&mut self, seen: u64) -> Option<bool> {
         let delta = seen.saturating_sub(self.last_seen.replace(seen)?);
         if delta >= self.per_check {
             self.calm = 0;
@@ -52,7 +52,7 @@ impl StormWatch {
 }
 
 /// Switches the programs to the other epoch and reports the old one.
-pub fn drain_aggregates(
+pub(super) fn drain_aggregates(
     capture: &mut Capture,
     pipeline: &mut Pipeline,
     control: &mut Control,

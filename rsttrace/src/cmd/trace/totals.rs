@@ -11,15 +11,12 @@ use rsttrace_common::{
     },
 };
 
-use super::{
-    run::{Stop, DRAIN_LIMIT},
-    storm::drain_aggregates,
-};
+use super::{storm::drain_aggregates, Stop, DRAIN_LIMIT};
 use crate::{capture::Capture, model::lost::LostWhy, pipeline::Pipeline};
 
 /// Losses already reported, by kind.
 #[derive(Default)]
-pub struct Losses {
+pub(super) struct Losses {
     buffer_full: u64,
     nested: u64,
     unwritten: u64,
@@ -41,7 +38,7 @@ fn buffer_full(capture: &mut Capture) -> u64 {
 
 impl Losses {
     /// Reports new losses as `lost` records and on stderr.
-    pub fn report(&mut self, capture: &mut Capture, pipeline: &mut Pipeline) {
+    pub(super) fn report(&mut self, capture: &mut Capture, pipeline: &mut Pipeline) {
         let full = buffer_full(capture);
         if full > self.buffer_full {
             let delta = full - self.buffer_full;
@@ -68,7 +65,7 @@ impl Losses {
     }
 }
 
-pub fn finish(
+pub(super) fn finish(
     capture: &mut Capture,
     pipeline: &mut Pipeline,
     control: &mut Control,

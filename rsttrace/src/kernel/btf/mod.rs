@@ -35,10 +35,10 @@ mod query;
 mod tests;
 
 #[cfg(test)]
-pub mod testing;
+pub(crate) mod testing;
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum BtfError {
+pub(crate) enum BtfError {
     #[error("not BTF data (bad magic)")]
     BadMagic,
     #[error("BTF data is truncated")]
@@ -49,7 +49,7 @@ pub enum BtfError {
 
 /// BTF type kinds (BTF_KIND_*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Int,
     Ptr,
     Array,
@@ -100,7 +100,7 @@ impl Kind {
 
 /// A struct/union member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Member<'a> {
+pub(crate) struct Member<'a> {
     pub name: &'a str,
     pub type_id: u32,
     /// Offset from the start of the containing struct, in bits.
@@ -111,7 +111,7 @@ pub struct Member<'a> {
 
 /// One type, decoded on demand from the raw section.
 #[derive(Debug, Clone, Copy)]
-pub struct Type<'a> {
+pub(crate) struct Type<'a> {
     pub kind: Kind,
     pub name: &'a str,
     /// `size` for Int/Struct/Union/Enum/Float/DataSec, referenced type id
@@ -126,7 +126,7 @@ pub struct Type<'a> {
 
 /// Where a (possibly nested) member lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
+pub(crate) struct Location {
     /// From the start of the outermost struct, in bits.
     pub bit_offset: u32,
     pub bitfield_size: u32,
@@ -135,7 +135,7 @@ pub struct Location {
 
 impl Location {
     /// Byte offset, when the member is byte-aligned and not a bitfield.
-    pub fn byte_offset(&self) -> Option<u32> {
+    pub(crate) fn byte_offset(&self) -> Option<u32> {
         (self.bitfield_size == 0 && self.bit_offset.is_multiple_of(8))
             .then_some(self.bit_offset / 8)
     }
@@ -144,7 +144,7 @@ impl Location {
 /// Kernel BTF, read in place: an index of where each type starts, and
 /// nothing decoded until asked (vmlinux has ~150k types; decoding them all
 /// once cost rsttrace ~47 MB of peak memory).
-pub struct Btf<'a> {
+pub(crate) struct Btf<'a> {
     types: &'a [u8],
     strings: &'a [u8],
     /// Offset in `types` of type id `i + 1`.

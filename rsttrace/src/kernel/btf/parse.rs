@@ -23,7 +23,7 @@ fn string_at(strings: &[u8], off: u32) -> &str {
 
 impl<'a> Type<'a> {
     /// Struct/union members.
-    pub fn members(&self) -> impl Iterator<Item = Member<'a>> + 'a {
+    pub(crate) fn members(&self) -> impl Iterator<Item = Member<'a>> + 'a {
         let (extra, strings, flag) = (self.extra, self.strings, self.kind_flag);
         let n = if matches!(self.kind, Kind::Struct | Kind::Union) {
             self.vlen
@@ -47,7 +47,7 @@ impl<'a> Type<'a> {
     }
 
     /// Enumerators of Enum/Enum64.
-    pub fn enumerators(&self) -> impl Iterator<Item = (&'a str, i64)> + 'a {
+    pub(crate) fn enumerators(&self) -> impl Iterator<Item = (&'a str, i64)> + 'a {
         let (extra, strings, flag, kind) = (self.extra, self.strings, self.kind_flag, self.kind);
         let n = if matches!(kind, Kind::Enum | Kind::Enum64) {
             self.vlen
@@ -72,7 +72,7 @@ impl<'a> Type<'a> {
     }
 
     /// FuncProto parameters: (name, type id).
-    pub fn params(&self) -> impl Iterator<Item = (&'a str, u32)> + 'a {
+    pub(crate) fn params(&self) -> impl Iterator<Item = (&'a str, u32)> + 'a {
         let (extra, strings) = (self.extra, self.strings);
         let n = if self.kind == Kind::FuncProto {
             self.vlen
@@ -88,7 +88,7 @@ impl<'a> Type<'a> {
     }
 
     /// Array: (element type, number of elements).
-    pub fn array(&self) -> Option<(u32, u32)> {
+    pub(crate) fn array(&self) -> Option<(u32, u32)> {
         (self.kind == Kind::Array).then(|| (word(self.extra, 0), word(self.extra, 2)))
     }
 }
@@ -120,7 +120,7 @@ fn le_u32(data: &[u8], at: usize) -> Result<u32, BtfError> {
 
 impl<'a> Btf<'a> {
     /// Parses little-endian BTF (the byte order is checked by the magic).
-    pub fn parse(data: &'a [u8]) -> Result<Self, BtfError> {
+    pub(crate) fn parse(data: &'a [u8]) -> Result<Self, BtfError> {
         let magic = data
             .get(0..2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -159,7 +159,7 @@ impl<'a> Btf<'a> {
     }
 
     /// The type with this id (0 is `void`, which has no record).
-    pub fn get(&self, id: u32) -> Option<Type<'a>> {
+    pub(crate) fn get(&self, id: u32) -> Option<Type<'a>> {
         let pos = *self.offsets.get((id as usize).checked_sub(1)?)? as usize;
         let t = &self.types[pos..];
         let info = word(t, 1);

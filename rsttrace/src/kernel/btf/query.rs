@@ -21,13 +21,13 @@ impl<'a> Btf<'a> {
     }
 
     /// Whether the kernel has a function of this name.
-    pub fn has_func(&self, name: &str) -> bool {
+    pub(crate) fn has_func(&self, name: &str) -> bool {
         self.find(name, &[Kind::Func]).is_some()
     }
 
     /// Argument types of kernel function `name` (see [`Btf::describe`]),
     /// or None when BTF does not name it (inlined, or not built in).
-    pub fn func_args(&self, name: &str) -> Option<Vec<String>> {
+    pub(crate) fn func_args(&self, name: &str) -> Option<Vec<String>> {
         let func = self.get(self.find(name, &[Kind::Func])?)?;
         let proto = self
             .get(func.size_or_type)
@@ -35,12 +35,12 @@ impl<'a> Btf<'a> {
         Some(proto.params().map(|(_, ty)| self.describe(ty)).collect())
     }
 
-    pub fn struct_id(&self, name: &str) -> Option<u32> {
+    pub(crate) fn struct_id(&self, name: &str) -> Option<u32> {
         self.find(name, &[Kind::Struct])
     }
 
     /// Skips typedefs and qualifiers.
-    pub fn resolve(&self, mut id: u32) -> u32 {
+    pub(crate) fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.get(id) {
                 Some(t)
@@ -62,7 +62,7 @@ impl<'a> Btf<'a> {
     }
 
     /// Size in bytes of a type.
-    pub fn size_of(&self, id: u32) -> Option<u32> {
+    pub(crate) fn size_of(&self, id: u32) -> Option<u32> {
         let id = self.resolve(id);
         let t = self.get(id)?;
         match t.kind {
@@ -101,7 +101,7 @@ impl<'a> Btf<'a> {
     }
 
     /// Location of `path` (`"a.b.c"`) inside struct `struct_name`.
-    pub fn member_path(&self, struct_name: &str, path: &str) -> Option<Location> {
+    pub(crate) fn member_path(&self, struct_name: &str, path: &str) -> Option<Location> {
         let mut id = self.struct_id(struct_name)?;
         let mut total = 0;
         let mut last = None;
@@ -118,13 +118,13 @@ impl<'a> Btf<'a> {
     }
 
     /// Enumerators of the named enum.
-    pub fn enum_values(&self, name: &str) -> Option<Vec<(&'a str, i64)>> {
+    pub(crate) fn enum_values(&self, name: &str) -> Option<Vec<(&'a str, i64)>> {
         let id = self.find(name, &[Kind::Enum, Kind::Enum64])?;
         Some(self.get(id)?.enumerators().collect())
     }
 
     /// Enumerators of the (possibly anonymous) enum that defines `name`.
-    pub fn enum_containing(&self, name: &str) -> Option<Vec<(&'a str, i64)>> {
+    pub(crate) fn enum_containing(&self, name: &str) -> Option<Vec<(&'a str, i64)>> {
         self.all()
             .map(|(_, t)| t)
             .find(|t| t.enumerators().any(|(n, _)| n == name))
@@ -133,7 +133,7 @@ impl<'a> Btf<'a> {
 
     /// A short description of a type for signature checks: `*sock` for a
     /// pointer to struct sock, `enum sk_rst_reason`, `int`.
-    pub fn describe(&self, id: u32) -> String {
+    pub(crate) fn describe(&self, id: u32) -> String {
         let id = self.resolve(id);
         let Some(t) = self.get(id) else {
             return if id == 0 { "void".into() } else { "?".into() };
@@ -148,7 +148,7 @@ impl<'a> Btf<'a> {
     /// Argument types of BTF tracepoint `name` (see [`Btf::describe`]),
     /// from the typedef `btf_trace_<name>`: a pointer to a function whose
     /// first parameter is the tracepoint's private data, not an argument.
-    pub fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
+    pub(crate) fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
         let typedef = self.find(&format!("btf_trace_{name}"), &[Kind::Typedef])?;
         let ptr = self
             .get(self.resolve(typedef))

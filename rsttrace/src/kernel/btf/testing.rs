@@ -3,14 +3,14 @@
 
 /// A minimal BTF writer: call the `add_*` methods, then `build`.
 #[derive(Default)]
-pub struct Builder {
+pub(crate) struct Builder {
     types: Vec<u8>,
     strings: Vec<u8>,
     next_id: u32,
 }
 
 impl Builder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Builder {
             types: vec![],
             strings: vec![0],
@@ -43,21 +43,21 @@ impl Builder {
         self.types.extend_from_slice(&v.to_le_bytes());
     }
 
-    pub fn int(&mut self, name: &str, size: u32) -> u32 {
+    pub(crate) fn int(&mut self, name: &str, size: u32) -> u32 {
         let id = self.header(name, 1, 0, false, size);
         self.word(size * 8);
         id
     }
 
-    pub fn ptr(&mut self, to: u32) -> u32 {
+    pub(crate) fn ptr(&mut self, to: u32) -> u32 {
         self.header("", 2, 0, false, to)
     }
 
-    pub fn typedef(&mut self, name: &str, to: u32) -> u32 {
+    pub(crate) fn typedef(&mut self, name: &str, to: u32) -> u32 {
         self.header(name, 8, 0, false, to)
     }
 
-    pub fn array(&mut self, elem: u32, index: u32, n: u32) -> u32 {
+    pub(crate) fn array(&mut self, elem: u32, index: u32, n: u32) -> u32 {
         let id = self.header("", 3, 0, false, 0);
         self.word(elem);
         self.word(index);
@@ -66,7 +66,7 @@ impl Builder {
     }
 
     /// Members: (name, type, bit offset, bitfield size).
-    pub fn composite(
+    pub(crate) fn composite(
         &mut self,
         union: bool,
         name: &str,
@@ -89,7 +89,7 @@ impl Builder {
         id
     }
 
-    pub fn enumeration(&mut self, name: &str, values: &[(&str, i32)]) -> u32 {
+    pub(crate) fn enumeration(&mut self, name: &str, values: &[(&str, i32)]) -> u32 {
         let id = self.header(name, 6, values.len() as u32, false, 4);
         for &(v_name, v) in values {
             let off = self.str(v_name);
@@ -99,7 +99,7 @@ impl Builder {
         id
     }
 
-    pub fn func_proto(&mut self, ret: u32, params: &[(&str, u32)]) -> u32 {
+    pub(crate) fn func_proto(&mut self, ret: u32, params: &[(&str, u32)]) -> u32 {
         let id = self.header("", 13, params.len() as u32, false, ret);
         for &(p_name, p_type) in params {
             let off = self.str(p_name);
@@ -110,11 +110,11 @@ impl Builder {
     }
 
     /// A kernel function named `name` whose prototype is `proto`.
-    pub fn func(&mut self, name: &str, proto: u32) -> u32 {
+    pub(crate) fn func(&mut self, name: &str, proto: u32) -> u32 {
         self.header(name, 12, 0, false, proto)
     }
 
-    pub fn build(&self) -> Vec<u8> {
+    pub(crate) fn build(&self) -> Vec<u8> {
         let mut out = vec![];
         out.extend_from_slice(&0xeb9fu16.to_le_bytes());
         out.push(1);

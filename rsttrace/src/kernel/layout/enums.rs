@@ -3,7 +3,7 @@
 
 use rsttrace_common::config::Config;
 
-use super::LayoutError;
+use crate::kernel::LayoutError;
 use crate::kernel::{
     btf::Btf,
     names::{BitSpec, KernelNames, Reason, TcpState},

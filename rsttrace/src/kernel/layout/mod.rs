@@ -4,13 +4,13 @@
 //! states, socket flag bits).  Nothing here is compiled in for one kernel.
 
 use rsttrace_common::config::Config;
-use thiserror::Error;
 
 use super::{
     btf::Btf,
     hooks::{self, Hooks},
     names::KernelNames,
     tracefs::EventFormat,
+    LayoutError,
 };
 
 mod enums;
@@ -22,22 +22,6 @@ use self::{
     enums::names,
     members::{locate, MEMBERS},
 };
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum LayoutError {
-    #[error("this kernel is not supported: its BTF has {0}")]
-    MissingMember(String),
-    #[error("kernel BTF has no BTF tracepoint {0} (Linux >= 5.5 with CONFIG_DEBUG_INFO_BTF is required)")]
-    MissingTracepoint(String),
-    #[error("BTF tracepoint {name} has arguments ({found}) where rsttrace expects ({expected})")]
-    UnexpectedSignature {
-        name: String,
-        found: String,
-        expected: String,
-    },
-    #[error("kernel BTF has no enumerator {0}")]
-    MissingEnumerator(String),
-}
 
 /// Where `recursion_misses` sits in uapi `struct bpf_prog_info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +42,7 @@ pub struct KernelFacts {
 /// Resolves struct offsets, names and hooks from BTF, plus the accept
 /// syscall record layout and the reason names from tracefs when BTF lacks
 /// them.
-pub fn resolve(
+pub(crate) fn resolve(
     btf: &Btf,
     accept_exit: Option<&EventFormat>,
     send_reset: Option<&EventFormat>,

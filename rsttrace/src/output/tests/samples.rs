@@ -2,6 +2,7 @@
 //! by the config tests): one of each kind, with every optional field set
 //! and with every optional field empty.
 
+use crate::vocab::errno::Errno;
 use std::sync::Arc;
 
 use crate::{
@@ -9,7 +10,6 @@ use crate::{
     kernel::names::{KernelReason, Reason, TcpState},
     model::{
         conn::{Comm, Conn, Segment, Task},
-        errno::Errno,
         failure::{Failure, FailureKind},
         lost::{Lost, LostWhy},
         owner::{Container, Owner, OwnerSource},
@@ -41,7 +41,7 @@ fn conn(v6: bool) -> Conn {
 }
 
 /// A reset with every optional field set.
-pub fn full_reset() -> Reset {
+pub(crate) fn full_reset() -> Reset {
     Reset {
         unix_ns: 1_795_968_301_123_456_789,
         direction: Direction::Sent,
@@ -111,7 +111,7 @@ pub fn full_reset() -> Reset {
 }
 
 /// A reset with every optional field empty.
-pub fn bare_reset() -> Reset {
+pub(crate) fn bare_reset() -> Reset {
     Reset {
         kernel_reason: None,
         state: None,

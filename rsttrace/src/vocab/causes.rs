@@ -2,7 +2,7 @@
 //! stable id (used in JSON and in filters), a one-sentence explanation, the
 //! error the affected application gets, and the kernels that report it.
 
-use crate::model::errno::Errno;
+use crate::vocab::errno::Errno;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
@@ -51,14 +51,14 @@ impl Avail {
 
 /// The kernel ranges rsttrace tells apart, newest first, with how each
 /// sees resets the host sends.
-pub const KERNEL_RANGES: [(&str, &str); 3] = [
+pub(crate) const KERNEL_RANGES: [(&str, &str); 3] = [
     ("6.12+", "tcp_send_reset carries a reason for every reset"),
     ("6.10-6.11", "reasons, but resets the kernel starts itself say NOT_SPECIFIED"),
     ("5.8-6.9", "no reasons, and tcp_send_reset misses resets without a full socket: rsttrace hooks the functions that build resets (fentry or kprobes) and infers causes"),
 ];
 
 /// Which of [`KERNEL_RANGES`] a kernel with these reset reasons is in.
-pub fn kernel_range(names: &crate::kernel::names::KernelNames) -> usize {
+pub(crate) fn kernel_range(names: &crate::kernel::names::KernelNames) -> usize {
     use crate::kernel::names::Reason;
     if names.reason_value(Reason::TcpKeepaliveTimeout).is_some() {
         0
@@ -210,7 +210,7 @@ causes! {
 
 /// How a cause was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CauseSource {
+pub(crate) enum CauseSource {
     /// The kernel named the reason (possibly refined by socket state).
     KernelReason,
     /// The kernel gives no reason here: inferred from the segment, the
@@ -219,7 +219,7 @@ pub enum CauseSource {
 }
 
 impl CauseSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CauseSource::KernelReason => "kernel_reason",
             CauseSource::Inferred => "inferred",
