@@ -40,6 +40,14 @@ impl Classification {
         }
     }
 
+    /// A reset received on a closing socket turns out to answer this
+    /// host's own reset of the same socket (TCP_ABORT_ON_DATA): the
+    /// correlator found the pair.
+    pub(crate) fn local_abort(&mut self) {
+        self.cause = Cause::LocalAbortOnData;
+        self.app_errno = Cause::LocalAbortOnData.app_errno();
+    }
+
     /// The same cause with another errno (the state decides it).
     fn with_errno(mut self, errno: Option<Errno>) -> Self {
         self.app_errno = errno;

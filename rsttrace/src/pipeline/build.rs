@@ -3,15 +3,17 @@
 
 use super::correlate::{Draft, OtherEnd};
 use crate::{
-    classify::{Cause, Direction},
-    decode::{ErrorReport, KernelOwner},
+    classify::Direction,
+    decode::{ErrorReport, FirewallVerdict, KernelOwner, StrayReset},
     kernel::clock::WallClock,
     model::{
         conn::Task,
         failure::{Failure, FailureKind, Icmp},
         owner::Owner,
         reset::{Delivered, ListenerNote, Origin, Paired, Reset},
+        stray::Stray,
     },
+    vocab::errno::Errno,
 };
 
 fn task(k: &KernelOwner) -> Task {
@@ -72,7 +74,7 @@ pub(super) fn reset(
         context: ev.context,
         task: ev.task,
         // tcp_abort() runs in the killer's context.
-        killer: ev.task.filter(|_| d.class.cause == Cause::SocketDestroyed),
+        killer: ev.task.filter(|_| d.class.cause.names_its_task()),
         delivered: d.delivered.map(|(errno, to)| Delivered {
             errno,
             to: to.as_ref().map(task).or(owner_task),
@@ -110,5 +112,39 @@ pub(super) fn failure(
             pid: o.pid,
             comm: o.comm,
         }),
+    }
+}
+
+/// A connection failure from a firewall verdict (no socket of ours is
+/// known for it).
+pub(super) fn firewall_failure(
+    v: &FirewallVerdict,
+    kind: FailureKind,
+    errno: Option<Errno>,
+    clock: &WallClock,
+) -> Failure {
+    Failure {
+        unix_ns: clock.unix_ns(v.ts_ns),
+        kind,
+        errno,
+        // Our own segment dropped on its way out stalls our socket.
+        errno_for_peer: !v.outgoing,
+        conn: v.conn,
+        netns: v.netns,
+        owner: None,
+        icmp: None,
+        community_id: v.conn.community_id(),
+    }
+}
+
+/// A reset that found no socket.
+pub(super) fn stray(r: &StrayReset, clock: &WallClock) -> Stray {
+    Stray {
+        unix_ns: clock.unix_ns(r.ts_ns),
+        conn: r.conn,
+        netns: r.netns,
+        rst_ttl: r.ttl,
+        seq: r.seq,
+        community_id: r.conn.community_id(),
     }
 }

@@ -188,18 +188,11 @@ impl Correlator {
             if draft.class.cause == Cause::DataAfterClose {
                 self.release_local_abort(sock, out);
             }
-            // The errno for the local socket is reported right after
-            // these: tcp_write_err() after a keepalive reset,
-            // tcp_done_with_error() after tcp_abort()'s (before it, on
-            // kernels older than 6.12).
             draft.delivered = sock.and_then(|s| self.recent_report(s, now));
             let follows = self.reports
                 && draft.delivered.is_none()
                 && !f.dead()
-                && matches!(
-                    draft.class.cause,
-                    Cause::KeepaliveTimeout | Cause::SocketDestroyed
-                );
+                && draft.class.cause.errno_follows();
             (follows, false)
         };
         let paired = self.pair(&mut draft, out);
@@ -280,9 +273,7 @@ impl Correlator {
         if let Some(id) = found {
             let mut h = self.held.remove(id).expect("found above");
             self.forget_conn(&h.draft, id);
-            let c = &mut h.draft.class;
-            c.cause = Cause::LocalAbortOnData;
-            c.app_errno = Cause::LocalAbortOnData.app_errno();
+            h.draft.class.local_abort();
             out.push(Ready(h));
         }
     }

@@ -10,8 +10,7 @@ use crate::{
     decode::{CapturedReset, ErrorReport, FirewallVerdict, IcmpSeen, StrayReset, Verdict},
     enrich::owner::Lookup,
     model::{
-        failure::{icmp_errno, Failure, FailureKind},
-        stray::Stray,
+        failure::{icmp_errno, FailureKind},
         Record,
     },
 };
@@ -54,18 +53,7 @@ impl Pipeline {
             Verdict::Drop => (FailureKind::FirewallDrop, None),
         };
         if self.settings.failures {
-            let f = Failure {
-                unix_ns: self.clock.unix_ns(v.ts_ns),
-                kind,
-                errno,
-                // Our own segment dropped on its way out stalls our socket.
-                errno_for_peer: !v.outgoing,
-                conn: v.conn,
-                netns: v.netns,
-                owner: None,
-                icmp: None,
-                community_id: v.conn.community_id(),
-            };
+            let f = build::firewall_failure(v, kind, errno, &self.clock);
             self.write(&Record::Failure(f));
             self.stats.failures += 1;
             self.tally.failure(kind);
@@ -106,14 +94,7 @@ impl Pipeline {
     }
 
     pub(super) fn on_stray(&mut self, r: &StrayReset) {
-        let s = Stray {
-            unix_ns: self.clock.unix_ns(r.ts_ns),
-            conn: r.conn,
-            netns: r.netns,
-            rst_ttl: r.ttl,
-            seq: r.seq,
-            community_id: r.conn.community_id(),
-        };
+        let s = build::stray(r, &self.clock);
         self.stats.strays += 1;
         self.write(&Record::Stray(s));
     }

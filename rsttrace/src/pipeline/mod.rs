@@ -21,7 +21,7 @@ use self::{
     topn::{service_port, TopTable},
 };
 use crate::{
-    classify::{classify, Cause, Direction},
+    classify::{classify, Direction},
     config::Rules,
     decode::{decode, Captured, CapturedReset, DecodeError, ErrorReport},
     enrich::{
@@ -276,11 +276,10 @@ impl Pipeline {
     /// Builds the record, counts it, and writes it unless a rule silences
     /// it.
     fn emit(&mut self, d: &Draft, owner: Option<Owner>) {
-        let history =
-            matches!(d.class.cause, Cause::NoListener | Cause::StaleConnection).then(|| {
-                self.listeners
-                    .note(d.ev.netns, d.ev.conn.local_port, d.ev.ts_ns)
-            });
+        let history = d.class.cause.wants_listener_history().then(|| {
+            self.listeners
+                .note(d.ev.netns, d.ev.conn.local_port, d.ev.ts_ns)
+        });
         // Built in the record it is written as (not moved into one).
         let record = Record::Reset(build::reset(d, owner, history, &self.clock));
         let Record::Reset(r) = &record else {

@@ -113,6 +113,26 @@ macro_rules! causes {
 }
 
 impl Cause {
+    /// Whether the record says what listened on the port before (a
+    /// reset for a port nobody, or somebody else, listens on).
+    pub(crate) fn wants_listener_history(self) -> bool {
+        matches!(self, Cause::NoListener | Cause::StaleConnection)
+    }
+
+    /// Whether the kernel reports the local socket's errno right after
+    /// the reset (tcp_write_err() after a keepalive reset,
+    /// tcp_done_with_error() after tcp_abort()'s; before it on kernels
+    /// older than 6.12).
+    pub(crate) fn errno_follows(self) -> bool {
+        matches!(self, Cause::KeepaliveTimeout | Cause::SocketDestroyed)
+    }
+
+    /// Whether the task that ran the reset is the one that caused it
+    /// (`ss -K` and other socket destroyers).
+    pub(crate) fn names_its_task(self) -> bool {
+        self == Cause::SocketDestroyed
+    }
+
     /// Which kernels report this cause, in a few words.
     pub fn kernels(self) -> String {
         let a = self.availability();
