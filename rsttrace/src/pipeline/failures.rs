@@ -55,8 +55,8 @@ impl Pipeline {
         if self.settings.failures {
             let f = build::firewall_failure(v, kind, errno, &self.clock);
             self.write(&Record::Failure(f));
-            self.stats.failures += 1;
-            self.tally.failure(kind);
+            self.acct.stats.failures += 1;
+            self.acct.tally.failure(kind);
         }
     }
 
@@ -82,8 +82,8 @@ impl Pipeline {
         };
         let icmp = self.icmp.get(&er.conn).copied();
         let f = build::failure(&er, kind, icmp, owner.as_ref(), &self.clock);
-        self.stats.failures += 1;
-        self.tally.failure(kind);
+        self.acct.stats.failures += 1;
+        self.acct.tally.failure(kind);
         self.write(&Record::Failure(f));
     }
 
@@ -95,7 +95,7 @@ impl Pipeline {
 
     pub(super) fn on_stray(&mut self, r: &StrayReset) {
         let s = build::stray(r, &self.clock);
-        self.stats.strays += 1;
+        self.acct.stats.strays += 1;
         self.write(&Record::Stray(s));
     }
 }

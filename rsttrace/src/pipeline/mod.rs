@@ -92,6 +92,15 @@ enum Parked {
 /// what it could not find.
 const OWNER_WAIT: Duration = Duration::from_millis(500);
 
+/// What was seen, written and silenced: the exit totals (`stats`), the
+/// metrics (`tally`) and the --summary table (`top`).
+struct Accounting {
+    stats: Stats,
+    /// Counts for the metrics, of everything classified.
+    tally: Tally,
+    top: Option<TopTable>,
+}
+
 pub(crate) struct Pipeline {
     names: KernelNames,
     clock: WallClock,
@@ -107,14 +116,11 @@ pub(crate) struct Pipeline {
     /// reports about the same attempt are not another failure.
     failed: Bounded<(u64, Conn), ()>,
     out: Output,
-    pub stats: Stats,
-    /// Counts for the metrics, of everything classified.
-    pub tally: Tally,
-    top: Option<TopTable>,
+    acct: Accounting,
     /// Output ended: the reader went away (quietly) or writing failed
     /// (`write_error`).
-    pub closed: bool,
-    pub write_error: Option<String>,
+    closed: bool,
+    write_error: Option<String>,
     first_decode_error: Option<DecodeError>,
     jiffies: Option<JiffiesAnchor>,
     now: RecordClock,
@@ -176,9 +182,11 @@ impl Pipeline {
             icmp: Bounded::new(1024),
             failed: Bounded::new(1024),
             out,
-            stats: Stats::default(),
-            tally,
-            top,
+            acct: Accounting {
+                stats: Stats::default(),
+                tally,
+                top,
+            },
             closed: false,
             write_error: None,
             first_decode_error: None,
@@ -192,8 +200,63 @@ impl Pipeline {
         self.jiffies = anchor;
     }
 
-    pub(crate) fn owners(&mut self) -> &mut OwnerResolver {
-        &mut self.owners
+    /// Sockets the owner index knows (said at start-up).
+    pub(crate) fn sockets_indexed(&self) -> usize {
+        self.owners.indexed()
+    }
+
+    /// Whether the /proc scanner has work out: its replies are awaited.
+    pub(crate) fn scanner_busy(&self) -> bool {
+        self.owners.busy()
+    }
+
+    /// The /proc scanner's replies (for `on_scanner_reply`).
+    pub(crate) fn scanner_replies(
+        &mut self,
+    ) -> Option<&mut tokio::sync::mpsc::UnboundedReceiver<crate::enrich::scanner::Reply>> {
+        self.owners.replies()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.acct.stats
+    }
+
+    pub(crate) fn tally(&self) -> &Tally {
+        &self.acct.tally
+    }
+
+    /// Whether the output ended (the reader went away, or writing failed).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub(crate) fn take_write_error(&mut self) -> Option<String> {
+        self.write_error.take()
+    }
+
+    /// logrotate renamed the file: what is queued goes to the old one,
+    /// what follows to a new one.
+    pub(crate) fn reopen_output(&mut self) {
+        let _ = self.flush();
+        self.out.sink().reopen();
+    }
+
+    /// The output's writer, for its counts and state.
+    pub(crate) fn sink(&mut self) -> &crate::output::sink::Sink {
+        self.out.sink()
+    }
+
+    /// Lets the writer finish for at most `wait`.
+    pub(crate) fn finish_output(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> crate::output::sink::SinkTotals {
+        self.out.finish(wait)
+    }
+
+    /// Waits until the writer has written what was handed over (replays).
+    pub(crate) fn settle_output(&mut self) {
+        self.out.sink().settle();
     }
 
     /// One raw record from the kernel.
@@ -207,7 +270,7 @@ impl Pipeline {
             Ok(Captured::Icmp(i)) => self.on_icmp(i),
             Ok(Captured::Stray(r)) => self.on_stray(&r),
             Err(e) => {
-                self.stats.decode_errors += 1;
+                self.acct.stats.decode_errors += 1;
                 if self.first_decode_error.is_none() {
                     log::warn!("undecodable record from the kernel: {e}");
                     self.first_decode_error = Some(e);
@@ -236,7 +299,7 @@ impl Pipeline {
             if self.settings.filter.admits(&d.class, &d.ev.conn) {
                 self.reset(d, false);
             } else {
-                self.stats.filtered += 1;
+                self.acct.stats.filtered += 1;
             }
         }
         self.correlator.recycle(&mut ready);
@@ -264,10 +327,14 @@ impl Pipeline {
             .filter
             .admits_owner(owner.as_ref().map(|o| o.pid))
         {
-            self.stats.filtered += 1;
+            self.acct.stats.filtered += 1;
             return;
         }
-        if self.settings.count.is_some_and(|c| self.stats.resets >= c) {
+        if self
+            .settings
+            .count
+            .is_some_and(|c| self.acct.stats.resets >= c)
+        {
             return;
         }
         self.emit(d, owner);
@@ -288,21 +355,21 @@ impl Pipeline {
         let rule = self.settings.rules.silencing(r);
         self.count(r, rule);
         if rule.is_some() {
-            self.stats.silenced += 1;
+            self.acct.stats.silenced += 1;
             return;
         }
-        self.stats.resets += 1;
+        self.acct.stats.resets += 1;
         match r.direction {
-            Direction::Sent => self.stats.sent += 1,
-            Direction::Received => self.stats.received += 1,
+            Direction::Sent => self.acct.stats.sent += 1,
+            Direction::Received => self.acct.stats.received += 1,
         }
         self.write(&record);
     }
 
     /// Counts a reset, reported or silenced by `rule`.
     fn count(&mut self, r: &Reset, rule: Option<usize>) {
-        self.tally.reset(r, rule);
-        if let Some(top) = &mut self.top {
+        self.acct.tally.reset(r, rule);
+        if let Some(top) = &mut self.acct.top {
             let port = service_port(r.direction, r.conn.local_port, r.conn.remote_port);
             let comm = r.owner.as_ref().map(|o| o.comm);
             top.add(r.cause, comm, port, 1, rule.is_some());
@@ -311,7 +378,7 @@ impl Pipeline {
 
     /// Writes the period's top table (--summary) and starts a new one.
     pub(crate) fn summarize(&mut self) {
-        let Some(top) = &mut self.top else {
+        let Some(top) = &mut self.acct.top else {
             return;
         };
         let rows = top.take(self.clock.unix_ns(boottime_ns()));
@@ -394,19 +461,15 @@ impl Pipeline {
         }
     }
 
-    pub(crate) fn output(&mut self) -> &mut Output {
-        &mut self.out
-    }
-
     /// Storm summaries drained from the kernel's aggregation table.
     pub(crate) fn on_aggregates(&mut self, entries: &[(AggKey, AggValue)]) {
         for (key, value) in entries {
             let s =
                 summary::suppressed(key, value, &self.names, &self.clock, self.jiffies.as_ref());
-            self.stats.suppressed_records += 1;
-            self.stats.suppressed_resets += value.count;
-            self.tally.storm(&s);
-            if let Some(top) = &mut self.top {
+            self.acct.stats.suppressed_records += 1;
+            self.acct.stats.suppressed_resets += value.count;
+            self.acct.tally.storm(&s);
+            if let Some(top) = &mut self.acct.top {
                 top.add(s.cause, s.owner.map(|o| o.comm), s.port, s.count, false);
             }
             self.write(&Record::Suppressed(s));
@@ -415,7 +478,7 @@ impl Pipeline {
 
     /// Tells the reader of the output that events were lost.
     pub(crate) fn on_lost(&mut self, count: u64, why: LostWhy) {
-        self.tally.lost(why, count);
+        self.acct.tally.lost(why, count);
         let unix_ns = self.clock.unix_ns(boottime_ns());
         self.write(&Record::Lost(Lost {
             unix_ns,

@@ -115,7 +115,7 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         eprintln!(
             "rsttrace: tracing TCP resets (transport {}, {} sockets indexed, storm mode {}{}{}); Ctrl-C to stop",
             capture.transport().as_str(),
-            pipeline.owners().indexed(),
+            pipeline.sockets_indexed(),
             args.storm.to_possible_value().expect("a value").get_name(),
             netns_text(&netns),
             service
@@ -162,14 +162,14 @@ pub fn replay(path: &std::path::Path, args: &TraceArgs, limit: usize) -> Result<
             left = left.saturating_sub(batch.records.len());
             let _ = pipeline.end_batch();
             // Paced like a real run: the writer keeps up, nothing is dropped.
-            pipeline.output().sink().settle();
+            pipeline.settle_output();
             if left == 0 {
                 break;
             }
         }
         pipeline.release(true);
         let _ = pipeline.flush();
-        let totals = pipeline.output().finish(Duration::from_secs(5));
+        let totals = pipeline.finish_output(Duration::from_secs(5));
         Ok(totals.written)
     })
 }

@@ -107,7 +107,7 @@ pub(super) async fn run(
         dump: RawDump::from_env(),
     };
     loop {
-        let scanner_busy = pipeline.owners().busy();
+        let scanner_busy = pipeline.scanner_busy();
         tokio::select! {
             r = capture.ready(l.recheck) => {
                 r.context("waiting for events")?;
@@ -116,7 +116,7 @@ pub(super) async fn run(
                 }
             }
             Some(reply) = async {
-                match pipeline.owners().replies() {
+                match pipeline.scanner_replies() {
                     Some(rx) if scanner_busy => rx.recv().await,
                     _ => std::future::pending().await,
                 }
@@ -127,8 +127,7 @@ pub(super) async fn run(
             // logrotate renamed the file: what is queued goes to the old
             // one, what follows to a new one.
             _ = w.sighup.recv() => {
-                let _ = pipeline.flush();
-                pipeline.output().sink().reopen();
+                pipeline.reopen_output();
             }
             () = until(w.deadline) => return Ok(Stop::Done),
             _ = w.storm_check.tick(), if watch_storms => l.watch_storm(capture)?,
@@ -140,10 +139,10 @@ pub(super) async fn run(
                 }
             }
         }
-        if pipeline.closed {
+        if pipeline.is_closed() {
             return Ok(Stop::OutputClosed);
         }
-        if args.count.is_some_and(|c| pipeline.stats.resets >= c) {
+        if args.count.is_some_and(|c| pipeline.stats().resets >= c) {
             return Ok(Stop::Done);
         }
     }

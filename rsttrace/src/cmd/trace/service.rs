@@ -74,14 +74,14 @@ impl Service {
             counters[COUNTER_SEEN as usize],
             counters[COUNTER_STRAY as usize],
         );
-        let unwritten = pipeline.output().sink().dropped();
+        let unwritten = pipeline.sink().dropped();
         let body = render(&Snapshot {
-            tally: &pipeline.tally,
+            tally: pipeline.tally(),
             rule_names: self.rule_names.iter().map(String::as_str).collect(),
             kernel: &self.kernel,
             transport: capture.transport().as_str(),
             hooks: capture.hook_states(),
-            filtered: pipeline.stats.filtered,
+            filtered: pipeline.stats().filtered,
             kernel_seen,
             strays,
             unwritten,

@@ -55,7 +55,7 @@ impl Losses {
             pipeline.on_lost(delta, LostWhy::Nested);
             self.nested = nested;
         }
-        let sink = pipeline.output().sink();
+        let sink = pipeline.sink();
         let (unwritten, flowing) = (sink.dropped(), sink.flowing());
         if unwritten > self.unwritten && flowing {
             // Said on stderr when it started (see `Sink::send`).
@@ -72,7 +72,7 @@ pub(super) fn finish(
     outcome: Result<Stop>,
 ) -> Result<()> {
     let stop = outcome?;
-    let reading = !matches!(stop, Stop::OutputClosed) && !pipeline.closed;
+    let reading = !matches!(stop, Stop::OutputClosed) && !pipeline.is_closed();
     if reading {
         // Stop producing, hand over what is buffered, then report.
         while capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes)) >= DRAIN_LIMIT {}
@@ -87,10 +87,10 @@ pub(super) fn finish(
     let counters = capture.counters();
     let lost = buffer_full(capture) + counters.recursion_misses;
     let _ = pipeline.flush();
-    let sunk = pipeline.output().finish(EXIT_WAIT);
-    let sink = pipeline.output().sink();
+    let sunk = pipeline.finish_output(EXIT_WAIT);
+    let sink = pipeline.sink();
     let (name, error, closed) = (sink.name().to_string(), sink.error(), sink.closed());
-    if let Some(e) = pipeline.write_error.take().or(error) {
+    if let Some(e) = pipeline.take_write_error().or(error) {
         bail!("cannot write to {name}: {e}");
     }
     if !reading || closed {
@@ -98,7 +98,7 @@ pub(super) fn finish(
         return Ok(());
     }
     let v = &counters.values;
-    let s = pipeline.stats;
+    let s = pipeline.stats();
     let mut extra = String::new();
     if s.suppressed_records > 0 || control.mode != MODE_EVENTS {
         extra += &format!(
