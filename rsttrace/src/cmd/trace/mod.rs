@@ -42,6 +42,45 @@ use crate::{
     pipeline::{filter::Filter, Pipeline, Settings},
 };
 
+/// What a start would refuse, short of loading: where /proc is and
+/// whether the output can be appended to (without creating it).
+fn check(args: &TraceArgs, rules: usize) -> Result<()> {
+    setup::set_proc_root(&args.proc_root)?;
+    setup::check_output_writable(args.output.as_deref())?;
+    eprintln!("rsttrace: the options are valid ({rules} suppression rules)");
+    Ok(())
+}
+
+/// Storm summaries are counted in jiffies: their wall-clock times need
+/// an anchor.
+fn anchor_storm_times(pipeline: &mut Pipeline, hz: u32) {
+    let anchor = clock::JiffiesAnchor::now(hz);
+    if anchor.is_none() {
+        log::warn!("cannot read /proc/timer_list: storm summaries carry the time they are printed");
+    }
+    pipeline.set_jiffies_anchor(anchor);
+}
+
+fn say_started(
+    args: &TraceArgs,
+    capture: &Capture,
+    pipeline: &Pipeline,
+    service: &Service,
+    netns: &[u32],
+) {
+    eprintln!(
+        "rsttrace: tracing TCP resets (transport {}, {} sockets indexed, storm mode {}{}{}); Ctrl-C to stop",
+        capture.transport().as_str(),
+        pipeline.sockets_indexed(),
+        args.storm.to_possible_value().expect("a value").get_name(),
+        netns_text(netns),
+        service
+            .metrics_addr()
+            .map(|a| format!(", metrics on http://{a}/metrics"))
+            .unwrap_or_default(),
+    );
+}
+
 /// Storm detector window.
 const STORM_WINDOW: Duration = Duration::from_millis(100);
 
@@ -62,15 +101,7 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow!("--metrics {e}"))?;
     if args.check {
-        // What a start would refuse, short of loading: where /proc is and
-        // whether the output can be appended to (without creating it).
-        setup::set_proc_root(&args.proc_root)?;
-        setup::check_output_writable(args.output.as_deref())?;
-        eprintln!(
-            "rsttrace: the options are valid ({} suppression rules)",
-            rules.rules.len()
-        );
-        return Ok(());
+        return check(&args, rules.rules.len());
     }
     setup::set_proc_root(&args.proc_root)?;
     setup::check_output(args.output.as_deref())?;
@@ -106,23 +137,9 @@ pub fn execute(args: TraceArgs) -> Result<()> {
         let output = Output::new(format, open_output(&args)?);
         let mut pipeline = pipeline(names, output, &args, filter, error_reports, rules)?;
         if control.mode != MODE_EVENTS {
-            let anchor = clock::JiffiesAnchor::now(hz);
-            if anchor.is_none() {
-                log::warn!("cannot read /proc/timer_list: storm summaries carry the time they are printed");
-            }
-            pipeline.set_jiffies_anchor(anchor);
+            anchor_storm_times(&mut pipeline, hz);
         }
-        eprintln!(
-            "rsttrace: tracing TCP resets (transport {}, {} sockets indexed, storm mode {}{}{}); Ctrl-C to stop",
-            capture.transport().as_str(),
-            pipeline.sockets_indexed(),
-            args.storm.to_possible_value().expect("a value").get_name(),
-            netns_text(&netns),
-            service
-                .metrics_addr()
-                .map(|a| format!(", metrics on http://{a}/metrics"))
-                .unwrap_or_default(),
-        );
+        say_started(&args, &capture, &pipeline, &service, &netns);
         let outcome = run::run(&mut capture, &mut pipeline, &args, &mut control, &service).await;
         totals::finish(&mut capture, &mut pipeline, &mut control, outcome)
     })

@@ -74,15 +74,7 @@ pub(super) fn finish(
     let stop = outcome?;
     let reading = !matches!(stop, Stop::OutputClosed) && !pipeline.is_closed();
     if reading {
-        // Stop producing, hand over what is buffered, then report.
-        while capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes)) >= DRAIN_LIMIT {}
-        pipeline.release(true);
-        if control.mode != MODE_EVENTS {
-            drain_aggregates(capture, pipeline, control)?;
-            drain_aggregates(capture, pipeline, control)?;
-        }
-        // The period so far (--summary).
-        pipeline.summarize();
+        hand_over_the_rest(capture, pipeline, control)?;
     }
     let counters = capture.counters();
     let lost = buffer_full(capture) + counters.recursion_misses;
@@ -97,8 +89,37 @@ pub(super) fn finish(
         // `rsttrace | head`: the reader has what it wanted.
         return Ok(());
     }
-    let v = &counters.values;
     let s = pipeline.stats();
+    let extra = accounted_besides(&s, control, sunk.unwritten, &name);
+    eprintln!("{}", totals_line(&s, &counters.values, lost, &extra));
+    Ok(())
+}
+
+/// Stops producing, hands over what is buffered and the storm counts,
+/// and writes the --summary period so far.
+fn hand_over_the_rest(
+    capture: &mut Capture,
+    pipeline: &mut Pipeline,
+    control: &mut Control,
+) -> Result<()> {
+    while capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes)) >= DRAIN_LIMIT {}
+    pipeline.release(true);
+    if control.mode != MODE_EVENTS {
+        drain_aggregates(capture, pipeline, control)?;
+        drain_aggregates(capture, pipeline, control)?;
+    }
+    pipeline.summarize();
+    Ok(())
+}
+
+/// The resets and records accounted other than as reported, for the exit
+/// line: counted in storms, silenced, failures, filtered, unwritten.
+fn accounted_besides(
+    s: &crate::pipeline::Stats,
+    control: &Control,
+    unwritten: u64,
+    output: &str,
+) -> String {
     let mut extra = String::new();
     if s.suppressed_records > 0 || control.mode != MODE_EVENTS {
         extra += &format!(
@@ -115,9 +136,14 @@ pub(super) fn finish(
     if s.filtered > 0 {
         extra += &format!(", {} filtered out", s.filtered);
     }
-    if sunk.unwritten > 0 {
-        extra += &format!(", {} records not written ({name} stalled)", sunk.unwritten);
+    if unwritten > 0 {
+        extra += &format!(", {unwritten} records not written ({output} stalled)");
     }
+    extra
+}
+
+/// The exit totals: what rsttrace reported against what the kernel saw.
+fn totals_line(s: &crate::pipeline::Stats, v: &[u64], lost: u64, extra: &str) -> String {
     let undecodable = match s.decode_errors {
         0 => String::new(),
         n => format!(", {n} undecodable records"),
@@ -137,7 +163,7 @@ pub(super) fn finish(
             }
         ),
     };
-    eprintln!(
+    format!(
         "rsttrace: {} resets reported ({} sent, {} received){extra}, {lost} lost{undecodable}; \
          kernel: {} resets seen, {} aggregated{keyless}, {} outside --netns{strays}, {} records sent",
         s.resets,
@@ -147,6 +173,5 @@ pub(super) fn finish(
         v[COUNTER_AGGREGATED as usize],
         v[COUNTER_FILTERED as usize],
         v[COUNTER_EMITTED as usize],
-    );
-    Ok(())
+    )
 }
