@@ -29,6 +29,9 @@ pub(crate) struct SockFacts {
     /// Sequence numbers, for telling bad ACKs apart.
     pub snd_una: Option<u32>,
     pub snd_nxt: Option<u32>,
+    /// The next sequence number expected: a reset is accepted only with
+    /// this one (RFC 5961).
+    pub rcv_nxt: Option<u32>,
     /// TCP_LINGER2 (negative: FIN_WAIT2 is aborted).
     pub linger2: Option<i32>,
     /// A listener's accept queue: (waiting, limit).

@@ -39,6 +39,7 @@ fn sock_facts(ev: &ResetEvent, names: &KernelNames) -> Option<SockFacts> {
         unread: tcp.map_or(0, |t| names.unread(t.rcv_nxt, t.copied_seq, ev.sk_flags)),
         snd_una: tcp.map(|t| t.snd_una),
         snd_nxt: tcp.map(|t| t.snd_nxt),
+        rcv_nxt: tcp.map(|t| t.rcv_nxt),
         linger2: tcp.map(|t| t.linger2),
         backlog: (ev.flags & FLAG_BACKLOG != 0).then_some((ev.ack_backlog, ev.max_ack_backlog)),
     })

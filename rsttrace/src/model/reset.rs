@@ -230,7 +230,7 @@ pub(crate) const FIELDS: &[Field<Reset>] = &[
     field("sock_cookie", Ty::OptNum, Text::Omit, "The kernel's socket cookie (as in `ss -e` sk:<hex>).", |r| Value::num(r.sock_cookie)),
     field("sock_inode", Ty::OptNum, Text::Omit, "Inode of the socket's file (as in `ss -e` ino:), null when detached.", |r| Value::num(r.sock_inode)),
     field("cpu", Ty::Num, Text::Omit, "CPU the event was recorded on.", |r| Value::U64(u64::from(r.cpu))),
-    field("community_id", Ty::Str, Text::Omit, "Community ID v1 of the connection (as Zeek, Suricata and Elastic compute it): joins this record with the other host's and with flow logs.", |r| Value::Str(r.community_id.as_str())),
+    field("community_id", Ty::Str, Text::Omit, "Community ID v1 of the connection (as Zeek, Suricata and Elastic compute it): joins this record with the other host's and with flow logs. A pair this host joined through NAT shares the received side's (docs/origin.md).", |r| Value::Str(r.community_id.as_str())),
     field("origin", Ty::OptStr, Text::Kv("origin"), "For received resets, who sent it: \"local\" (a socket on this host, see sender_*), \"peer\" (its TTL matches the peer's own segments), \"path\" (its TTL differs: likely injected by a load balancer, NAT or firewall on the way); null where unknown. See docs/origin.md for its limits.", |r| Value::str(r.origin.map(Origin::as_str))),
     field("rst_ttl", Ty::OptNum, Text::Kv("rst_ttl"), "For received resets: the IP TTL (IPv6 hop limit) the reset arrived with.", |r| Value::num(r.rst_ttl.map(u64::from))),
     field("peer_ttl", Ty::OptNum, Text::Kv("peer_ttl"), "The TTL of the peer's own handshake segment (its SYN or SYN-ACK) on this connection.", |r| Value::num(r.peer_ttl.map(u64::from))),

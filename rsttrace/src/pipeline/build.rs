@@ -84,7 +84,12 @@ pub(super) fn reset(
         cpu: ev.cpu,
         owner_closed_ms: ev.closed_ns.map(|c| ev.ts_ns.saturating_sub(c) / 1_000_000),
         owner,
-        community_id: ev.conn.community_id(),
+        // A pair joined through NAT shares one id (see docs/origin.md).
+        community_id: d
+            .other_end
+            .and_then(|o| o.nat_conn)
+            .unwrap_or(ev.conn)
+            .community_id(),
         rst_ttl: ev.rst_ttl,
         peer_ttl: ev.peer_ttl,
         origin: origin(d),

@@ -34,6 +34,9 @@ pub(crate) struct OtherEnd {
     pub netns: u32,
     /// The sender's cause (for a received reset).
     pub cause: Option<Cause>,
+    /// Paired through address translation: the received side's
+    /// connection, which both records' community_id is computed on.
+    pub nat_conn: Option<Conn>,
 }
 
 /// A reset on its way to output.
@@ -210,17 +213,30 @@ impl Correlator {
     /// each other.
     fn pair(&mut self, draft: &mut Draft, out: &mut Vec<Ready>) -> bool {
         let received = draft.ev.facts.direction == Direction::Received;
-        let id = if received {
-            take(self.index(Direction::Sent), &draft.ev.conn)
+        let (other, conn) = if received {
+            (Direction::Sent, draft.ev.conn)
         } else {
-            take(self.index(Direction::Received), &draft.ev.conn.reversed())
+            (Direction::Received, draft.ev.conn.reversed())
+        };
+        let nat = nat_key(draft);
+        let index = self.index(other);
+        let (id, via_nat) = match take(index, &EndKey::Tuple(conn)) {
+            Some(id) => (Some(id), false),
+            None => (nat.and_then(|k| take(index, &k)), true),
         };
         let Some(other) = id.and_then(|id| self.held.get_mut(id).map(|h| (id, h))) else {
             return false;
         };
         let (id, h) = other;
-        draft.other_end = Some(end_of(&h.draft, received));
-        h.draft.other_end = Some(end_of(draft, !received));
+        let nat_conn = via_nat.then(|| {
+            if received {
+                draft.ev.conn
+            } else {
+                h.draft.ev.conn
+            }
+        });
+        draft.other_end = Some(end_of(&h.draft, received, nat_conn));
+        h.draft.other_end = Some(end_of(draft, !received, nat_conn));
         h.wait_pair = false;
         if h.ready() {
             let h = self.held.remove(id).expect("found above");
@@ -235,14 +251,19 @@ impl Correlator {
     /// direction (SYNs from a raw socket to a closed port: resets sent,
     /// none received) no reset is ever entered: each would be hashed in
     /// and out again for nothing.
-    fn index(&mut self, direction: Direction) -> &mut HashMap<Conn, u64> {
+    fn index(&mut self, direction: Direction) -> &mut HashMap<EndKey, u64> {
         let index = match direction {
             Direction::Sent => &mut self.sent,
             Direction::Received => &mut self.recv,
         };
         for (id, h) in self.held.iter_from(index.upto) {
             if h.wait_pair && h.draft.ev.facts.direction == direction {
-                index.by_conn.insert(other_view(&h.draft), id);
+                index
+                    .by_conn
+                    .insert(EndKey::Tuple(other_view(&h.draft)), id);
+                if let Some(k) = nat_key(&h.draft) {
+                    index.by_conn.insert(k, id);
+                }
             }
         }
         index.upto = self.held.next_id();
@@ -287,9 +308,12 @@ impl Correlator {
             // Never entered.
             return;
         }
-        if let Entry::Occupied(e) = index.by_conn.entry(other_view(d)) {
-            if *e.get() == id {
-                e.remove();
+        let keys = [Some(EndKey::Tuple(other_view(d))), nat_key(d)];
+        for key in keys.into_iter().flatten() {
+            if let Entry::Occupied(e) = index.by_conn.entry(key) {
+                if *e.get() == id {
+                    e.remove();
+                }
             }
         }
     }
@@ -371,11 +395,60 @@ fn other_view(d: &Draft) -> Conn {
     }
 }
 
+/// How a reset's other end is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum EndKey {
+    /// The connection as the other end sees it.
+    Tuple(Conn),
+    /// Through address translation on this host (a published port DNATed
+    /// to a backend namespace) the tuples differ; what survives is the
+    /// end that was reset (the client's address and port) and the
+    /// sequence number its kernel accepts the reset by.
+    Nat {
+        addr: std::net::IpAddr,
+        port: u16,
+        seq: u32,
+    },
+}
+
+/// The `EndKey::Nat` of a draft: for a sent reset, from the segment it
+/// answers (a reset to a SYN acks its sequence number plus one, one to
+/// an ACK carries that ACK as its own sequence number); for a received
+/// one, what its socket accepts a reset by (snd_nxt in SYN_SENT, rcv_nxt
+/// otherwise).
+fn nat_key(d: &Draft) -> Option<EndKey> {
+    use crate::model::conn::tcp_flags::{ACK, SYN};
+    let (c, f) = (&d.ev.conn, &d.ev.facts);
+    let (addr, port, seq) = match f.direction {
+        Direction::Sent => {
+            let s = f.segment?;
+            let seq = if s.has(ACK) {
+                s.ack
+            } else if s.has(SYN) {
+                s.seq.wrapping_add(1)
+            } else {
+                return None;
+            };
+            (c.remote, c.remote_port, seq)
+        }
+        Direction::Received => {
+            let sock = f.sock.as_ref()?;
+            let seq = if f.is(TcpState::SynSent) {
+                sock.snd_nxt?
+            } else {
+                sock.rcv_nxt?
+            };
+            (c.local, c.local_port, seq)
+        }
+    };
+    Some(EndKey::Nat { addr, port, seq })
+}
+
 /// Held drafts of one direction that wait for their other end, by
-/// `other_view`.
+/// `EndKey`.
 #[derive(Default)]
 struct EndIndex {
-    by_conn: HashMap<Conn, u64>,
+    by_conn: HashMap<EndKey, u64>,
     /// Held drafts with smaller ids have been entered (if they wait).
     upto: u64,
 }
@@ -453,16 +526,17 @@ impl HeldQueue {
 }
 
 /// What `d` tells the other end about itself.
-fn end_of(d: &Draft, sender: bool) -> OtherEnd {
+fn end_of(d: &Draft, sender: bool, nat_conn: Option<Conn>) -> OtherEnd {
     OtherEnd {
         owner: d.ev.owner,
         netns: d.ev.netns,
         cause: sender.then_some(d.class.cause),
+        nat_conn,
     }
 }
 
 /// `map.remove(conn)`, without hashing `conn` when there is nothing.
-fn take(map: &mut HashMap<Conn, u64>, conn: &Conn) -> Option<u64> {
+fn take(map: &mut HashMap<EndKey, u64>, conn: &EndKey) -> Option<u64> {
     if map.is_empty() {
         None
     } else {

@@ -74,6 +74,49 @@ fn two_namespaces_name_the_sender() {
     assert_eq!(sent["sender_pid"], Value::Null);
 }
 
+/// A published port with nothing behind it (a container port mapping
+/// whose container is down): the router DNATs the client's SYN to the
+/// server namespace, where nothing listens.  The server's no_listener and
+/// the client's connection_refused are one reset seen at both ends: they
+/// are paired through the translation (by the client's address and port
+/// and the sequence number the reset acks) and share one community_id,
+/// the client's (docs/origin.md).
+#[test]
+fn a_reset_through_nat_is_paired() {
+    let r = Routed::new();
+    let (c, s) = (r.client.inode(), r.server.inode());
+    let mut t = Tracer::start_args(&["--format", "json", "--netns", &format!("{c},{s}")]);
+    r.router.nft(&format!(
+        "table ip rsttrace_nat {{
+           chain pre {{
+             type nat hook prerouting priority -100;
+             ip daddr {ROUTER_C} tcp dport 9700 dnat to {SERVER}:9701
+           }}
+         }}"
+    ));
+    let mut client = r.client.peer();
+    assert_eq!(
+        client.ask(&format!("connect c {ROUTER_C} 9700")),
+        "err ECONNREFUSED"
+    );
+    let recv = t.expect("the client's connection_refused", |v| {
+        v["direction"] == "received" && v["remote_port"] == 9700
+    });
+    assert_eq!(recv["cause"], "connection_refused", "{recv}");
+    assert_eq!(recv["remote_addr"], ROUTER_C, "{recv}");
+    let sent = t.expect("the server's no_listener", |v| {
+        v["direction"] == "sent" && v["local_port"] == 9701
+    });
+    assert_eq!(sent["cause"], "no_listener", "{sent}");
+    assert_eq!(sent["remote_port"], recv["local_port"], "{sent}");
+    assert_eq!(recv["origin"], "local", "{recv}");
+    assert_eq!(recv["sender_netns"], s, "{recv}");
+    assert_eq!(recv["sender_cause"], "no_listener", "{recv}");
+    assert_eq!(sent["receiver_netns"], c, "{sent}");
+    assert_eq!(sent["receiver_pid"], pid(&client), "{sent}");
+    assert_eq!(sent["community_id"], recv["community_id"], "{sent}\n{recv}");
+}
+
 /// The router's firewall answers the client's data with a reset in the
 /// server's name.  The server's segments reach the client forwarded (TTL
 /// 64 - 1); the router's reset starts one hop closer (64).
