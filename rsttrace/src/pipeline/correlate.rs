@@ -228,13 +228,12 @@ impl Correlator {
             return false;
         };
         let (id, h) = other;
-        let nat_conn = via_nat.then(|| {
-            if received {
-                draft.ev.conn
-            } else {
-                h.draft.ev.conn
-            }
-        });
+        let received_conn = if received {
+            draft.ev.conn
+        } else {
+            h.draft.ev.conn
+        };
+        let nat_conn = via_nat.then_some(received_conn);
         draft.other_end = Some(end_of(&h.draft, received, nat_conn));
         h.draft.other_end = Some(end_of(draft, !received, nat_conn));
         h.wait_pair = false;
