@@ -367,8 +367,11 @@ fn a_stalled_stdout_does_not_hold_shutdown() {
     let (status, stalled) = time_to_exit(&mut child, libc::SIGTERM);
     assert!(status.success(), "{status:?}");
     println!("SIGTERM to exit: {stalled:?} with the reader stalled, {unstalled:?} without");
+    // Under software emulation everything, writing what is pending
+    // included, takes some ten times longer.
+    let allowed = if crate::harness::emulated() { 3 } else { 1 };
     assert!(
-        stalled <= unstalled + Duration::from_secs(1),
+        stalled <= unstalled + Duration::from_secs(allowed),
         "{stalled:?} from SIGTERM to exit with a stalled reader, {unstalled:?} without"
     );
     let said: Vec<String> = lines.iter().collect();

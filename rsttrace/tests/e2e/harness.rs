@@ -29,7 +29,7 @@ pub(crate) const NOBODY: &str = "65534";
 /// names: `bpf`, `perfmon`...; none for an empty list).
 pub(crate) fn as_nobody(caps: &[String], args: &[&str]) -> Command {
     let set = std::iter::once("-all".to_string())
-        .chain(caps.iter().map(|c| format!("+{c}")))
+        .chain(caps.iter().map(|c| format!("+{}", setpriv_cap(c))))
         .collect::<Vec<_>>()
         .join(",");
     let mut cmd = Command::new("setpriv");
@@ -45,6 +45,33 @@ pub(crate) fn as_nobody(caps: &[String], args: &[&str]) -> Command {
     ]);
     cmd.args(args);
     cmd
+}
+
+/// How to name a capability to any setpriv: the ones Linux 5.8 added as
+/// `cap_N`, which Debian 11's (libcap-ng 0.7) knows no names for.
+fn setpriv_cap(name: &str) -> String {
+    match name {
+        "perfmon" => "cap_38".into(),
+        "bpf" => "cap_39".into(),
+        other => other.into(),
+    }
+}
+
+/// Whether this machine is emulated in software (the VMs of `cargo
+/// xtask vm` run under qemu's TCG, some ten times slower than the host).
+pub(crate) fn emulated() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU"))
+}
+
+/// Whether the one socket in `state` in the namespace has a timer named
+/// `timer` (`ss -o`: `timewait` for a time-wait socket, `keepalive`
+/// for a full socket's FIN_WAIT2 timer).
+pub(crate) fn socket_timer_is(ns: &Netns, state: &str, timer: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ss", "-Htano", "state", state])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout).contains(&format!("timer:({timer}"))
 }
 
 pub(crate) fn require_root() {
