@@ -44,6 +44,23 @@ pub(crate) fn as_nobody(caps: &[String], args: &[&str]) -> Command {
         TRACER,
     ]);
     cmd.args(args);
+    // As the unit's LimitMEMLOCK=infinity: before Linux 5.11 BPF maps are
+    // charged to RLIMIT_MEMLOCK, and the unit lifts it instead of granting
+    // CAP_SYS_RESOURCE.  Where this test process may not lift it (no
+    // CAP_SYS_RESOURCE in a container), the limit stays: kernels that
+    // charge maps to memcg do not look at it.
+    // SAFETY: setrlimit is async-signal-safe and the closure allocates
+    // nothing; it runs in the child between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited);
+            Ok(())
+        });
+    }
     cmd
 }
 

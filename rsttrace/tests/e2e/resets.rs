@@ -191,29 +191,44 @@ fn close_with_unread_data_and_fin() {
     assert_eq!(sent["bytes_sent"], 0, "{sent}");
 }
 
-/// An orphan (closed by its application, finishing in FIN_WAIT2) that
-/// receives a reset: no application gets an error.
+/// An orphan (closed by its application, still finishing) that receives
+/// a reset: no application gets an error.  The server reads nothing, so
+/// the client's last data and its FIN wait behind a zero window: the
+/// orphan stays a full socket in FIN_WAIT1 (not a time-wait one, which a
+/// reset only removes) until the server's abortive close resets it.
 #[test]
 fn an_orphan_receiving_a_reset_gives_no_errno() {
     let ns = Netns::new();
     let mut t = Tracer::start(&ns, &[]);
     let p = port(8);
-    let (_l, c, mut s) = connection(&ns, "127.0.0.1", p);
+    let (_l, mut c, s) = connection(&ns, "127.0.0.1", p);
     let client_port = c.local_addr().unwrap().port();
+    fill(&mut c);
     drop(c);
-    // The client's FIN reached the server: read() sees the end.
-    assert_eq!(s.read(&mut [0; 8]).unwrap(), 0);
     set_linger(&s, true, 0);
     drop(s);
 
     let recv = t.expect("received peer_reset", |v| {
         is(v, "received", "peer_reset") && v["local_port"] == client_port
     });
-    // Closed by its owner before the reset came (FIN_WAIT1 or 2, as the
-    // ACK of its FIN went).
+    assert_eq!(recv["state"], "FIN_WAIT1", "{recv}");
     assert!(recv["owner_closed_ms"].is_u64(), "{recv}");
     assert_eq!(recv["app_errno"], Value::Null, "{recv}");
     assert_eq!(recv["delivered_errno"], Value::Null, "{recv}");
+}
+
+/// Writes to `c` until the peer, reading nothing, takes no more.
+fn fill(c: &mut TcpStream) {
+    c.set_nonblocking(true).unwrap();
+    let chunk = [b'x'; 65536];
+    loop {
+        match c.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    c.set_nonblocking(false).unwrap();
 }
 
 /// Waits until `c` has `n` bytes to read (and the FIN behind them has
