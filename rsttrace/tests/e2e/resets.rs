@@ -3,7 +3,6 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    thread,
     time::Duration,
 };
 
@@ -11,7 +10,7 @@ use serde_json::Value;
 
 use crate::{
     harness::{assert_delivered, assert_reason, pid, port, Link, Netns, Tracer},
-    sockets::{errno_name, set_linger, set_repair},
+    sockets::{errno_name, set_linger, set_repair, wait_unread},
 };
 
 /// A listener, a connected client and the accepted server socket, all in
@@ -152,7 +151,7 @@ fn close_with_unread_data() {
     let p = port(3);
     let (_l, mut c, s) = connection(&ns, "127.0.0.1", p);
     c.write_all(b"unread!").unwrap();
-    thread::sleep(Duration::from_millis(50));
+    wait_unread(&s, 7);
     drop(s);
     assert_eq!(read_err(&mut c), "ECONNRESET");
 
@@ -229,23 +228,6 @@ fn fill(c: &mut TcpStream) {
         }
     }
     c.set_nonblocking(false).unwrap();
-}
-
-/// Waits until `c` has `n` bytes to read (and the FIN behind them has
-/// had time to follow on loopback, in the same flight).
-fn wait_unread(c: &TcpStream, n: i32) {
-    use std::os::fd::AsRawFd as _;
-    for _ in 0..500 {
-        let mut avail: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int to the pointer given.
-        unsafe { libc::ioctl(c.as_raw_fd(), libc::FIONREAD, &mut avail) };
-        if avail >= n {
-            thread::sleep(Duration::from_millis(20));
-            return;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{n} bytes never arrived");
 }
 
 #[test]

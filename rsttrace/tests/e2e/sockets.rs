@@ -54,3 +54,19 @@ pub(crate) fn errno_name(e: &std::io::Error) -> String {
         None => e.to_string(),
     }
 }
+
+/// Waits until `c` has `n` bytes to read (and the FIN behind them has
+/// had time to follow on loopback, in the same flight).
+pub(crate) fn wait_unread(c: &impl AsRawFd, n: i32) {
+    for _ in 0..500 {
+        let mut avail: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int to the pointer given.
+        unsafe { libc::ioctl(c.as_raw_fd(), libc::FIONREAD, &mut avail) };
+        if avail >= n {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{n} bytes never arrived");
+}
