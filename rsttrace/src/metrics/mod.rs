@@ -124,9 +124,9 @@ mod tests {
         *,
     };
 
-    /// The comm and container label values of every resets series.
-    fn label_values(t: &Tally) -> (Vec<String>, Vec<String>, u64) {
-        let body = render(&Snapshot {
+    /// The exposition of a tally, with nothing else to report.
+    fn exposition(t: &Tally) -> String {
+        render(&Snapshot {
             tally: t,
             rule_names: vec![],
             kernel: "6.18",
@@ -136,7 +136,12 @@ mod tests {
             kernel_seen: 0,
             strays: 0,
             unwritten: 0,
-        });
+        })
+    }
+
+    /// The comm and container label values of every resets series.
+    fn label_values(t: &Tally) -> (Vec<String>, Vec<String>, u64) {
+        let body = exposition(t);
         let (mut comms, mut containers, mut total) = (vec![], vec![], 0);
         for line in body
             .lines()
@@ -153,42 +158,42 @@ mod tests {
         (comms, containers, total)
     }
 
+    /// `extra` process names past their ceiling (sent resets, one each)
+    /// and `extra` containers past theirs (received, two each).
+    fn overflowing_tally(extra: usize) -> Tally {
+        let mut t = Tally::new(0);
+        for i in 0..MAX_COMMS + extra {
+            let comm = format!("comm{i}");
+            t.count(Direction::Sent, Cause::NoListener, &comm, "", 1);
+        }
+        for i in 0..MAX_CONTAINERS + extra {
+            let id = format!("{i:012x}");
+            t.count(Direction::Received, Cause::PeerReset, "", &id, 2);
+        }
+        t
+    }
+
+    /// How many distinct values other than `other` and empty, all with
+    /// `prefix`.
+    fn named(values: &[String], prefix: &str) -> usize {
+        let mut v: Vec<&String> = values
+            .iter()
+            .filter(|v| !v.is_empty() && *v != "other")
+            .collect();
+        v.sort();
+        v.dedup();
+        assert!(v.iter().all(|c| c.starts_with(prefix)), "{v:?}");
+        v.len()
+    }
+
     /// At the real ceilings: the first 64 process names and 32 containers
     /// keep their own series, every later one is counted under `other`,
     /// and no reset is lost on the way.
     #[test]
     fn process_names_and_containers_are_bounded_at_their_ceilings() {
-        let mut t = Tally::new(0);
         let extra = 10;
-        for i in 0..MAX_COMMS + extra {
-            t.count(
-                Direction::Sent,
-                Cause::NoListener,
-                &format!("comm{i}"),
-                "",
-                1,
-            );
-        }
-        for i in 0..MAX_CONTAINERS + extra {
-            t.count(
-                Direction::Received,
-                Cause::PeerReset,
-                "",
-                &format!("{i:012x}"),
-                2,
-            );
-        }
+        let t = overflowing_tally(extra);
         let (comms, containers, total) = label_values(&t);
-        let named = |values: &[String], prefix: &str| {
-            let mut v: Vec<&String> = values
-                .iter()
-                .filter(|v| !v.is_empty() && *v != "other")
-                .collect();
-            v.sort();
-            v.dedup();
-            assert!(v.iter().all(|c| c.starts_with(prefix)), "{v:?}");
-            v.len()
-        };
         assert_eq!(named(&comms, "comm"), MAX_COMMS);
         assert_eq!(named(&containers, ""), MAX_CONTAINERS);
         // The first ones seen are the ones named.
@@ -203,17 +208,7 @@ mod tests {
             total,
             (MAX_COMMS + extra) as u64 + 2 * (MAX_CONTAINERS + extra) as u64
         );
-        let body = render(&Snapshot {
-            tally: &t,
-            rule_names: vec![],
-            kernel: "",
-            transport: "",
-            hooks: vec![],
-            filtered: 0,
-            kernel_seen: 0,
-            strays: 0,
-            unwritten: 0,
-        });
+        let body = exposition(&t);
         let other = |label: &str, n: u64| {
             let line = body
                 .lines()

@@ -50,26 +50,8 @@ fn rsyslog_gets_every_record_once_across_a_logrotate() {
     std::fs::create_dir_all(dir.join("work")).unwrap();
     let log = dir.join("rsttrace.json");
     let t = Tracer::start(&ns, &["--output", log.to_str().unwrap()]);
-    let conf = dir.write("rsyslog.conf", &rsyslog_conf(&dir));
-    let mut rsyslog = Daemon::start(
-        "rsyslogd",
-        Command::new("rsyslogd")
-            .arg("-n")
-            .arg("-f")
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.join("rsyslog.pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let rotate = dir.write(
-        "logrotate.conf",
-        &format!(
-            "{} {{\n  rotate 3\n  missingok\n  nocompress\n  create 0640 root root\n  postrotate\n    kill -HUP {}\n  endscript\n}}\n",
-            log.display(),
-            t.pid()
-        ),
-    );
+    let mut rsyslog = start_rsyslog(&dir);
+    let rotate = logrotate_conf(&dir, &log, t.pid());
     // Resets keep coming while the file is rotated.
     let base = port(60);
     let traffic = ns.spawn(move || {
@@ -115,7 +97,46 @@ fn rsyslog_gets_every_record_once_across_a_logrotate() {
     );
     assert_eq!(on_disk.len(), expected);
 
-    // What rsyslog collected: the same records, once each.
+    let got = collected_once_each(&dir, &mut rsyslog, expected);
+    let disk: HashSet<&String> = on_disk.iter().collect();
+    assert!(
+        got.iter().all(|l| disk.contains(l)),
+        "rsyslog got a record not in the files"
+    );
+}
+
+/// rsyslogd in the foreground, tailing the tracer's file (`rsyslog_conf`).
+fn start_rsyslog(dir: &TempDir) -> Daemon {
+    let conf = dir.write("rsyslog.conf", &rsyslog_conf(dir));
+    Daemon::start(
+        "rsyslogd",
+        Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+/// A logrotate config for `log` whose postrotate sends SIGHUP to `pid`,
+/// as the packaged one does.
+fn logrotate_conf(dir: &TempDir, log: &std::path::Path, pid: u32) -> std::path::PathBuf {
+    dir.write(
+        "logrotate.conf",
+        &format!(
+            "{} {{\n  rotate 3\n  missingok\n  nocompress\n  create 0640 root root\n  postrotate\n    kill -HUP {}\n  endscript\n}}\n",
+            log.display(),
+            pid
+        ),
+    )
+}
+
+/// What rsyslog collected: `expected` records once each, valid JSON.
+/// Waits for them all, then a little longer, for late duplicates.
+fn collected_once_each(dir: &TempDir, rsyslog: &mut Daemon, expected: usize) -> Vec<String> {
     let collected = dir.join("collected.log");
     let got = wait_for(
         "every record through rsyslog",
@@ -150,9 +171,5 @@ fn rsyslog_gets_every_record_once_across_a_logrotate() {
         );
         assert!(keys.insert(key), "twice: {line}");
     }
-    let disk: HashSet<&String> = on_disk.iter().collect();
-    assert!(
-        got.iter().all(|l| disk.contains(l)),
-        "rsyslog got a record not in the files"
-    );
+    got
 }

@@ -187,7 +187,6 @@ fn hook_states(metrics: u16) -> Result<Vec<(String, String)>, String> {
 /// netfilter, nothing is paused.
 #[test]
 fn a_storm_pauses_the_firewall_tracepoints_and_resumes_them() {
-    const TRACEPOINTS: [&str; 3] = ["fib_table_lookup", "fib6_table_lookup", "net_dev_queue"];
     let tracepoints = !kernel().kprobes() && kernel().drop_reasons();
     let link = Link::new();
     link.a.nft(
@@ -213,57 +212,10 @@ fn a_storm_pauses_the_firewall_tracepoints_and_resumes_them() {
     let before = wait_for("the hooks on /metrics", Duration::from_secs(30), || {
         hook_states(metrics)
     });
-    // The doctor names the same hooks for this kernel.
-    let doctor_ok = |hook: &str| {
-        doctor()["checks"].as_array().unwrap().iter().any(|c| {
-            c["area"] == "hooks"
-                && c["item"] == format!("tp_btf {hook}").as_str()
-                && c["status"] == "ok"
-        })
-    };
-    for hook in TRACEPOINTS {
-        let attached = before.iter().any(|(h, s)| h == hook && s == "attached");
-        assert_eq!(attached, tracepoints, "{hook}: {before:?}");
-        assert_eq!(
-            doctor_ok(hook),
-            tracepoints,
-            "{hook} in the doctor's report"
-        );
-    }
-    // A storm: refused connections until rsttrace says it paused the
-    // hooks, or, where there are none to pause, until the kernel counts
-    // the storm (a suppressed record); several hundred a second.
-    let paused_said = |t: &Tracer| t.stderr().contains("firewall-reset detection paused");
-    let counted = |t: &mut Tracer| {
-        t.settle(Duration::from_millis(200));
-        t.seen.iter().any(|v| v["event"] == "suppressed")
-    };
-    let mut rounds = 0;
-    while !(if tracepoints {
-        paused_said(&t)
-    } else {
-        counted(&mut t)
-    }) {
-        assert!(rounds < 20, "no storm seen: {}", t.stderr());
-        refuse(&link.a, 500);
-        rounds += 1;
-    }
-    assert_eq!(paused_said(&t), tracepoints, "{}", t.stderr());
-    // The storm goes on while /metrics is read: on a busy machine a
-    // pause said at the end of a round could otherwise be over (2 s
-    // calm) by the time the states are looked at.
-    let storming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let go_on = storming.clone();
-    let p = port(40);
-    let storm = link.a.spawn(move || {
-        while go_on.load(std::sync::atomic::Ordering::Relaxed) {
-            assert!(TcpStream::connect(("127.0.0.1", p)).is_err());
-        }
-    });
-    let during = hook_states(metrics).unwrap();
-    storming.store(false, std::sync::atomic::Ordering::Relaxed);
-    storm.join().unwrap();
-    for hook in TRACEPOINTS {
+    assert_attached_and_in_the_doctor(&before, tracepoints);
+    storm_until_noticed(&link, &mut t, tracepoints);
+    let during = states_while_storming(&link, metrics, tracepoints);
+    for hook in FIREWALL_TRACEPOINTS {
         let paused = during.iter().any(|(h, s)| h == hook && s == "paused");
         assert_eq!(
             paused,
@@ -275,31 +227,8 @@ fn a_storm_pauses_the_firewall_tracepoints_and_resumes_them() {
     if !tracepoints {
         assert!(during.iter().all(|(_, s)| s != "paused"), "{during:?}");
     }
-    // Calm again: resumed, said and shown.
-    wait_for("the storm's end", Duration::from_secs(60), || {
-        let said = t.stderr().contains("firewall-reset detection resumed");
-        let states = hook_states(metrics)?;
-        let attached = TRACEPOINTS
-            .iter()
-            .all(|hook| states.iter().any(|(h, s)| h == hook && s == "attached") == tracepoints);
-        if said == tracepoints && attached {
-            Ok(())
-        } else {
-            Err(format!("said {said}: {states:?}"))
-        }
-    });
-    // Calm in the kernel too: a refused connect is reported one by one
-    // again, not counted.
-    let calm = (0..50u16).any(|i| {
-        let p = port(60) + i;
-        link.a
-            .run(move || TcpStream::connect(("127.0.0.1", p)).unwrap_err());
-        t.settle(Duration::from_millis(200));
-        t.seen
-            .iter()
-            .any(|v| v["event"] == "reset" && v["local_port"] == p)
-    });
-    assert!(calm, "the kernel kept counting: {}", t.stderr());
+    wait_resumed(&t, metrics, tracepoints);
+    assert_reported_one_by_one(&link, &mut t);
     // And a firewall reset is reported again.
     let mut client = link.b.peer();
     assert_eq!(
@@ -312,4 +241,123 @@ fn a_storm_pauses_the_firewall_tracepoints_and_resumes_them() {
     assert_eq!(rst["direction"], "sent");
     let (status, stderr) = t.stop();
     assert!(status.success(), "{stderr}");
+}
+
+/// The firewall tracepoints rsttrace matches firewall resets from, where
+/// kprobes do not reach netfilter.
+const FIREWALL_TRACEPOINTS: [&str; 3] = ["fib_table_lookup", "fib6_table_lookup", "net_dev_queue"];
+
+/// Before the storm: each firewall tracepoint is attached (and named ok
+/// by the doctor) exactly where this kernel needs it.
+fn assert_attached_and_in_the_doctor(before: &[(String, String)], tracepoints: bool) {
+    // The doctor names the same hooks for this kernel.
+    let doctor_ok = |hook: &str| {
+        doctor()["checks"].as_array().unwrap().iter().any(|c| {
+            c["area"] == "hooks"
+                && c["item"] == format!("tp_btf {hook}").as_str()
+                && c["status"] == "ok"
+        })
+    };
+    for hook in FIREWALL_TRACEPOINTS {
+        let attached = before.iter().any(|(h, s)| h == hook && s == "attached");
+        assert_eq!(attached, tracepoints, "{hook}: {before:?}");
+        assert_eq!(
+            doctor_ok(hook),
+            tracepoints,
+            "{hook} in the doctor's report"
+        );
+    }
+}
+
+/// Refused connections, several hundred a second, until rsttrace says it
+/// paused the hooks or, where there are none to pause, until the kernel
+/// counts the storm (a suppressed record).
+fn storm_until_noticed(link: &Link, t: &mut Tracer, tracepoints: bool) {
+    let paused_said = |t: &Tracer| t.stderr().contains("firewall-reset detection paused");
+    let counted = |t: &mut Tracer| {
+        t.settle(Duration::from_millis(200));
+        t.seen.iter().any(|v| v["event"] == "suppressed")
+    };
+    let mut rounds = 0;
+    while !(if tracepoints {
+        paused_said(t)
+    } else {
+        counted(t)
+    }) {
+        assert!(rounds < 20, "no storm seen: {}", t.stderr());
+        refuse(&link.a, 500);
+        rounds += 1;
+    }
+    assert_eq!(paused_said(t), tracepoints, "{}", t.stderr());
+}
+
+/// The hook states on /metrics, read while a storm goes on: on a busy
+/// machine a pause said at the end of a round could otherwise be over
+/// (2 s calm) by the time the states are looked at.  Where there are
+/// hooks to pause, until /metrics shows them paused (a storm on a
+/// machine this busy may end and start again); else once.
+fn states_while_storming(link: &Link, metrics: u16, tracepoints: bool) -> Vec<(String, String)> {
+    let storming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let go_on = storming.clone();
+    let p = port(40);
+    let storm = link.a.spawn(move || {
+        while go_on.load(std::sync::atomic::Ordering::Relaxed) {
+            assert!(TcpStream::connect(("127.0.0.1", p)).is_err());
+        }
+    });
+    let all_paused = |states: &[(String, String)]| {
+        FIREWALL_TRACEPOINTS
+            .iter()
+            .all(|hook| states.iter().any(|(h, s)| h == hook && s == "paused"))
+    };
+    let during = if tracepoints {
+        wait_for(
+            "the hooks paused during the storm",
+            Duration::from_secs(20),
+            || {
+                let states = hook_states(metrics)?;
+                if all_paused(&states) {
+                    Ok(states)
+                } else {
+                    Err(format!("{states:?}"))
+                }
+            },
+        )
+    } else {
+        hook_states(metrics).unwrap()
+    };
+    storming.store(false, std::sync::atomic::Ordering::Relaxed);
+    storm.join().unwrap();
+    during
+}
+
+/// Calm again: resumed, said and shown on /metrics.
+fn wait_resumed(t: &Tracer, metrics: u16, tracepoints: bool) {
+    wait_for("the storm's end", Duration::from_secs(60), || {
+        let said = t.stderr().contains("firewall-reset detection resumed");
+        let states = hook_states(metrics)?;
+        let attached = FIREWALL_TRACEPOINTS
+            .iter()
+            .all(|hook| states.iter().any(|(h, s)| h == hook && s == "attached") == tracepoints);
+        if said == tracepoints && attached {
+            Ok(())
+        } else {
+            Err(format!("said {said}: {states:?}"))
+        }
+    });
+}
+
+/// Calm in the kernel too: a refused connect is reported one by one
+/// again, not counted.
+fn assert_reported_one_by_one(link: &Link, t: &mut Tracer) {
+    let calm = (0..50u16).any(|i| {
+        let p = port(60) + i;
+        link.a
+            .run(move || TcpStream::connect(("127.0.0.1", p)).unwrap_err());
+        t.settle(Duration::from_millis(200));
+        t.seen
+            .iter()
+            .any(|v| v["event"] == "reset" && v["local_port"] == p)
+    });
+    assert!(calm, "the kernel kept counting: {}", t.stderr());
 }

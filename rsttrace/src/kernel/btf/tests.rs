@@ -15,11 +15,23 @@ fn reads_this_kernel() {
     assert!(btf.enum_containing("TCP_LISTEN").is_some());
 }
 
+/// A blob with the shapes the reader must walk: members inside anonymous
+/// unions, nested structs, enums and a tracepoint's prototype.
 fn sample() -> Vec<u8> {
     let mut b = Builder::new();
     let u8_t = b.int("unsigned char", 1);
     let u16_t = b.int("short unsigned int", 2);
     let u32_t = b.int("unsigned int", 4);
+    socket_types(&mut b, u8_t, u16_t, u32_t);
+    reset_tracepoint(&mut b);
+    let arr = b.array(u8_t, u32_t, 16);
+    b.composite(false, "task_struct", 32, &[("comm", arr, 64, 0)]);
+    b.build()
+}
+
+/// `sock_common` with its addresses in an anonymous union, `sock` around
+/// it, and the namespace behind `skc_net`.
+fn socket_types(b: &mut Builder, u8_t: u32, u16_t: u32, u32_t: u32) {
     let be32 = b.typedef("__be32", u32_t);
     // struct { __be32 skc_daddr; __be32 skc_rcv_saddr; } inside a union
     let pair = b.composite(
@@ -67,6 +79,11 @@ fn sample() -> Vec<u8> {
             ("sk_protocol", u16_t, 272, 0),
         ],
     );
+}
+
+/// The reset enum, the TCP states and `tcp_send_reset`'s prototype,
+/// whose socket argument points to a forward-declared struct.
+fn reset_tracepoint(b: &mut Builder) {
     b.enumeration(
         "sk_rst_reason",
         &[
@@ -85,9 +102,6 @@ fn sample() -> Vec<u8> {
     );
     let proto_ptr = b.ptr(proto);
     b.typedef("btf_trace_tcp_send_reset", proto_ptr);
-    let arr = b.array(u8_t, u32_t, 16);
-    b.composite(false, "task_struct", 32, &[("comm", arr, 64, 0)]);
-    b.build()
 }
 
 impl Builder {

@@ -10,14 +10,42 @@ use crate::kernel::{
     names::{BitSpec, TcpState},
 };
 
+/// The integer and pointer types the miniature kernel's members use.
+struct Ints {
+    u8_t: u32,
+    u16_t: u32,
+    u32_t: u32,
+    u64_t: u32,
+    void_ptr: u32,
+}
+
+impl Ints {
+    fn new(b: &mut Builder) -> Ints {
+        Ints {
+            u8_t: b.int("u8", 1),
+            u16_t: b.int("u16", 2),
+            u32_t: b.int("u32", 4),
+            u64_t: b.int("u64", 8),
+            void_ptr: b.ptr(0),
+        }
+    }
+}
+
 /// A miniature kernel: every member rsttrace requires, nothing more.
 fn mini_kernel(with_reason: bool, shutdown_bitfield: bool) -> Vec<u8> {
     let mut b = Builder::new();
-    let u8_t = b.int("u8", 1);
-    let u16_t = b.int("u16", 2);
-    let u32_t = b.int("u32", 4);
-    let u64_t = b.int("u64", 8);
-    let void_ptr = b.ptr(0);
+    let t = Ints::new(&mut b);
+    let sock = socket_types(&mut b, &t, shutdown_bitfield);
+    let skb = packet_types(&mut b, &t);
+    tcp_enums(&mut b);
+    tracepoints(&mut b, &t, sock, skb, with_reason);
+    b.build()
+}
+
+/// `sock_common`, `sock` and what leads from a socket to its file, inode
+/// and namespace; returns `struct sock`.
+fn socket_types(b: &mut Builder, t: &Ints, shutdown_bitfield: bool) -> u32 {
+    let (u8_t, u16_t, u32_t, u64_t, void_ptr) = (t.u8_t, t.u16_t, t.u32_t, t.u64_t, t.void_ptr);
     let pnet = b.composite(false, "", 8, &[("net", void_ptr, 0, 0)]);
     b.composite(
         false,
@@ -70,19 +98,28 @@ fn mini_kernel(with_reason: bool, shutdown_bitfield: bool) -> Vec<u8> {
     b.composite(false, "inode", 128, &[("i_ino", u64_t, 512, 0)]);
     let ns = b.composite(false, "ns_common", 16, &[("inum", u32_t, 64, 0)]);
     b.composite(false, "net", 256, &[("ns", ns, 1024, 0)]);
-    let skb = b.composite(
+    b.composite(false, "net_device", 1024, &[("nd_net", pnet, 4096, 0)]);
+    sock
+}
+
+/// `sk_buff`; returns it.
+fn packet_types(b: &mut Builder, t: &Ints) -> u32 {
+    b.composite(
         false,
         "sk_buff",
         256,
         &[
-            ("dev", void_ptr, 128, 0),
-            ("len", u32_t, 896, 0),
-            ("transport_header", u16_t, 1440, 0),
-            ("network_header", u16_t, 1456, 0),
-            ("head", void_ptr, 1600, 0),
+            ("dev", t.void_ptr, 128, 0),
+            ("len", t.u32_t, 896, 0),
+            ("transport_header", t.u16_t, 1440, 0),
+            ("network_header", t.u16_t, 1456, 0),
+            ("head", t.void_ptr, 1600, 0),
         ],
-    );
-    b.composite(false, "net_device", 1024, &[("nd_net", pnet, 4096, 0)]);
+    )
+}
+
+/// The TCP states and socket flags, as the kernel's enums name them.
+fn tcp_enums(b: &mut Builder) {
     b.enumeration(
         "",
         &[
@@ -104,9 +141,15 @@ fn mini_kernel(with_reason: bool, shutdown_bitfield: bool) -> Vec<u8> {
         "sock_flags",
         &[("SOCK_DEAD", 0), ("SOCK_DONE", 1), ("SOCK_LINGER", 4)],
     );
+}
+
+/// The tracepoints' `btf_trace_*` prototypes; `tcp_send_reset` takes a
+/// reason on 6.10+ kernels (`with_reason`).
+fn tracepoints(b: &mut Builder, t: &Ints, sock: u32, skb: u32, with_reason: bool) {
     let int_t = b.int("int", 4);
     let sock_ptr = b.ptr(sock);
     let skb_ptr = b.ptr(skb);
+    let void_ptr = t.void_ptr;
     let tp = |b: &mut Builder, name: &str, args: &[u32]| {
         let mut params = vec![("", void_ptr)];
         params.extend(args.iter().map(|&a| ("", a)));
@@ -122,13 +165,12 @@ fn mini_kernel(with_reason: bool, shutdown_bitfield: bool) -> Vec<u8> {
                 ("SK_RST_REASON_NO_SOCKET", 1),
             ],
         );
-        tp(&mut b, "tcp_send_reset", &[sock_ptr, skb_ptr, reason]);
+        tp(b, "tcp_send_reset", &[sock_ptr, skb_ptr, reason]);
     } else {
-        tp(&mut b, "tcp_send_reset", &[sock_ptr, skb_ptr]);
+        tp(b, "tcp_send_reset", &[sock_ptr, skb_ptr]);
     }
-    tp(&mut b, "tcp_receive_reset", &[sock_ptr]);
-    tp(&mut b, "inet_sock_set_state", &[sock_ptr, int_t, int_t]);
-    b.build()
+    tp(b, "tcp_receive_reset", &[sock_ptr]);
+    tp(b, "inet_sock_set_state", &[sock_ptr, int_t, int_t]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ use crate::{
         lost::{Lost, LostWhy},
         owner::{Container, Owner, OwnerSource},
         reset::{Context, Delivered, ListenerNote, Origin, Paired, Reset},
+        summary::Summary,
         suppressed::Suppressed,
         Record,
     },
@@ -40,6 +41,38 @@ fn conn(v6: bool) -> Conn {
     }
 }
 
+/// nginx in a Kubernetes pod: every owner field set.
+fn containerised_owner() -> Owner {
+    Owner {
+        pid: 812,
+        comm: Comm::from_str_lossy("nginx"),
+        source: OwnerSource::Socket,
+        container: Some(Arc::new(Container {
+            cgroup: "/kubepods/pod1/abc".into(),
+            runtime: Some("containerd"),
+            id: Some("a".repeat(64)),
+            pod_uid: Some("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0".into()),
+            pod_namespace: Some("shop".into()),
+            pod_name: Some("web-7d4b9".into()),
+        })),
+        exited: Some(false),
+    }
+}
+
+/// Every connection counter known.
+fn full_context() -> Context {
+    Context {
+        age_ms: Some(1),
+        bytes_sent: Some(2),
+        bytes_acked: Some(3),
+        bytes_received: Some(4),
+        unread_bytes: Some(5),
+        unacked_bytes: Some(6),
+        idle_ms: Some(7),
+        last_send_ms: Some(8),
+    }
+}
+
 /// A reset with every optional field set.
 pub(crate) fn full_reset() -> Reset {
     Reset {
@@ -51,20 +84,7 @@ pub(crate) fn full_reset() -> Reset {
         state: Some(TcpState::Listen),
         conn: conn(false),
         netns: 4026531840,
-        owner: Some(Owner {
-            pid: 812,
-            comm: Comm::from_str_lossy("nginx"),
-            source: OwnerSource::Socket,
-            container: Some(Arc::new(Container {
-                cgroup: "/kubepods/pod1/abc".into(),
-                runtime: Some("containerd"),
-                id: Some("a".repeat(64)),
-                pod_uid: Some("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0".into()),
-                pod_namespace: Some("shop".into()),
-                pod_name: Some("web-7d4b9".into()),
-            })),
-            exited: Some(false),
-        }),
+        owner: Some(containerised_owner()),
         app_errno: Some(Errno::ECONNRESET),
         listener: Some(true),
         history: Some(ListenerNote {
@@ -78,16 +98,7 @@ pub(crate) fn full_reset() -> Reset {
             ack: 2,
             payload: 3,
         }),
-        context: Context {
-            age_ms: Some(1),
-            bytes_sent: Some(2),
-            bytes_acked: Some(3),
-            bytes_received: Some(4),
-            unread_bytes: Some(5),
-            unacked_bytes: Some(6),
-            idle_ms: Some(7),
-            last_send_ms: Some(8),
-        },
+        context: full_context(),
         task: Some(task(99, "curl")),
         killer: Some(task(100, "ss")),
         delivered: Some(Delivered {
@@ -135,8 +146,10 @@ pub(crate) fn bare_reset() -> Reset {
     }
 }
 
-pub(super) fn samples() -> Vec<Record> {
-    let failure = Failure {
+/// A SYN that timed out after an ICMP error, owned by a comm with
+/// awkward characters.
+fn failure() -> Failure {
+    Failure {
         unix_ns: 0,
         kind: FailureKind::SynTimeout,
         errno: Some(Errno::ETIMEDOUT),
@@ -152,8 +165,12 @@ pub(super) fn samples() -> Vec<Record> {
             from: "10.0.0.254".parse().unwrap(),
         }),
         community_id: "1:x".into(),
-    };
-    let suppressed = Suppressed {
+    }
+}
+
+/// A storm summary of refused connections to port 80.
+fn suppressed() -> Suppressed {
+    Suppressed {
         count: 10,
         first_unix_ns: 0,
         last_unix_ns: 1,
@@ -167,7 +184,27 @@ pub(super) fn samples() -> Vec<Record> {
         owner: Some(task(7, "nginx")),
         example: "10.0.0.2".parse().unwrap(),
         example_port: 4000,
-    };
+    }
+}
+
+/// The top row of a `--summary` period.
+fn summary() -> Summary {
+    Summary {
+        unix_ns: 0,
+        period_s: 60,
+        rank: 1,
+        count: 7,
+        suppressed: 5,
+        cause: Cause::AbortUnreadData,
+        comm: Some(Comm::from_str_lossy("nginx")),
+        port: 8080,
+        period_count: 412,
+    }
+}
+
+/// One record of each kind, with every optional field set and empty.
+pub(super) fn samples() -> Vec<Record> {
+    let (failure, suppressed) = (failure(), suppressed());
     let received = Reset {
         direction: Direction::Received,
         cause: Cause::PeerReset,
@@ -196,27 +233,15 @@ pub(super) fn samples() -> Vec<Record> {
             count: 3,
             why: LostWhy::Nested,
         }),
-        Record::Summary(crate::model::summary::Summary {
-            unix_ns: 0,
-            period_s: 60,
-            rank: 1,
-            count: 7,
-            suppressed: 5,
-            cause: Cause::AbortUnreadData,
-            comm: Some(Comm::from_str_lossy("nginx")),
-            port: 8080,
-            period_count: 412,
-        }),
-        Record::Summary(crate::model::summary::Summary {
-            unix_ns: 0,
-            period_s: 60,
+        Record::Summary(summary()),
+        Record::Summary(Summary {
             rank: 2,
             count: 3,
             suppressed: 0,
             cause: Cause::NoListener,
             comm: None,
             port: 81,
-            period_count: 412,
+            ..summary()
         }),
         Record::Stray(crate::model::stray::Stray {
             unix_ns: 0,
