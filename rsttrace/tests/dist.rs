@@ -244,7 +244,10 @@ struct Entry {
 }
 
 /// Every path of the root but the pseudo file systems and /tmp.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+/// Every path under a root, with what it is.
+type Snapshot = BTreeMap<PathBuf, Entry>;
+
+fn snapshot(root: &Path) -> Snapshot {
     fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
         for e in fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
@@ -313,6 +316,19 @@ fn status_of(root: &Overlay) -> String {
 /// Installs, checks, removes and purges the package in the `suite` root.
 fn package_life(suite: &str, release: &str) {
     require_root();
+    let root = debian_root(suite, release);
+    let before = snapshot(&root.merged);
+    assert_installed(&root, release);
+    assert_runs_and_its_unit_verifies(&root, release);
+    assert_documented(&root);
+    let (config, edited) = used_as_an_operator_does(&root);
+    assert_removed_keeping_config_and_logs(&root, &config, &edited);
+    assert_purged_leaving_nothing(&root, &before, release);
+}
+
+/// A copy-on-write root of Debian `release`, as systemd leaves it for a
+/// DynamicUser= service's logs.
+fn debian_root(suite: &str, release: &str) -> Overlay {
     let root = Overlay::new(suite);
     assert!(
         fs::read_to_string(root.path("etc/debian_version"))
@@ -327,8 +343,12 @@ fn package_life(suite: &str, release: &str) {
         fs::Permissions::from_mode(0o700),
     )
     .unwrap();
-    let before = snapshot(&root.merged);
+    root
+}
 
+/// dpkg -i: no warning, every file with its mode, the conffiles, the
+/// md5sums.
+fn assert_installed(root: &Overlay, release: &str) {
     fs::copy(dist(&deb_name()), root.path("tmp/rsttrace.deb")).unwrap();
     let out = root.chroot(&["dpkg", "-i", "/tmp/rsttrace.deb"]);
     let all = text(&out);
@@ -350,9 +370,11 @@ fn package_life(suite: &str, release: &str) {
     assert_eq!(listed, CONFFILES);
     // Every installed file matches the package's md5sums.
     assert_eq!(root.chroot_ok(&["dpkg", "--verify", "rsttrace"]), "");
+}
 
-    // The release's own glibc runs the binary, and the unit's command line
-    // (with the installed configuration) is valid.
+/// The release's own glibc runs the binary, and the unit's command line
+/// (with the installed configuration) is valid.
+fn assert_runs_and_its_unit_verifies(root: &Overlay, release: &str) {
     assert_eq!(
         root.chroot_ok(&["/usr/sbin/rsttrace", "--version"]),
         format!("rsttrace {VERSION}\n")
@@ -391,8 +413,10 @@ fn package_life(suite: &str, release: &str) {
     );
     let version = root.chroot_ok(&["systemctl", "--version"]);
     println!("verified with {}", version.lines().next().unwrap_or(""));
+}
 
-    // Documentation: man(8), and a completion bash loads.
+/// man(8), and a completion bash loads.
+fn assert_documented(root: &Overlay) {
     let man = ok(Command::new("zcat").arg(root.path("usr/share/man/man8/rsttrace.8.gz")));
     assert!(
         man.lines().any(|l| l.starts_with(".TH rsttrace 8 ")),
@@ -404,9 +428,12 @@ fn package_life(suite: &str, release: &str) {
         ". /usr/share/bash-completion/completions/rsttrace && complete -p rsttrace",
     ]);
     assert!(complete.contains(" rsttrace"), "{complete}");
+}
 
-    // What an operator does next: enable the unit, edit the configuration;
-    // what the service leaves: its log, where DynamicUser= puts it.
+/// What an operator does next: enable the unit, edit the configuration;
+/// what the service leaves: its log, where DynamicUser= puts it.  Returns
+/// the configuration's path and its edited text.
+fn used_as_an_operator_does(root: &Overlay) -> (std::path::PathBuf, String) {
     root.chroot_ok(&["systemctl", "enable", "rsttrace.service"]);
     let wants = root.path("etc/systemd/system/multi-user.target.wants/rsttrace.service");
     assert!(
@@ -420,8 +447,11 @@ fn package_life(suite: &str, release: &str) {
     );
     fs::write(&config, &edited).unwrap();
     fs::write(root.path("var/log/private/rsttrace/rsttrace.json"), "{}\n").unwrap();
+    (config, edited)
+}
 
-    // Remove: the program goes, configuration and logs stay.
+/// Remove: the program goes, configuration and logs stay.
+fn assert_removed_keeping_config_and_logs(root: &Overlay, config: &std::path::Path, edited: &str) {
     let out = root.chroot(&["dpkg", "-r", "rsttrace"]);
     assert!(out.status.success(), "dpkg -r: {}", text(&out));
     assert!(!root.path("usr/sbin/rsttrace").exists());
@@ -432,8 +462,10 @@ fn package_life(suite: &str, release: &str) {
         status_of(&root),
         format!("deinstall ok config-files {VERSION}")
     );
+}
 
-    // Purge: nothing of rsttrace is left, only dpkg's records of it.
+/// Purge: nothing of rsttrace is left, only dpkg's records of it.
+fn assert_purged_leaving_nothing(root: &Overlay, before: &Snapshot, release: &str) {
     let out = root.chroot(&["dpkg", "-P", "rsttrace"]);
     println!("dpkg -P on Debian {release}:\n{}", text(&out));
     assert!(out.status.success(), "dpkg -P: {}", text(&out));

@@ -365,6 +365,13 @@ fn daemonset_matches_the_unit() {
         Some(format!("localhost/rsttrace:{}", env!("CARGO_PKG_VERSION")).as_str()),
         "the DaemonSet's image"
     );
+    assert_least_privilege_as_the_unit(c);
+    assert_host_paths_read_only(pod, c);
+    assert_args_as_scraped_and_valid(ds, c);
+}
+
+/// Not privileged, read-only, every capability dropped but the unit's.
+fn assert_least_privilege_as_the_unit(c: &Value) {
     let sc = &c["securityContext"];
     assert_eq!(sc["privileged"].as_bool(), Some(false), "privileged");
     assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
@@ -398,8 +405,10 @@ fn daemonset_matches_the_unit() {
         words(&s, "AmbientCapabilities"),
         "the unit's ambient set"
     );
+}
 
-    // Every host path is mounted, read-only.
+/// Every host path is mounted, read-only, where rsttrace looks for it.
+fn assert_host_paths_read_only(pod: &Value, c: &Value) {
     let mounts = c["volumeMounts"].as_sequence().expect("volumeMounts");
     for m in mounts {
         assert_eq!(m["readOnly"].as_bool(), Some(true), "{m:?} not read-only");
@@ -434,9 +443,11 @@ fn daemonset_matches_the_unit() {
     ] {
         assert_eq!(host(path), path);
     }
+}
 
-    // The arguments say where the host's /proc is, and Prometheus is told
-    // the port the metrics listen on.
+/// The arguments say where the host's /proc is, Prometheus is told the
+/// port the metrics listen on, and rsttrace accepts them.
+fn assert_args_as_scraped_and_valid(ds: &Value, c: &Value) {
     let args: Vec<&str> = c["args"]
         .as_sequence()
         .expect("args")
