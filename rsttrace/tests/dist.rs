@@ -355,7 +355,7 @@ fn assert_installed(root: &Overlay, release: &str) {
     println!("dpkg -i on Debian {release}:\n{all}");
     assert!(out.status.success(), "dpkg -i: {}\n{all}", out.status);
     assert!(!all.contains("warning") && !all.contains("error"), "{all}");
-    assert_eq!(status_of(&root), format!("install ok installed {VERSION}"));
+    assert_eq!(status_of(root), format!("install ok installed {VERSION}"));
 
     for (file, mode) in FILES {
         let m = fs::metadata(root.path(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -456,10 +456,10 @@ fn assert_removed_keeping_config_and_logs(root: &Overlay, config: &std::path::Pa
     assert!(out.status.success(), "dpkg -r: {}", text(&out));
     assert!(!root.path("usr/sbin/rsttrace").exists());
     assert!(!root.path("lib/systemd/system/rsttrace.service").exists());
-    assert_eq!(fs::read_to_string(&config).unwrap(), edited);
+    assert_eq!(fs::read_to_string(config).unwrap(), edited);
     assert!(root.path("var/log/rsttrace/rsttrace.json").exists());
     assert_eq!(
-        status_of(&root),
+        status_of(root),
         format!("deinstall ok config-files {VERSION}")
     );
 }
@@ -469,7 +469,7 @@ fn assert_purged_leaving_nothing(root: &Overlay, before: &Snapshot, release: &st
     let out = root.chroot(&["dpkg", "-P", "rsttrace"]);
     println!("dpkg -P on Debian {release}:\n{}", text(&out));
     assert!(out.status.success(), "dpkg -P: {}", text(&out));
-    assert_eq!(status_of(&root), "");
+    assert_eq!(status_of(root), "");
     let after = snapshot(&root.merged);
     let mut left = vec![];
     for (path, entry) in &after {
