@@ -1,13 +1,14 @@
 //! A map that keeps at most `cap` entries, forgetting the oldest first:
 //! caches fed by the event stream must not grow without bound.
 
+use crate::hash::BuildSeededHasher;
 use std::{
-    collections::{hash_map::RandomState, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     hash::{BuildHasher, Hash},
 };
 
-/// `S`: the map's hasher (SipHash unless the keys allow a cheaper one).
-pub(crate) struct Bounded<K, V, S = RandomState> {
+/// `S`: the map's hasher (seeded, unless the keys allow an unseeded one).
+pub(crate) struct Bounded<K, V, S = BuildSeededHasher> {
     map: HashMap<K, V, S>,
     order: VecDeque<K>,
     cap: usize,

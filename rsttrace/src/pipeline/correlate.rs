@@ -22,6 +22,7 @@ use std::{
 use crate::{
     classify::{Cause, Classification, Direction},
     decode::{CapturedReset, ErrorReport, KernelOwner},
+    hash::BuildSeededHasher,
     kernel::names::TcpState,
     model::conn::Conn,
     vocab::errno::Errno,
@@ -224,10 +225,15 @@ impl Correlator {
             Some(id) => (Some(id), false),
             None => (nat.and_then(|k| take(index, &k)), true),
         };
-        let Some(other) = id.and_then(|id| self.held.get_mut(id).map(|h| (id, h))) else {
+        let Some(id) = id else {
             return false;
         };
-        let (id, h) = other;
+        // Taken by one key, the partner leaves the index by its others.
+        let Some(keys) = self.held.get_mut(id).map(|h| end_keys(&h.draft)) else {
+            return false;
+        };
+        self.forget_keys(other, keys, id);
+        let h = self.held.get_mut(id).expect("found above");
         let received_conn = if received {
             draft.ev.conn
         } else {
@@ -250,18 +256,15 @@ impl Correlator {
     /// direction (SYNs from a raw socket to a closed port: resets sent,
     /// none received) no reset is ever entered: each would be hashed in
     /// and out again for nothing.
-    fn index(&mut self, direction: Direction) -> &mut HashMap<EndKey, u64> {
+    fn index(&mut self, direction: Direction) -> &mut HashMap<EndKey, u64, BuildSeededHasher> {
         let index = match direction {
             Direction::Sent => &mut self.sent,
             Direction::Received => &mut self.recv,
         };
         for (id, h) in self.held.iter_from(index.upto) {
             if h.wait_pair && h.draft.ev.facts.direction == direction {
-                index
-                    .by_conn
-                    .insert(EndKey::Tuple(other_view(&h.draft)), id);
-                if let Some(k) = nat_key(&h.draft) {
-                    index.by_conn.insert(k, id);
+                for key in end_keys(&h.draft).into_iter().flatten() {
+                    index.by_conn.insert(key, id);
                 }
             }
         }
@@ -299,7 +302,13 @@ impl Correlator {
     }
 
     fn forget_conn(&mut self, d: &Draft, id: u64) {
-        let index = match d.ev.facts.direction {
+        self.forget_keys(d.ev.facts.direction, end_keys(d), id);
+    }
+
+    /// Takes `keys` out of the index of `direction` where they still
+    /// name the held draft `id`.
+    fn forget_keys(&mut self, direction: Direction, keys: [Option<EndKey>; 2], id: u64) {
+        let index = match direction {
             Direction::Sent => &mut self.sent,
             Direction::Received => &mut self.recv,
         };
@@ -307,7 +316,6 @@ impl Correlator {
             // Never entered.
             return;
         }
-        let keys = [Some(EndKey::Tuple(other_view(d))), nat_key(d)];
         for key in keys.into_iter().flatten() {
             if let Entry::Occupied(e) = index.by_conn.entry(key) {
                 if *e.get() == id {
@@ -410,6 +418,12 @@ enum EndKey {
     },
 }
 
+/// Every key a held draft is entered by: the connection as its other
+/// end sees it, and its NAT key where it has one.
+fn end_keys(d: &Draft) -> [Option<EndKey>; 2] {
+    [Some(EndKey::Tuple(other_view(d))), nat_key(d)]
+}
+
 /// The `EndKey::Nat` of a draft: for a sent reset, from the segment it
 /// answers (a reset to a SYN acks its sequence number plus one, one to
 /// an ACK carries that ACK as its own sequence number); for a received
@@ -447,7 +461,7 @@ fn nat_key(d: &Draft) -> Option<EndKey> {
 /// `EndKey`.
 #[derive(Default)]
 struct EndIndex {
-    by_conn: HashMap<EndKey, u64>,
+    by_conn: HashMap<EndKey, u64, BuildSeededHasher>,
     /// Held drafts with smaller ids have been entered (if they wait).
     upto: u64,
 }
@@ -535,7 +549,7 @@ fn end_of(d: &Draft, sender: bool, nat_conn: Option<Conn>) -> OtherEnd {
 }
 
 /// `map.remove(conn)`, without hashing `conn` when there is nothing.
-fn take(map: &mut HashMap<EndKey, u64>, conn: &EndKey) -> Option<u64> {
+fn take(map: &mut HashMap<EndKey, u64, BuildSeededHasher>, conn: &EndKey) -> Option<u64> {
     if map.is_empty() {
         None
     } else {

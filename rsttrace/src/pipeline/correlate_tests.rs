@@ -159,3 +159,33 @@ fn the_latest_waiting_half_is_the_partner() {
     assert_eq!(paired(&out[3..]), [(Direction::Received, false)]);
     assert!(!c.has_held());
 }
+
+/// Once paired, a half is no longer in the index by any key: a sent reset
+/// is entered by its tuple and by its NAT key, and pairing by the tuple
+/// must take the NAT key out too, or every pair of a storm leaves one
+/// behind (and a later reset could pair with a half already paired).
+#[test]
+fn a_paired_half_leaves_the_index_by_every_key() {
+    use crate::model::conn::{tcp_flags::ACK, Segment};
+    let mut c = Correlator::new(Duration::from_millis(50), false);
+    let mut out = vec![];
+    let now = Instant::now();
+    for port in 40000..40100 {
+        let received = conn(port, 9501);
+        let mut sent = sent_reset(received.reversed());
+        sent.ev.facts.segment = Some(Segment {
+            flags: ACK,
+            seq: 1,
+            ack: u32::from(port),
+            payload: 0,
+        });
+        assert!(nat_key(&sent).is_some());
+        c.on_reset(sent, now, &mut out);
+        c.on_reset(received_reset(SK, received), now, &mut out);
+    }
+    assert_eq!(out.len(), 200);
+    assert!(out.iter().all(|d| d.other_end.is_some()));
+    assert!(!c.has_held());
+    assert_eq!(c.sent.by_conn.len(), 0, "keys left behind");
+    assert_eq!(c.recv.by_conn.len(), 0, "keys left behind");
+}
