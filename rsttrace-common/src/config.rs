@@ -75,7 +75,7 @@ pub struct Offsets {
     pub file_inode: u32,
     /// `file.private_data`: a socket file's `struct socket`.
     pub file_private_data: u32,
-    /// `inode.i_ino`: the socket inode that /proc/<pid>/fd links name.
+    /// `inode.i_ino`: the socket inode that `/proc/<pid>/fd` links name.
     pub inode_ino: u32,
     // struct net: ns.inum
     /// `net.ns.inum`: the network namespace's inode (the `netns` fields).
