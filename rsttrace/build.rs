@@ -51,6 +51,13 @@ fn main() -> Result<()> {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("no manifest dir")?);
     let ebpf_dir = manifest.join("../rsttrace-ebpf");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
+    // aya-build watches the eBPF crate's directory only; the programs are
+    // also built from rsttrace-common's record and config layouts, which
+    // must never be stale in the object.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../rsttrace-common").display()
+    );
 
     for (feature, object) in VARIANTS {
         aya_build::build_ebpf(

@@ -6,6 +6,7 @@
 //! BTF and tracefs and hands it to the eBPF programs as a read-only global,
 //! so nothing in the eBPF object depends on one kernel's struct layout.
 #![no_std]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod event;

@@ -22,29 +22,44 @@ a kernel with BTF (Linux >= 5.5, or --btf; reasons from 6.10, every cause from 6
     args_conflicts_with_subcommands = true,
     disable_help_subcommand = true
 )]
+/// The whole command line: a subcommand, or the tracer's options.
+///
+/// (clap shows the `about` and `long_about` above, not this comment.)
 pub struct Cli {
+    /// The subcommand given, or `None` to trace with [`Cli::trace`].
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The tracer's options (only when no subcommand is given: they
+    /// conflict with subcommands).
     #[command(flatten)]
     pub trace: TraceArgs,
 }
 
+/// The subcommands.  Each variant's doc comment is its `--help` text;
+/// `cmd` has the code that runs it.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List every cause id with its explanation and the kernels that report it.
     Causes {
+        // How to print the catalogue.  No doc comment: clap would show it
+        // in `rsttrace causes --help`, whose text stays as it is.
+        #[allow(missing_docs)]
         #[arg(long, value_enum, default_value_t = DocFormat::Text)]
         format: DocFormat,
     },
     /// Describe the keys of every record kind (JSON, text and logfmt
     /// output share them).
     Schema {
+        // How to print the schema (no doc comment: see `Causes`).
+        #[allow(missing_docs)]
         #[arg(long, value_enum, default_value_t = SchemaFormat::Text)]
         format: SchemaFormat,
     },
     /// Say what this kernel and this process let rsttrace see, and how to
     /// fix what is missing.
     Doctor {
+        // How to print the report (no doc comment: see `Causes`).
+        #[allow(missing_docs)]
         #[arg(long, value_enum, default_value_t = DoctorFormat::Text)]
         format: DoctorFormat,
         /// BTF of the running kernel (see the tracer's --btf).
@@ -52,17 +67,30 @@ pub enum Command {
         btf: Option<std::path::PathBuf>,
     },
     /// Print shell completions.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        // The shell to write completions for (a positional argument; a doc
+        // comment would become its help in `rsttrace completions --help`).
+        #[allow(missing_docs)]
+        shell: clap_complete::Shell,
+    },
     /// Print the man page (roff).
     Man,
 }
 
+/// `rsttrace doctor --format`: a report for people, or JSON for scripts.
+// The variants have no doc comments: clap would list them in `--help`
+// as described possible values, and the help stays as it is.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DoctorFormat {
     Text,
     Json,
 }
 
+/// `rsttrace causes --format`: the aligned text `--help` also shows, the
+/// Markdown table of docs/causes.md, or JSON with every kernel range.
+// No doc comments on the variants: see `DoctorFormat`.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DocFormat {
     Text,
@@ -70,6 +98,9 @@ pub enum DocFormat {
     Json,
 }
 
+/// `--storm`: what the kernel side does when resets come faster than
+/// they can be reported one by one.  The variants' doc comments are the
+/// possible values' help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StormMode {
     /// Report every reset.
@@ -82,6 +113,11 @@ pub enum StormMode {
     Always,
 }
 
+/// `--direction`: only resets this host sent, or only those it received.
+/// The command line's copy of `classify::Direction`, which has no clap
+/// derive.
+// No doc comments on the variants: see `DoctorFormat`.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DirectionArg {
     Sent,
@@ -97,6 +133,8 @@ impl From<DirectionArg> for Direction {
     }
 }
 
+/// The tracer's options (`rsttrace [OPTIONS]`).  Each field's doc comment
+/// is its `--help` text.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// Output format: one readable line, one JSON object, or one logfmt line
@@ -249,6 +287,8 @@ fn format_names() -> clap::builder::PossibleValuesParser {
     )
 }
 
+/// The clap command with the cause catalogue after `--help`: what main()
+/// parses with, and what the man page and completions are made from.
 pub fn command() -> clap::Command {
     Cli::command().after_long_help(causes_text())
 }

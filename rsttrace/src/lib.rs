@@ -6,6 +6,8 @@
 //! of the records in `model`.  `kernel` reads what the running kernel
 //! looks like (BTF, tracefs); `cmd` has one `execute()` per subcommand.
 
+#![warn(missing_docs)]
+
 pub(crate) mod capture;
 pub(crate) mod classify;
 pub mod cli;

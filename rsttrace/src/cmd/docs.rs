@@ -12,6 +12,9 @@ use crate::{
     vocab::{causes::KERNEL_RANGES, Cause},
 };
 
+/// The cause catalogue as Markdown tables (causes, then connection
+/// failures without a reset): the body of docs/causes.md, which
+/// `cargo xtask docs --check` compares with this output.
 pub fn causes_markdown() -> String {
     let mut out = String::from(
         "| cause | direction | app_errno | kernels | explanation |\n|---|---|---|---|---|\n",
@@ -35,6 +38,7 @@ pub fn causes_markdown() -> String {
     out
 }
 
+/// `rsttrace causes --format FORMAT`: the cause catalogue in that format.
 pub fn causes(format: DocFormat) -> String {
     match format {
         DocFormat::Text => crate::classify::causes_text(),
@@ -77,16 +81,22 @@ pub fn causes_json() -> String {
         + "\n"
 }
 
+/// `rsttrace schema --format FORMAT`: every record kind's keys (the
+/// Markdown one is the body of docs/json.md).
 pub fn schema(format: SchemaFormat) -> String {
     schema::render(format)
 }
 
+/// `rsttrace completions SHELL`: the completion script for that shell,
+/// made from the same clap command `main()` parses with.
 pub fn completions(shell: clap_complete::Shell) -> String {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cli::command(), "rsttrace", &mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `rsttrace man`: the man page (roff, section 8) made from the clap
+/// command; the Debian package installs it as rsttrace.8.
 pub fn man() -> Result<String> {
     let mut out = Vec::new();
     // Section 8, system administration commands: rsttrace runs as root

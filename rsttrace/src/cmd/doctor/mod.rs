@@ -23,13 +23,17 @@ use self::{
     render::{render_json, render_text},
 };
 
+/// How one check came out (the report's second column, JSON `status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Present and used: what depends on it is reported.
     Ok,
     /// Missing: something is not reported (or rsttrace cannot run).
     Missing,
     /// Present but not used here (another hook covers it).
     Unused,
+    /// A fact about the host, neither good nor bad (for example which
+    /// BTF file was read).
     Info,
 }
 
@@ -44,11 +48,19 @@ impl Status {
     }
 }
 
+/// One line of the doctor's report.
 pub struct Check {
+    /// The group it is listed under ("kernel", "hooks", ...); the text
+    /// report prints each area once, in the order it first appears.
     pub area: &'static str,
+    /// What was checked (a capability, a file, a hook).
     pub item: String,
+    /// How it came out.
     pub status: Status,
+    /// What was found, in a few words.
     pub detail: String,
+    /// What to do about it, when there is something to do (`None` for
+    /// checks that passed or have no fix).
     pub fix: Option<String>,
 }
 
@@ -82,6 +94,10 @@ impl Report {
     }
 }
 
+/// `rsttrace doctor`: runs every check (and, when privileged, loads and
+/// attaches the programs for a moment) with the BTF at `btf_path` or the
+/// kernel's own.  Returns the report, as JSON when `json_out`, and whether
+/// rsttrace can trace on this host as it is (the exit status).
 pub fn execute(btf_path: Option<&Path>, json_out: bool) -> Result<(String, bool)> {
     let mut r = Report {
         runnable: true,

@@ -84,6 +84,10 @@ fn say_started(
 /// Storm detector window.
 const STORM_WINDOW: Duration = Duration::from_millis(100);
 
+/// `rsttrace [OPTIONS]`: checks the options (and stops there with
+/// `--check`), reads the kernel, loads and attaches the programs, and
+/// reports until a signal, `--count`, `--duration` or a closed output ends
+/// the run; then prints the totals.
 pub fn execute(args: TraceArgs) -> Result<()> {
     let filter = Filter {
         causes: setup::parse_causes(&args.causes)?,

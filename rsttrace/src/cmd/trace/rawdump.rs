@@ -25,6 +25,8 @@ use std::{
 /// The variable that turns the dump on.
 pub const DUMP_VAR: &str = "RSTTRACE_DUMP_RAW";
 
+/// An open dump file: the records one run reads, in the format described
+/// above.
 pub struct RawDump {
     file: BufWriter<File>,
     began: Instant,
@@ -50,11 +52,15 @@ impl RawDump {
         }
     }
 
+    /// Appends one record as it came out of the buffer.  Write errors are
+    /// ignored: the dump must never stop a trace.
     pub fn record(&mut self, bytes: &[u8]) {
         let _ = self.file.write_all(&(bytes.len() as u32).to_le_bytes());
         let _ = self.file.write_all(bytes);
     }
 
+    /// Ends the batch of one drain, stamped with the time since the dump
+    /// began, so that the replay keeps the real run's pace.
     pub fn end_batch(&mut self) {
         let at = self.began.elapsed().as_nanos() as u64;
         let _ = self.file.write_all(&0u32.to_le_bytes());
@@ -64,7 +70,9 @@ impl RawDump {
 
 /// One drain of the buffer: when, after the dump began, and what.
 pub struct Batch {
+    /// When the batch was read, counted from the start of the dump.
     pub at: Duration,
+    /// The raw records, each as the eBPF programs wrote it.
     pub records: Vec<Vec<u8>>,
 }
 

@@ -156,6 +156,8 @@ pub fn parse_netns(arg: &str) -> Result<u32> {
     u32::try_from(meta.ino()).with_context(|| format!("--netns {arg}: inode out of range"))
 }
 
+/// `--cause`: the cause ids to report, or `None` (no `--cause`) for
+/// every cause.  An unknown id is an error naming it.
 pub fn parse_causes(ids: &[String]) -> Result<Option<HashSet<Cause>>> {
     if ids.is_empty() {
         return Ok(None);
@@ -171,6 +173,9 @@ pub fn parse_causes(ids: &[String]) -> Result<Option<HashSet<Cause>>> {
 
 /// Everything read from the running kernel before loading.
 pub struct Kernel {
+    /// What the programs need (offsets, enum values and features, in
+    /// `facts.config`), which hooks this kernel has, and the names
+    /// userspace decodes with (reasons, states, HZ).
     pub facts: layout::KernelFacts,
     /// The raw BTF, for the loader.
     pub btf_bytes: Vec<u8>,
@@ -178,6 +183,7 @@ pub struct Kernel {
     pub kernel_btf: bool,
 }
 
+/// Where the kernel exposes its own BTF (CONFIG_DEBUG_INFO_BTF).
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 /// The kernel's BTF, or the file `--btf` names for kernels without it.
@@ -195,6 +201,10 @@ pub fn read_btf(path: Option<&Path>) -> Result<(Vec<u8>, bool)> {
     Ok((bytes, kernel_btf))
 }
 
+/// Reads the running kernel before loading: its BTF (or `--btf`), the
+/// reset tracepoints and record formats in tracefs, HZ, the call sites
+/// for stack inference (/proc/kallsyms) and the clock.  Fails, saying
+/// what is missing, without BTF or without the reset tracepoints.
 pub fn read_kernel(btf_path: Option<&Path>) -> Result<Kernel> {
     let (btf_bytes, kernel_btf) = read_btf(btf_path)?;
     let what = btf_path.map_or(VMLINUX.to_string(), |p| p.display().to_string());
