@@ -193,7 +193,9 @@ pub fn read_btf(path: Option<&Path>) -> Result<(Vec<u8>, bool)> {
         Some(p) => p,
         None if kernel_btf => Path::new(VMLINUX),
         None => bail!(
-            "this kernel exposes no BTF ({VMLINUX} is missing): give rsttrace one for it with              --btf PATH (BTFHub ships them for distribution kernels), or use a kernel built              with CONFIG_DEBUG_INFO_BTF=y"
+            "this kernel exposes no BTF ({VMLINUX} is missing): give rsttrace one for it with \
+             --btf PATH (BTFHub ships them for distribution kernels), or use a kernel built \
+             with CONFIG_DEBUG_INFO_BTF=y"
         ),
     };
     let bytes =
