@@ -658,7 +658,8 @@ pub(crate) fn wait_timeout(child: &mut Child, d: Duration) -> std::process::Exit
 }
 
 /// A peer process: this test binary re-executed in a role (see
-/// `peer::main`), talking one line at a time over stdin/stdout.
+/// `peer::main`), talking one line at a time over stdin/stdout: a
+/// `peer::Cmd` written, its answer read.
 pub(crate) struct Peer {
     child: Child,
     stdin: ChildStdin,
