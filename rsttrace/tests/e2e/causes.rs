@@ -3,7 +3,7 @@
 //! tracer watches the namespace whose kernel sends the reset; asserts
 //! cover cause, direction, owner and the errno applications get.
 
-use std::{thread, time::Duration};
+use std::{net::Shutdown, thread, time::Duration};
 
 use serde_json::Value;
 
@@ -11,6 +11,8 @@ use crate::harness::{
     assert_delivered, assert_reason, exclusive, skip, skip_unless_told, socket_timer_is,
     GlobalSysctl, Link, Peer, Tracer,
 };
+use crate::peer::{Cmd, TcpOpt};
+use crate::raw::{Seen, Segment, ACK, SYN};
 use crate::real::wait_for;
 
 fn is(v: &Value, direction: &str, cause: &str) -> bool {
@@ -21,12 +23,12 @@ fn is(v: &Value, direction: &str, cause: &str) -> bool {
 /// `c` in namespace b.  Returns (server, client, client port).
 fn connected(link: &Link, port: u16) -> (Peer, Peer, u16) {
     let (mut server, mut client) = (link.a.peer(), link.b.peer());
-    server.ok(&format!("listen l {} {port}", link.addr_a));
+    server.ok(Cmd::listen("l", &link.addr_a, port));
     let cport = client
-        .ok(&format!("connect c {} {port}", link.addr_a))
+        .ok(Cmd::connect("c", &link.addr_a, port))
         .parse()
         .unwrap();
-    server.ok("accept l s");
+    server.ok(Cmd::accept("l", "s"));
     (server, client, cport)
 }
 
@@ -44,17 +46,17 @@ fn fin_wait2_data() {
     let (mut server, mut client, cport) = connected(&link, 9001);
     // Reach FIN_WAIT2 first (the server's ACK of our FIN may be delayed),
     // so that close() turns the socket into a time-wait mini-socket at once.
-    client.ok("shutdown c wr");
-    assert_eq!(server.ask("recv s"), "read 0");
+    client.ok(Cmd::shutdown("c", Shutdown::Write));
+    assert_eq!(server.ask(Cmd::recv("s")), "read 0");
     link.b.wait_for_state("fin-wait-2");
     // close() in FIN_WAIT2 replaces the socket with the mini-socket before
     // it returns (ss shows it as FIN-WAIT-2, its substate).
-    client.ok("close c");
-    server.ok("send s 10");
+    client.ok(Cmd::close("c"));
+    server.ok(Cmd::send("s", 10));
     // The reset has reached the server once its socket (half closed by
     // the client's FIN) left CLOSE_WAIT.
     link.a.wait_for_no_socket("close-wait", 9001);
-    assert_eq!(server.ask("send s 10"), "err EPIPE");
+    assert_eq!(server.ask(Cmd::send("s", 10)), "err EPIPE");
 
     let ev = t.expect("fin_wait2_data", |v| is(v, "sent", "fin_wait2_data"));
     assert_eq!(ev["state"], "TIME_WAIT");
@@ -80,7 +82,7 @@ fn a_dead_servers_connection() {
     let server_pid = pid(&server);
     server.kill();
     // The server's kernel closed the socket: FIN, acknowledged.
-    assert_eq!(client.ask("recv c"), "read 0");
+    assert_eq!(client.ask(Cmd::recv("c")), "read 0");
     link.a.wait_for_state("fin-wait-2");
     // The orphan became a time-wait socket in FIN_WAIT2 (the usual way),
     // or, where the ACK of its FIN came while its closing process still
@@ -91,7 +93,7 @@ fn a_dead_servers_connection() {
     } else {
         "data_after_close"
     };
-    client.ok("send c 10");
+    client.ok(Cmd::send("c", 10));
     let ev = t.expect(cause, |v| is(v, "sent", cause) && v["remote_port"] == cport);
     assert_eq!(ev["pid"], server_pid, "the dead server");
     assert_eq!(ev["owner_source"], "closed");
@@ -107,14 +109,14 @@ fn data_after_shutdown() {
     let link = Link::new();
     let mut t = Tracer::start(&link.b, &[]);
     let (mut server, mut client, _) = connected(&link, 9002);
-    client.ok("shutdown c rdwr");
+    client.ok(Cmd::shutdown("c", Shutdown::Both));
     // The client's FIN has arrived.
     link.a.wait_for_state("close-wait");
-    server.ok("send s 10");
+    server.ok(Cmd::send("s", 10));
     // And the reset to the data: the server's socket is gone from there.
     link.a.wait_for_no_socket("close-wait", 9002);
-    assert_eq!(server.ask("send s 10"), "err EPIPE");
-    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    assert_eq!(server.ask(Cmd::send("s", 10)), "err EPIPE");
+    assert_eq!(client.ask(Cmd::recv("c")), "err ECONNRESET");
 
     let sent = t.expect("data_after_close", |v| is(v, "sent", "data_after_close"));
     assert_reason(&sent, "TCP_ABORT_ON_DATA");
@@ -137,9 +139,9 @@ fn linger2_abort() {
     let link = Link::new();
     let mut t = Tracer::start(&link.b, &[]);
     let (_server, mut client, cport) = connected(&link, 9003);
-    client.ok("tcpopt c linger2 -1");
-    client.ok("linger c 1 5");
-    client.ok("close c");
+    client.ok(Cmd::tcpopt("c", TcpOpt::Linger2, -1));
+    client.ok(Cmd::linger("c", 5));
+    client.ok(Cmd::close("c"));
     let ev = t.expect("linger2_abort in close()", |v| {
         is(v, "sent", "linger2_abort") && v["local_port"] == cport
     });
@@ -148,8 +150,8 @@ fn linger2_abort() {
     assert_eq!(ev["app_errno"], "EPIPE");
 
     let (_server2, mut client2, cport2) = connected(&link, 9013);
-    client2.ok("tcpopt c linger2 -1");
-    client2.ok("close c");
+    client2.ok(Cmd::tcpopt("c", TcpOpt::Linger2, -1));
+    client2.ok(Cmd::close("c"));
     let ev = t.expect("linger2_abort in softirq", |v| {
         is(v, "sent", "linger2_abort") && v["local_port"] == cport2
     });
@@ -184,8 +186,8 @@ fn socket_destroyed_by_ss() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(server.ask("recv s"), "err ECONNABORTED");
-    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    assert_eq!(server.ask(Cmd::recv("s")), "err ECONNABORTED");
+    assert_eq!(client.ask(Cmd::recv("c")), "err ECONNRESET");
 
     let ev = t.expect("socket_destroyed", |v| is(v, "sent", "socket_destroyed"));
     assert_reason(&ev, "TCP_STATE");
@@ -206,8 +208,8 @@ fn app_disconnect() {
     let link = Link::new();
     let mut t = Tracer::start(&link.b, &[]);
     let (mut server, mut client, _) = connected(&link, 9005);
-    client.ok("unspec c");
-    assert_eq!(server.ask("recv s"), "err ECONNRESET");
+    client.ok(Cmd::unspec("c"));
+    assert_eq!(server.ask(Cmd::recv("s")), "err ECONNRESET");
     let ev = t.expect("app_disconnect", |v| is(v, "sent", "app_disconnect"));
     assert_reason(&ev, "TCP_STATE");
     assert_eq!(ev["pid"], pid(&client));
@@ -220,12 +222,12 @@ fn listener_closed_with_unaccepted_connection() {
     let link = Link::new();
     let mut t = Tracer::start(&link.a, &[]);
     let (mut server, mut client) = (link.a.peer(), link.b.peer());
-    server.ok(&format!("listen l {} 9006", link.addr_a));
-    client.ok(&format!("connect c {} 9006", link.addr_a));
+    server.ok(Cmd::listen("l", &link.addr_a, 9006));
+    client.ok(Cmd::connect("c", &link.addr_a, 9006));
     // The handshake's last ACK has put the child in the accept queue.
     link.a.wait_for_state("established");
-    server.ok("close l");
-    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    server.ok(Cmd::close("l"));
+    assert_eq!(client.ask(Cmd::recv("c")), "err ECONNRESET");
     let ev = t.expect("listener_closed_unaccepted", |v| {
         is(v, "sent", "listener_closed_unaccepted")
     });
@@ -245,8 +247,8 @@ fn fin_wait2_timeout() {
     link.b.sysctl("net.ipv4.tcp_fin_timeout", "64");
     let mut t = Tracer::start(&link.b, &[]);
     let (mut server, mut client, cport) = connected(&link, 9007);
-    client.ok("close c");
-    assert_eq!(server.ask("recv s"), "read 0");
+    client.ok(Cmd::close("c"));
+    assert_eq!(server.ask(Cmd::recv("s")), "read 0");
     // The ACK of our FIN may be delayed: shorten the timeout only once the
     // orphan is in FIN_WAIT2 with its timer armed, or the kernel goes
     // straight to TIME_WAIT.
@@ -268,7 +270,7 @@ fn keepalive_timeout() {
     let link = Link::new();
     let mut t = Tracer::start(&link.b, &[]);
     let (_server, mut client, cport) = connected(&link, 9008);
-    client.ok("keepalive c 1 1 2");
+    client.ok(Cmd::keepalive("c", 1, 1, 2));
     link.a.ip(&["link", "set", &link.dev_a, "down"]);
     let ev = t.expect("keepalive_timeout", |v| is(v, "sent", "keepalive_timeout"));
     assert_reason(&ev, "TCP_KEEPALIVE_TIMEOUT");
@@ -281,7 +283,7 @@ fn keepalive_timeout() {
     }
     assert!(ev["idle_ms"].as_u64().unwrap() >= 1000, "{ev}");
     assert_ne!(ev["task_pid"], pid(&client));
-    assert_eq!(client.ask("recv c"), "err ETIMEDOUT");
+    assert_eq!(client.ask(Cmd::recv("c")), "err ETIMEDOUT");
 }
 
 /// Abortive close of a connection in LAST_ACK that still has data unsent.
@@ -296,12 +298,12 @@ fn disconnect_with_unsent_data() {
     let link = Link::new();
     let mut t = Tracer::start(&link.b, &[]);
     let (mut server, mut client, _) = connected(&link, 9009);
-    server.ok("shutdown s wr");
-    assert_eq!(client.ask("recv c"), "read 0");
-    client.ok("fill c");
-    client.ok("shutdown c wr");
-    client.ok("linger c 1 0");
-    client.ok("close c");
+    server.ok(Cmd::shutdown("s", Shutdown::Write));
+    assert_eq!(client.ask(Cmd::recv("c")), "read 0");
+    client.ok(Cmd::fill("c"));
+    client.ok(Cmd::shutdown("c", Shutdown::Write));
+    client.ok(Cmd::linger("c", 0));
+    client.ok(Cmd::close("c"));
     let ev = t.expect("disconnect_unsent_data", |v| {
         is(v, "sent", "disconnect_unsent_data")
     });
@@ -319,13 +321,13 @@ fn stale_peer_reusing_a_port() {
     let mut tb = Tracer::start(&link.b, &[]);
     let mut ta = Tracer::start(&link.a, &[]);
     let (mut server, mut client) = (link.a.peer(), link.b.peer());
-    server.ok(&format!("listen l {} 9010", link.addr_a));
-    client.ok(&format!("connect c {} 9010 41000", link.addr_a));
-    server.ok("accept l s");
-    client.ok("repair c");
-    client.ok("close c");
+    server.ok(Cmd::listen("l", &link.addr_a, 9010));
+    client.ok(Cmd::connect_from("c", &link.addr_a, 9010, 41000));
+    server.ok(Cmd::accept("l", "s"));
+    client.ok(Cmd::repair("c"));
+    client.ok(Cmd::close("c"));
     // A new socket on the same port: its SYN meets the old connection.
-    client.ok(&format!("connect c2 {} 9010 41000", link.addr_a));
+    client.ok(Cmd::connect_from("c2", &link.addr_a, 9010, 41000));
     let ev = tb.expect("syn_sent_invalid_ack", |v| {
         is(v, "sent", "syn_sent_invalid_ack")
     });
@@ -340,7 +342,7 @@ fn stale_peer_reusing_a_port() {
     });
     assert_eq!(old["pid"], pid(&server));
     assert_eq!(old["remote_port"], 41000);
-    assert_eq!(server.ask("recv s"), "err ECONNRESET");
+    assert_eq!(server.ask(Cmd::recv("s")), "err ECONNRESET");
 }
 
 /// A full accept queue with net.ipv4.tcp_abort_on_overflow = 1.
@@ -350,17 +352,17 @@ fn accept_queue_overflow() {
     link.a.sysctl("net.ipv4.tcp_abort_on_overflow", "1");
     let mut t = Tracer::start(&link.a, &[]);
     let (mut server, mut c1, mut c2) = (link.a.peer(), link.b.peer(), link.b.peer());
-    server.ok(&format!("listen l {} 9011 0", link.addr_a));
-    server.ok("tcpopt l defer_accept 5");
+    server.ok(Cmd::listen_backlog("l", &link.addr_a, 9011, 0));
+    server.ok(Cmd::tcpopt("l", TcpOpt::DeferAccept, 5));
     // c1's handshake is deferred (no child until data); the SYN queue is
     // then full, so c2 completes with a SYN cookie and takes the one
     // accept queue slot.  c1's data finds the queue full.
-    c1.ok(&format!("connect c {} 9011", link.addr_a));
-    c2.ok(&format!("connect c {} 9011", link.addr_a));
+    c1.ok(Cmd::connect("c", &link.addr_a, 9011));
+    c2.ok(Cmd::connect("c", &link.addr_a, 9011));
     // c2's child (from its cookie) is in the accept queue.
     link.a.wait_for_state("established");
-    c1.ok("send c 10");
-    assert_eq!(c1.ask("recv c"), "err ECONNRESET");
+    c1.ok(Cmd::send("c", 10));
+    assert_eq!(c1.ask(Cmd::recv("c")), "err ECONNRESET");
     let ev = t.expect("accept_queue_overflow", |v| {
         is(v, "sent", "accept_queue_overflow")
     });
@@ -380,8 +382,8 @@ fn memory_pressure_abort() {
     // An orphan that cannot finish: the server never reads, the client's
     // data and FIN stay queued (FIN_WAIT1).
     let (_server, mut client, _) = connected(&link, 9012);
-    client.ok("fill c");
-    client.ok("close c");
+    client.ok(Cmd::fill("c"));
+    client.ok(Cmd::close("c"));
     let (_server2, mut client2, cport2) = connected(&link, 9022);
     // The orphan exists (sockstat counts it exactly) ...
     wait_for(
@@ -408,7 +410,7 @@ fn memory_pressure_abort() {
     // for a period, the kernel's, three times over.
     thread::sleep(Duration::from_millis(300));
     let _orphans = GlobalSysctl::set(&host, "net.ipv4.tcp_max_orphans", "0");
-    client2.ok("close c");
+    client2.ok(Cmd::close("c"));
     let ev = t.expect("memory_pressure_abort", |v| {
         is(v, "sent", "memory_pressure_abort") && v["local_port"] == cport2
     });
@@ -424,12 +426,12 @@ fn idle_time_and_age() {
     let mut tb = Tracer::start(&link.b, &[]);
     let mut ta = Tracer::start(&link.a, &[]);
     let (mut server, mut client, _) = connected(&link, 9014);
-    client.ok("send c 100");
-    assert_eq!(server.ask("recv s"), "read 100");
+    client.ok(Cmd::send("c", 100));
+    assert_eq!(server.ask(Cmd::recv("s")), "read 100");
     thread::sleep(Duration::from_millis(1500));
-    server.ok("linger s 1 0");
-    server.ok("close s");
-    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    server.ok(Cmd::linger("s", 0));
+    server.ok(Cmd::close("s"));
+    assert_eq!(client.ask(Cmd::recv("c")), "err ECONNRESET");
     let sent = ta.expect("abort_linger", |v| is(v, "sent", "abort_linger"));
     assert!(sent["conn_age_ms"].as_u64().unwrap() >= 1500, "{sent}");
     assert_eq!(sent["bytes_received"], 100);
@@ -448,11 +450,11 @@ fn syn_in_window_of_a_half_open_connection() {
     link.b.drop_outgoing_resets();
     let mut t = Tracer::start(&link.a, &[]);
     let (mut server, mut raw) = (link.a.peer(), link.b.peer());
-    server.ok(&format!("listen l {} 9600", link.addr_a));
+    server.ok(Cmd::listen("l", &link.addr_a, 9600));
     let (a, b) = (&link.addr_a, &link.addr_b);
-    raw.ok(&format!("raw-send {b} 45000 {a} 9600 S 1000 0"));
-    raw.ok("raw-wait 9600 45000 SA");
-    raw.ok(&format!("raw-send {b} 45000 {a} 9600 S 1100 0"));
+    raw.ok(Cmd::RawSend(Segment::new(b, 45000, a, 9600, SYN, 1000, 0)));
+    raw.ok(Cmd::raw_wait(Some(9600), 45000, SYN | ACK));
+    raw.ok(Cmd::RawSend(Segment::new(b, 45000, a, 9600, SYN, 1100, 0)));
     let ev = t.expect("syn_in_window", |v| is(v, "sent", "syn_in_window"));
     assert_reason(&ev, "INVALID_SYN");
     assert_eq!(ev["state"], "LISTEN");
@@ -469,22 +471,22 @@ fn syn_ack_with_a_timestamp_never_sent() {
     link.a.drop_outgoing_resets();
     let mut t = Tracer::start(&link.b, &[]);
     let (mut responder, mut client) = (link.a.peer(), link.b.peer());
-    responder.ok("raw");
-    client.ok("syncnt 1");
-    client.start(&format!("connect c {} 9601", link.addr_a));
-    let syn = responder.ok("raw-wait * 9601 S");
-    let f: Vec<&str> = syn.split_whitespace().collect();
-    let (sport, seq, tsval): (u16, u32, u32) = (
-        f[0].parse().unwrap(),
-        f[1].parse().unwrap(),
-        f[3].parse().unwrap(),
-    );
+    responder.ok(Cmd::Raw);
+    client.ok(Cmd::SynCnt(1));
+    client.start(&Cmd::connect("c", &link.addr_a, 9601));
+    let syn: Seen = responder
+        .ok(Cmd::raw_wait(None, 9601, SYN))
+        .parse()
+        .unwrap();
+    let (sport, seq) = (syn.sport, syn.seq);
+    let tsval = syn.tsval.expect("the SYN's timestamp");
     let (a, b) = (&link.addr_a, &link.addr_b);
     let bogus_ecr = tsval.wrapping_add(1_000_000_000);
-    responder.ok(&format!(
-        "raw-send {a} 9601 {b} {sport} SA 7777 {} ts=12345:{bogus_ecr}",
-        seq.wrapping_add(1)
-    ));
+    let synack = Segment::new(a, 9601, b, sport, SYN | ACK, 7777, seq.wrapping_add(1));
+    responder.ok(Cmd::RawSend(Segment {
+        timestamps: Some((12345, bogus_ecr)),
+        ..synack
+    }));
     let ev = t.expect("syn_sent_paws", |v| is(v, "sent", "syn_sent_paws"));
     assert_reason(&ev, "TCP_RFC7323_PAWS");
     assert_eq!(ev["state"], "SYN_SENT");
@@ -508,22 +510,31 @@ fn bad_acks_to_a_fast_open_child() {
     link.b.drop_outgoing_resets();
     let mut t = Tracer::start(&link.a, &[]);
     let (mut server, mut raw) = (link.a.peer(), link.b.peer());
-    server.ok(&format!("listen l {} 9602", link.addr_a));
-    server.ok("tcpopt l fastopen 5");
+    server.ok(Cmd::listen("l", &link.addr_a, 9602));
+    server.ok(Cmd::tcpopt("l", TcpOpt::FastOpen, 5));
     let (a, b) = (&link.addr_a, &link.addr_b);
     for (sport, cause, kernel_reason) in [
         (46001u16, "syn_recv_ack_unsent_data", "TCP_ACK_UNSENT_DATA"),
         (46002, "syn_recv_too_old_ack", "TCP_TOO_OLD_ACK"),
     ] {
         // SYN with 10 bytes of data: the listener creates the child now.
-        raw.ok(&format!("raw-send {b} {sport} {a} 9602 S 5000 0 10 tfo"));
-        let synack = raw.ok(&format!("raw-wait 9602 {sport} SA"));
-        let isn: u32 = synack.split_whitespace().nth(1).unwrap().parse().unwrap();
+        raw.ok(Cmd::RawSend(Segment {
+            payload: 10,
+            fastopen: true,
+            ..Segment::new(b, sport, a, 9602, SYN, 5000, 0)
+        }));
+        let synack: Seen = raw
+            .ok(Cmd::raw_wait(Some(9602), sport, SYN | ACK))
+            .parse()
+            .unwrap();
+        let isn = synack.seq;
         let ack = match cause {
             "syn_recv_ack_unsent_data" => isn.wrapping_add(1000),
             _ => isn.wrapping_sub(10),
         };
-        raw.ok(&format!("raw-send {b} {sport} {a} 9602 A 5011 {ack}"));
+        raw.ok(Cmd::RawSend(Segment::new(
+            b, sport, a, 9602, ACK, 5011, ack,
+        )));
         let ev = t.expect(cause, |v| is(v, "sent", cause) && v["remote_port"] == sport);
         assert_reason(&ev, kernel_reason);
         assert_eq!(ev["state"], "SYN_RECV");
@@ -579,14 +590,14 @@ fn mptcp_join_refused() {
     ]);
     let mut t = Tracer::start(&link.a, &[]);
     let (mut server, mut client) = (link.a.peer(), link.b.peer());
-    server.ok("mptcp");
-    client.ok("mptcp");
-    server.ok(&format!("listen l {} 9700", link.addr_a));
-    client.ok(&format!("connect c {} 9700", link.addr_a));
-    server.ok("accept l s");
+    server.ok(Cmd::Mptcp);
+    client.ok(Cmd::Mptcp);
+    server.ok(Cmd::listen("l", &link.addr_a, 9700));
+    client.ok(Cmd::connect("c", &link.addr_a, 9700));
+    server.ok(Cmd::accept("l", "s"));
     // Extra subflows open once the connection is fully established, which
     // takes data.
-    client.ok("send c 10");
+    client.ok(Cmd::send("c", 10));
     let ev = t.expect("mptcp_prohibited", |v| is(v, "sent", "mptcp_prohibited"));
     assert_reason(&ev, "MPTCP_RST_EPROHIBIT");
     assert_eq!(ev["remote_addr"], extra.as_str(), "the refused subflow");

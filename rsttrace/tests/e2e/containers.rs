@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::harness::{port, Netns, Tracer};
+use crate::peer::Cmd;
 
 /// Where cgroup v2 is mounted (`/sys/fs/cgroup` or, on hybrid hosts,
 /// `/sys/fs/cgroup/unified`).
@@ -76,7 +77,7 @@ fn kubernetes_pod_and_container_of_the_owner() {
     cgroup.enter(client.pid());
     let p = port(30);
     assert_eq!(
-        client.ask(&format!("connect c 127.0.0.1 {p}")),
+        client.ask(Cmd::connect("c", "127.0.0.1", p)),
         "err ECONNREFUSED"
     );
     let ev = t.expect("the refused client", |v| v["cause"] == "connection_refused");

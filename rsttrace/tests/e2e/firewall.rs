@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use crate::harness::{error_reports, kernel, skip, Link, Tracer};
+use crate::peer::Cmd;
 
 fn is_failure(v: &Value, failure: &str, port: u16) -> bool {
     v["event"] == "connection_failure"
@@ -29,22 +30,22 @@ fn firewall_verdicts_and_failures_without_resets() {
     let mut ta = Tracer::start(&link.a, &["--failures"]);
     let mut tb = Tracer::start(&link.b, &["--failures"]);
     let mut client = link.b.peer();
-    client.ok("syncnt 1");
+    client.ok(Cmd::SynCnt(1));
     let server = &link.addr_a;
     assert_eq!(
-        client.ask(&format!("connect c1 {server} 9501")),
+        client.ask(Cmd::connect("c1", server, 9501)),
         "err ECONNREFUSED"
     );
     assert_eq!(
-        client.ask(&format!("connect c2 {server} 9502")),
+        client.ask(Cmd::connect("c2", server, 9502)),
         "err ECONNREFUSED"
     );
     assert_eq!(
-        client.ask(&format!("connect c3 {server} 9503")),
+        client.ask(Cmd::connect("c3", server, 9503)),
         "err EHOSTUNREACH"
     );
     assert_eq!(
-        client.ask(&format!("connect c4 {server} 9504")),
+        client.ask(Cmd::connect("c4", server, 9504)),
         "err ETIMEDOUT"
     );
     let client_pid = u64::from(client.pid());
@@ -134,13 +135,13 @@ fn firewall_hooks_can_be_left_out() {
     let mut ta = Tracer::start(&link.a, &["--no-firewall"]);
     let mut client = link.b.peer();
     assert_eq!(
-        client.ask(&format!("connect c {} 9511", link.addr_a)),
+        client.ask(Cmd::connect("c", &link.addr_a, 9511)),
         "err ECONNREFUSED"
     );
     // A control that proves rsttrace is watching: a closed port next to
     // the rejected one is reported.
     assert_eq!(
-        client.ask(&format!("connect d {} 9512", link.addr_a)),
+        client.ask(Cmd::connect("d", &link.addr_a, 9512)),
         "err ECONNREFUSED"
     );
     ta.expect("the closed port's reset", |v| {
@@ -179,14 +180,14 @@ fn own_segments_dropped_on_the_way_out() {
     );
     let mut tb = Tracer::start(&link.b, &["--failures"]);
     let mut server = link.a.peer();
-    server.ok(&format!("listen l {} 9505", link.addr_a));
+    server.ok(Cmd::listen("l", &link.addr_a, 9505));
     let mut client = link.b.peer();
     let fin_dropped = |tb: &mut Tracer, client: &mut crate::harness::Peer, n: u32| {
         let port: u64 = client
-            .ok(&format!("connect c{n} {} 9505", link.addr_a))
+            .ok(Cmd::connect(&format!("c{n}"), &link.addr_a, 9505))
             .parse()
             .unwrap();
-        client.ok(&format!("close c{n}"));
+        client.ok(Cmd::close(&format!("c{n}")));
         tb.expect("the FIN dropped on its way out", |v| {
             v["event"] == "connection_failure"
                 && v["failure"] == "firewall_output_drop"
@@ -216,7 +217,7 @@ fn own_segments_dropped_on_the_way_out() {
             .unwrap_or_else(|| panic!("no counter in {rules}"))
     };
     let before = hbh_drops(&link);
-    client.ok(&format!("mjoin ff02::1:ff00:abcd {}", link.dev_b));
+    client.ok(Cmd::mjoin("ff02::1:ff00:abcd", &link.dev_b));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while hbh_drops(&link) == before {
         assert!(

@@ -18,6 +18,7 @@ use std::{
 use serde_json::Value;
 
 pub(crate) use crate::kernel::kernel;
+use crate::peer::{round_trip, Cmd};
 
 pub(crate) const PREFIX: &str = "rsttrace-t-";
 const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
@@ -657,7 +658,8 @@ pub(crate) fn wait_timeout(child: &mut Child, d: Duration) -> std::process::Exit
 }
 
 /// A peer process: this test binary re-executed in a role (see
-/// `peer::main`), talking one line at a time over stdin/stdout.
+/// `peer::main`), talking one line at a time over stdin/stdout: a
+/// `peer::Cmd` written, its answer read.
 pub(crate) struct Peer {
     child: Child,
     stdin: ChildStdin,
@@ -710,25 +712,29 @@ impl Peer {
     }
 
     /// Sends a command and returns the peer's answer.
-    pub(crate) fn ask(&mut self, cmd: &str) -> String {
-        writeln!(self.stdin, "{cmd}").expect("peer stdin");
-        self.stdin.flush().expect("flush");
+    pub(crate) fn ask(&mut self, cmd: Cmd) -> String {
+        self.start(&cmd);
         self.recv()
     }
 
     /// Sends a command without waiting for its answer (for one that blocks
     /// while another peer acts); read the answer later with `recv`.
-    pub(crate) fn start(&mut self, cmd: &str) {
+    pub(crate) fn start(&mut self, cmd: &Cmd) {
+        // The peer must read what was meant, not another command.
+        if let Err(e) = round_trip(cmd) {
+            panic!("peer protocol: {e}");
+        }
         writeln!(self.stdin, "{cmd}").expect("peer stdin");
         self.stdin.flush().expect("flush");
     }
 
     /// Sends a command that must answer `ok ...`; returns what follows.
-    pub(crate) fn ok(&mut self, cmd: &str) -> String {
+    pub(crate) fn ok(&mut self, cmd: Cmd) -> String {
+        let line = cmd.to_string();
         let answer = self.ask(cmd);
         match answer.strip_prefix("ok") {
             Some(rest) => rest.trim().to_string(),
-            None => panic!("peer: `{cmd}` answered `{answer}`"),
+            None => panic!("peer: `{line}` answered `{answer}`"),
         }
     }
 }
@@ -743,7 +749,7 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "exit");
+        let _ = writeln!(self.stdin, "{}", Cmd::Exit);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

@@ -12,6 +12,7 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{port, wait_timeout, Link, Netns, Tracer};
+use crate::peer::Cmd;
 
 const TRACER: &str = env!("CARGO_BIN_EXE_rsttrace");
 
@@ -118,10 +119,7 @@ fn ipv6_between_two_namespaces() {
     let both = format!("{},{}", link.a.inode(), link.b.inode());
     let mut t = Tracer::start_args(&["--format", "json", "--netns", &both]);
     let mut client = link.b.peer();
-    assert_eq!(
-        client.ask(&format!("connect c {a6} 9601")),
-        "err ECONNREFUSED"
-    );
+    assert_eq!(client.ask(Cmd::connect("c", &a6, 9601)), "err ECONNREFUSED");
     let sent = t.expect("the closed port's reset", |v| v["cause"] == "no_listener");
     assert_eq!(
         (sent["family"].as_str(), sent["local_addr"].as_str()),
@@ -181,7 +179,7 @@ fn port_and_pid_filters() {
     let mut client = client;
     for p in [p1, p2] {
         assert_eq!(
-            client.ask(&format!("connect c{p} 127.0.0.1 {p}")),
+            client.ask(Cmd::connect(&format!("c{p}"), "127.0.0.1", p)),
             "err ECONNREFUSED"
         );
     }
@@ -263,7 +261,7 @@ fn iptables_legacy_reject_with_tcp_reset() {
     let mut t = Tracer::start(&link.a, &[]);
     let mut client = link.b.peer();
     assert_eq!(
-        client.ask(&format!("connect c {} 9611", link.addr_a)),
+        client.ask(Cmd::connect("c", &link.addr_a, 9611)),
         "err ECONNREFUSED"
     );
     let rst = t.expect("the firewall's reset", |v| v["cause"] == "firewall_reject");

@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::{
     harness::{error_reports, kernel, skip, Link, Netns, Peer, Tracer},
+    peer::Cmd,
+    raw::{Segment, RST},
     topology::{Routed, ABSENT, CLIENT, ROUTER_C, SERVER, UNROUTED},
 };
 
@@ -26,12 +28,9 @@ fn comm(p: &Peer) -> String {
 /// client port).
 fn connected(server_ns: &Netns, client_ns: &Netns, addr: &str, port: u16) -> (Peer, Peer, u16) {
     let (mut server, mut client) = (server_ns.peer(), client_ns.peer());
-    server.ok(&format!("listen l {addr} {port}"));
-    let cport = client
-        .ok(&format!("connect c {addr} {port}"))
-        .parse()
-        .unwrap();
-    server.ok("accept l s");
+    server.ok(Cmd::listen("l", addr, port));
+    let cport = client.ok(Cmd::connect("c", addr, port)).parse().unwrap();
+    server.ok(Cmd::accept("l", "s"));
     (server, client, cport)
 }
 
@@ -47,9 +46,9 @@ fn two_namespaces_name_the_sender() {
     let (a, b) = (link.a.inode(), link.b.inode());
     let mut t = Tracer::start_args(&["--format", "json", "--netns", &format!("{a},{b}")]);
     let (mut server, mut client, cport) = connected(&link.a, &link.b, &link.addr_a, 9601);
-    server.ok("linger s 1 0");
-    server.ok("close s");
-    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    server.ok(Cmd::linger("s", 0));
+    server.ok(Cmd::close("s"));
+    assert_eq!(client.ask(Cmd::recv("c")), "err ECONNRESET");
 
     let recv = t.expect("the client's received reset", |v| received_on(v, cport));
     assert_eq!(recv["cause"], "peer_reset");
@@ -96,7 +95,7 @@ fn a_reset_through_nat_is_paired() {
     ));
     let mut client = r.client.peer();
     assert_eq!(
-        client.ask(&format!("connect c {ROUTER_C} 9700")),
+        client.ask(Cmd::connect("c", ROUTER_C, 9700)),
         "err ECONNREFUSED"
     );
     let recv = t.expect("the client's connection_refused", |v| {
@@ -133,8 +132,8 @@ fn a_router_injected_reset_is_path() {
            }}
          }}"
     ));
-    client.ok("send c 10");
-    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    client.ok(Cmd::send("c", 10));
+    assert_eq!(client.ask(Cmd::recv("c")), "err ECONNRESET");
 
     let ev = t.expect("the client's received reset", |v| received_on(v, cport));
     assert_eq!(ev["cause"], "peer_reset");
@@ -160,9 +159,9 @@ fn a_server_reset_through_the_router_is_peer() {
     let r = Routed::new();
     let mut t = Tracer::start(&r.client, &[]);
     let (mut server, mut client, cport) = connected(&r.server, &r.client, SERVER, 9603);
-    server.ok("linger s 1 0");
-    server.ok("close s");
-    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    server.ok(Cmd::linger("s", 0));
+    server.ok(Cmd::close("s"));
+    assert_eq!(client.ask(Cmd::recv("c")), "err ECONNRESET");
 
     let ev = t.expect("the client's received reset", |v| received_on(v, cport));
     assert_eq!(ev["cause"], "peer_reset");
@@ -201,7 +200,7 @@ fn fails(
     code: Option<u64>,
 ) {
     assert_eq!(
-        client.ask(&format!("connect c {addr} {port}")),
+        client.ask(Cmd::connect("c", addr, port)),
         format!("err {errno}")
     );
     let f = t.expect(kind, |v| {
@@ -277,7 +276,7 @@ fn failures_through_the_router_are_not_resets() {
         Some(1),
     );
     // One SYN retransmission: connect() gives up after about 3 s.
-    c.ok("syncnt 1");
+    c.ok(Cmd::SynCnt(1));
     fails(
         &mut t,
         &mut c,
@@ -309,7 +308,7 @@ fn net_unreachable_at_once_is_reported() {
     let mut t = Tracer::start(&r.client, &["--failures"]);
     let mut c = r.client.peer();
     assert_eq!(
-        c.ask(&format!("connect-poll c {UNROUTED} 9609")),
+        c.ask(Cmd::connect_poll("c", UNROUTED, 9609)),
         "err ENETUNREACH"
     );
     let f = t.expect("net_unreachable", |v| {
@@ -349,13 +348,10 @@ fn a_reset_for_no_socket_is_a_stray() {
     }
     let link = Link::new();
     let mut sender = link.b.peer();
-    let stray = format!(
-        "raw-send {} 40001 {} 9607 R 12345 0",
-        link.addr_b, link.addr_a
-    );
+    let stray = Segment::new(&link.addr_b, 40001, &link.addr_a, 9607, RST, 12345, 0);
 
     let mut t = Tracer::start(&link.a, &["--stray-resets"]);
-    sender.ok(&stray);
+    sender.ok(Cmd::RawSend(stray.clone()));
     let ev = t.expect("stray_reset", |v| v["event"] == "stray_reset");
     assert_eq!(
         (ev["local_addr"].as_str(), ev["local_port"].as_u64()),
@@ -385,9 +381,9 @@ fn a_reset_for_no_socket_is_a_stray() {
     // Without the flag: nothing reported, though rsttrace is watching (a
     // closed-port reset sent after the stray shows up).
     let mut t = Tracer::start(&link.a, &[]);
-    sender.ok(&stray);
+    sender.ok(Cmd::RawSend(stray.clone()));
     assert_eq!(
-        sender.ask(&format!("connect c {} 9608", link.addr_a)),
+        sender.ask(Cmd::connect("c", &link.addr_a, 9608)),
         "err ECONNREFUSED"
     );
     t.expect("the closed port's reset", |v| {

@@ -1,23 +1,17 @@
 //! Peers: this test binary re-executed (see `harness::Peer`) so that the
 //! two ends of a connection belong to different processes, in different
-//! network namespaces.  A peer runs a tiny command language over named
-//! sockets, one command per stdin line, one `PEER <answer>` per stdout line:
-//!
-//! ```text
-//! listen NAME ADDR PORT [BACKLOG]   accept LISTENER NAME    connect NAME ADDR PORT [LOCALPORT]
-//! connect-poll NAME ADDR PORT (non-blocking connect, poll, SO_ERROR: a client with a timeout)
-//! send NAME BYTES   fill NAME   recv NAME   shutdown NAME rd|wr|rdwr   close NAME
-//! linger NAME ON SECS   keepalive NAME IDLE INTVL CNT   repair NAME   unspec NAME
-//! tcpopt NAME linger2|defer_accept|syncnt|fastopen VALUE   syncnt N (for later connects)
-//! raw   raw-send SRC SPORT DST DPORT FLAGS SEQ ACK [LEN] [tfo] [ts=VAL:ECR]
-//! raw-wait SPORT|* DPORT FLAGS   mptcp (MPTCP for later sockets)   pid   exit
-//! ```
+//! network namespaces.  A peer runs the commands of `cmd` over named
+//! sockets, one command per stdin line, one `PEER <answer>` per stdout line.
+
+mod cmd;
+
+pub(crate) use cmd::{round_trip, Cmd, TcpOpt};
 
 use std::{
     collections::HashMap,
-    io::{BufRead, Read, Write},
+    io::{BufRead, Write},
     mem::MaybeUninit,
-    net::SocketAddr,
+    net::{Ipv6Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     time::Duration,
 };
@@ -25,7 +19,7 @@ use std::{
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::{
-    raw::{flags, Raw, Segment},
+    raw::Raw,
     sockets::{errno_name, setsockopt},
 };
 
@@ -35,21 +29,8 @@ fn say(msg: &str) {
     std::io::stdout().flush().unwrap();
 }
 
-fn addr(ip: &str, port: &str) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("address"), port.parse().expect("port"))
-}
-
 /// IPPROTO_MPTCP.
 const MPTCP: i32 = 262;
-
-fn new_socket(a: &SocketAddr, mptcp: bool) -> Socket {
-    let proto = if mptcp {
-        Protocol::from(MPTCP)
-    } else {
-        Protocol::TCP
-    };
-    Socket::new(Domain::for_address(*a), Type::STREAM, Some(proto)).expect("socket")
-}
 
 /// connect() as clients with a connect timeout do it (Python's
 /// `settimeout`, curl, Go): non-blocking, poll for the outcome, then
@@ -87,255 +68,262 @@ fn result(r: std::io::Result<String>) -> String {
     }
 }
 
+/// The answer of a command that succeeded with nothing to say.
+fn ok(_: ()) -> String {
+    "ok".into()
+}
+
 pub(crate) fn main() -> ! {
-    let mut socks: HashMap<String, Socket> = HashMap::new();
-    // Multicast groups joined: members while their socket lives.
-    let mut groups: Vec<std::net::UdpSocket> = vec![];
-    let mut syncnt: Option<i32> = None;
-    let mut raw: Option<Raw> = None;
-    let mut mptcp = false;
+    if let Err(e) = cmd::check_round_trip() {
+        say(&format!("broken protocol: {e}"));
+        std::process::exit(1);
+    }
+    let mut peer = State::default();
     say("ready");
     for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let Some(&cmd) = w.first() else { continue };
-        let answer = match cmd {
-            "pid" => std::process::id().to_string(),
-            "mptcp" => {
-                mptcp = true;
-                "ok".into()
-            }
-            "syncnt" => {
-                syncnt = Some(w[1].parse().unwrap());
-                "ok".into()
-            }
-            "exit" => break,
-            "listen" => {
-                let a = addr(w[2], w[3]);
-                let s = new_socket(&a, mptcp);
-                s.set_reuse_address(true).unwrap();
-                s.bind(&a.into()).expect("bind");
-                s.listen(w.get(4).map_or(16, |b| b.parse().unwrap()))
-                    .expect("listen");
-                socks.insert(w[1].into(), s);
-                "ok".into()
-            }
-            "accept" => {
-                let (s, peer) = socks[w[1]].accept().expect("accept");
-                let port = peer.as_socket().map_or(0, |p| p.port());
-                socks.insert(w[2].into(), s);
-                format!("ok {port}")
-            }
-            "connect" => {
-                let a = addr(w[2], w[3]);
-                let s = new_socket(&a, mptcp);
-                if let Some(n) = syncnt {
-                    setsockopt(&s, libc::IPPROTO_TCP, libc::TCP_SYNCNT, n).unwrap();
-                }
-                if let Some(local) = w.get(4) {
-                    s.set_reuse_address(true).unwrap();
-                    let any = if a.is_ipv4() { "0.0.0.0" } else { "::" };
-                    s.bind(&addr(any, local).into()).expect("bind local port");
-                }
-                // A blocking connect() bounded by SO_SNDTIMEO: it returns
-                // the socket's error itself (a non-blocking connect reads it
-                // back with SO_ERROR after poll, which can find it gone).
-                s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-                let r = s.connect(&a.into());
-                s.set_write_timeout(None).unwrap();
-                let r = r.map(|()| {
-                    let port = s.local_addr().unwrap().as_socket().unwrap().port();
-                    format!("ok {port}")
-                });
-                socks.insert(w[1].into(), s);
-                result(r)
-            }
-            "connect-poll" => {
-                let a = addr(w[2], w[3]);
-                let s = new_socket(&a, mptcp);
-                // As such a client does, the socket is closed on failure:
-                // the kernel's later retries, and their reports, never come.
-                let r = connect_poll(&s, &a).map(|()| {
-                    let port = s.local_addr().unwrap().as_socket().unwrap().port();
-                    socks.insert(w[1].into(), s);
-                    format!("ok {port}")
-                });
-                result(r)
-            }
-            "send" => {
-                let data = vec![b'x'; w[2].parse().unwrap()];
-                result((&socks[w[1]]).write(&data).map(|n| format!("ok {n}")))
-            }
-            "fill" => {
-                // Write until the peer's window and our buffer are full.
-                let s = &socks[w[1]];
-                s.set_nonblocking(true).unwrap();
-                let chunk = vec![b'y'; 65536];
-                let mut total = 0usize;
-                loop {
-                    match (&*s).write(&chunk) {
-                        Ok(n) => total += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => panic!("fill: {e}"),
-                    }
-                }
-                s.set_nonblocking(false).unwrap();
-                format!("ok {total}")
-            }
-            "recv" => {
-                let s = &socks[w[1]];
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-                result(s.recv(&mut buf).map(|n| format!("read {n}")))
-            }
-            "drain" => {
-                let mut s = &socks[w[1]];
-                let mut buf = vec![0u8; 1 << 20];
-                s.set_read_timeout(Some(Duration::from_millis(200)))
-                    .unwrap();
-                let mut total = 0;
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    total += n;
-                }
-                format!("ok {total}")
-            }
-            "shutdown" => {
-                let how = match w[2] {
-                    "rd" => std::net::Shutdown::Read,
-                    "wr" => std::net::Shutdown::Write,
-                    _ => std::net::Shutdown::Both,
-                };
-                result(socks[w[1]].shutdown(how).map(|()| "ok".into()))
-            }
-            "close" => {
-                socks.remove(w[1]);
-                "ok".into()
-            }
-            "linger" => {
-                let on = w[2] == "1";
-                let secs = w[3].parse().unwrap();
-                socks[w[1]]
-                    .set_linger(on.then(|| Duration::from_secs(secs)))
-                    .unwrap();
-                "ok".into()
-            }
-            "keepalive" => {
-                let s = &socks[w[1]];
-                let secs = |i: usize| Duration::from_secs(w[i].parse().unwrap());
-                let ka = TcpKeepalive::new()
-                    .with_time(secs(2))
-                    .with_interval(secs(3))
-                    .with_retries(w[4].parse().unwrap());
-                s.set_tcp_keepalive(&ka).unwrap();
-                "ok".into()
-            }
-            "repair" => result(
-                setsockopt(&socks[w[1]], libc::IPPROTO_TCP, libc::TCP_REPAIR, 1i32)
-                    .map(|()| "ok".into()),
-            ),
-            "tcpopt" => {
-                let opt = match w[2] {
-                    "linger2" => libc::TCP_LINGER2,
-                    "defer_accept" => libc::TCP_DEFER_ACCEPT,
-                    "syncnt" => libc::TCP_SYNCNT,
-                    "fastopen" => libc::TCP_FASTOPEN,
-                    other => panic!("unknown option {other}"),
-                };
-                result(
-                    setsockopt(
-                        &socks[w[1]],
-                        libc::IPPROTO_TCP,
-                        opt,
-                        w[3].parse::<i32>().unwrap(),
-                    )
-                    .map(|()| "ok".into()),
-                )
-            }
-            "raw" => {
-                raw.get_or_insert_with(Raw::new);
-                "ok".into()
-            }
-            "raw-send" => {
-                let r = raw.get_or_insert_with(Raw::new);
-                let mut seg = Segment {
-                    src: w[1].parse().unwrap(),
-                    sport: w[2].parse().unwrap(),
-                    dst: w[3].parse().unwrap(),
-                    dport: w[4].parse().unwrap(),
-                    flags: flags(w[5]),
-                    seq: w[6].parse().unwrap(),
-                    ack: w[7].parse().unwrap(),
-                    payload: 0,
-                    fastopen: false,
-                    timestamps: None,
-                };
-                for extra in &w[8..] {
-                    if *extra == "tfo" {
-                        seg.fastopen = true;
-                    } else if let Some(ts) = extra.strip_prefix("ts=") {
-                        let (v, e) = ts.split_once(':').unwrap();
-                        seg.timestamps = Some((v.parse().unwrap(), e.parse().unwrap()));
-                    } else {
-                        seg.payload = extra.parse().unwrap();
-                    }
-                }
-                r.send(&seg);
-                "ok".into()
-            }
-            "raw-wait" => {
-                let r = raw.get_or_insert_with(Raw::new);
-                let sport = if w[1] == "*" {
-                    0
-                } else {
-                    w[1].parse().unwrap()
-                };
-                match r.wait(sport, w[2].parse().unwrap(), flags(w[3])) {
-                    Some(s) => format!(
-                        "ok {} {} {} {}",
-                        s.sport,
-                        s.seq,
-                        s.ack,
-                        s.tsval.map_or("-".to_string(), |t| t.to_string())
-                    ),
-                    None => "err timeout".into(),
-                }
-            }
-            "mjoin" => {
-                // Joins IPv6 multicast group w[1] on interface w[2]: the
-                // kernel sends a multicast listener report at once.
-                let ifname = std::ffi::CString::new(w[2]).unwrap();
-                // SAFETY: a NUL-terminated interface name.
-                let index = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-                let group: std::net::Ipv6Addr = w[1].parse().unwrap();
-                let s = std::net::UdpSocket::bind("[::]:0").expect("udp6");
-                s.join_multicast_v6(&group, index).expect("join");
-                groups.push(s);
-                "ok".into()
-            }
-            "unspec" => {
-                // connect(AF_UNSPEC): disconnect without closing.
-                // SAFETY: a zeroed sockaddr with family AF_UNSPEC.
-                let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
-                sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-                // SAFETY: an open socket and a sockaddr of the size given.
-                let rc = unsafe {
-                    libc::connect(
-                        socks[w[1]].as_raw_fd(),
-                        &sa,
-                        std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-                    )
-                };
-                if rc == 0 {
-                    "ok".into()
-                } else {
-                    result(Err(std::io::Error::last_os_error()))
-                }
-            }
-            other => format!("unknown {other}"),
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = match line.parse() {
+            Ok(Cmd::Exit) => break,
+            Ok(cmd) => peer.run(cmd),
+            Err(e) => format!("bad command `{line}`: {e}"),
         };
         say(&answer);
     }
     std::process::exit(0)
+}
+
+/// What a peer holds between commands.
+#[derive(Default)]
+struct State {
+    socks: HashMap<String, Socket>,
+    /// Multicast groups joined: members while their socket lives.
+    groups: Vec<UdpSocket>,
+    /// TCP_SYNCNT for later connects.
+    syncnt: Option<i32>,
+    raw: Option<Raw>,
+    /// MPTCP for later sockets.
+    mptcp: bool,
+}
+
+impl State {
+    /// Runs one command (not `Exit`: the caller stops there); the answer.
+    fn run(&mut self, cmd: Cmd) -> String {
+        match cmd {
+            Cmd::Listen {
+                name,
+                addr,
+                backlog,
+            } => self.listen(name, addr, backlog.unwrap_or(16)),
+            Cmd::Accept { listener, name } => self.accept(&listener, name),
+            Cmd::Connect {
+                name,
+                addr,
+                local_port,
+            } => self.connect(name, addr, local_port),
+            Cmd::ConnectPoll { name, addr } => self.connect_poll(name, addr),
+            Cmd::Send { name, bytes } => send(self.sock(&name), bytes),
+            Cmd::Fill { name } => fill(self.sock(&name)),
+            Cmd::Recv { name } => recv(self.sock(&name)),
+            Cmd::Shutdown { name, how } => result(self.sock(&name).shutdown(how).map(ok)),
+            Cmd::Close { name } => self.close(&name),
+            Cmd::Linger { name, secs } => {
+                let linger = secs.map(Duration::from_secs);
+                result(self.sock(&name).set_linger(linger).map(ok))
+            }
+            Cmd::Keepalive {
+                name,
+                idle,
+                interval,
+                retries,
+            } => keepalive(self.sock(&name), idle, interval, retries),
+            Cmd::Repair { name } => self.tcp_option(&name, libc::TCP_REPAIR, 1),
+            Cmd::Unspec { name } => result(unspec(self.sock(&name)).map(ok)),
+            Cmd::TcpOpt { name, opt, value } => self.tcp_option(&name, opt.number(), value),
+            Cmd::SynCnt(n) => {
+                self.syncnt = Some(n);
+                "ok".into()
+            }
+            Cmd::Mjoin { group, ifname } => self.mjoin(group, &ifname),
+            Cmd::Mptcp => {
+                self.mptcp = true;
+                "ok".into()
+            }
+            Cmd::Raw => {
+                self.raw();
+                "ok".into()
+            }
+            Cmd::RawSend(seg) => {
+                self.raw().send(&seg);
+                "ok".into()
+            }
+            Cmd::RawWait {
+                sport,
+                dport,
+                flags,
+            } => self.raw_wait(sport, dport, flags),
+            Cmd::Pid => std::process::id().to_string(),
+            Cmd::Exit => unreachable!("main stops at exit"),
+        }
+    }
+
+    fn sock(&self, name: &str) -> &Socket {
+        self.socks
+            .get(name)
+            .unwrap_or_else(|| panic!("no socket {name}"))
+    }
+
+    fn raw(&mut self) -> &Raw {
+        self.raw.get_or_insert_with(Raw::new)
+    }
+
+    fn new_socket(&self, a: &SocketAddr) -> Socket {
+        let proto = if self.mptcp {
+            Protocol::from(MPTCP)
+        } else {
+            Protocol::TCP
+        };
+        Socket::new(Domain::for_address(*a), Type::STREAM, Some(proto)).expect("socket")
+    }
+
+    fn listen(&mut self, name: String, a: SocketAddr, backlog: i32) -> String {
+        let s = self.new_socket(&a);
+        s.set_reuse_address(true).unwrap();
+        s.bind(&a.into()).expect("bind");
+        s.listen(backlog).expect("listen");
+        self.socks.insert(name, s);
+        "ok".into()
+    }
+
+    /// Answers the client's port.
+    fn accept(&mut self, listener: &str, name: String) -> String {
+        let (s, peer) = self.sock(listener).accept().expect("accept");
+        let port = peer.as_socket().map_or(0, |p| p.port());
+        self.socks.insert(name, s);
+        format!("ok {port}")
+    }
+
+    /// Answers the local port.
+    fn connect(&mut self, name: String, a: SocketAddr, local_port: Option<u16>) -> String {
+        let s = self.new_socket(&a);
+        if let Some(n) = self.syncnt {
+            setsockopt(&s, libc::IPPROTO_TCP, libc::TCP_SYNCNT, n).unwrap();
+        }
+        if let Some(port) = local_port {
+            s.set_reuse_address(true).unwrap();
+            let any = if a.is_ipv4() { "0.0.0.0" } else { "::" };
+            let local = SocketAddr::new(any.parse().unwrap(), port);
+            s.bind(&local.into()).expect("bind local port");
+        }
+        // A blocking connect() bounded by SO_SNDTIMEO: it returns the
+        // socket's error itself (a non-blocking connect reads it back with
+        // SO_ERROR after poll, which can find it gone).
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let r = s.connect(&a.into());
+        s.set_write_timeout(None).unwrap();
+        let r = r.map(|()| format!("ok {}", local_port_of(&s)));
+        self.socks.insert(name, s);
+        result(r)
+    }
+
+    /// Answers the local port.
+    fn connect_poll(&mut self, name: String, a: SocketAddr) -> String {
+        let s = self.new_socket(&a);
+        // As such a client does, the socket is closed on failure: the
+        // kernel's later retries, and their reports, never come.
+        let r = connect_poll(&s, &a).map(|()| {
+            let port = local_port_of(&s);
+            self.socks.insert(name, s);
+            format!("ok {port}")
+        });
+        result(r)
+    }
+
+    fn close(&mut self, name: &str) -> String {
+        self.socks.remove(name);
+        "ok".into()
+    }
+
+    /// Answers the segment seen.
+    fn raw_wait(&mut self, sport: Option<u16>, dport: u16, flags: u8) -> String {
+        match self.raw().wait(sport.unwrap_or(0), dport, flags) {
+            Some(seen) => format!("ok {seen}"),
+            None => "err timeout".into(),
+        }
+    }
+
+    fn tcp_option(&self, name: &str, opt: i32, value: i32) -> String {
+        result(setsockopt(self.sock(name), libc::IPPROTO_TCP, opt, value).map(ok))
+    }
+
+    /// Joins `group` on interface `ifname`: the kernel sends a multicast
+    /// listener report at once.
+    fn mjoin(&mut self, group: Ipv6Addr, ifname: &str) -> String {
+        let ifname = std::ffi::CString::new(ifname).unwrap();
+        // SAFETY: a NUL-terminated interface name.
+        let index = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        let s = UdpSocket::bind("[::]:0").expect("udp6");
+        s.join_multicast_v6(&group, index).expect("join");
+        self.groups.push(s);
+        "ok".into()
+    }
+}
+
+fn local_port_of(s: &Socket) -> u16 {
+    s.local_addr().unwrap().as_socket().unwrap().port()
+}
+
+fn send(mut s: &Socket, bytes: usize) -> String {
+    result(s.write(&vec![b'x'; bytes]).map(|n| format!("ok {n}")))
+}
+
+/// Writes until the peer's window and our buffer are full.
+fn fill(mut s: &Socket) -> String {
+    s.set_nonblocking(true).unwrap();
+    let chunk = vec![b'y'; 65536];
+    let mut total = 0usize;
+    loop {
+        match s.write(&chunk) {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("fill: {e}"),
+        }
+    }
+    s.set_nonblocking(false).unwrap();
+    format!("ok {total}")
+}
+
+fn recv(s: &Socket) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+    result(s.recv(&mut buf).map(|n| format!("read {n}")))
+}
+
+fn keepalive(s: &Socket, idle: u64, interval: u64, retries: u32) -> String {
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(idle))
+        .with_interval(Duration::from_secs(interval))
+        .with_retries(retries);
+    result(s.set_tcp_keepalive(&ka).map(ok))
+}
+
+/// connect(AF_UNSPEC): disconnect without closing.
+fn unspec(s: &Socket) -> std::io::Result<()> {
+    // SAFETY: a zeroed sockaddr with family AF_UNSPEC.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: an open socket and a sockaddr of the size given.
+    let rc = unsafe {
+        libc::connect(
+            s.as_raw_fd(),
+            &sa,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

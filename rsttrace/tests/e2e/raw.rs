@@ -16,17 +16,40 @@ pub(crate) const RST: u8 = 0x04;
 pub(crate) const PSH: u8 = 0x08;
 pub(crate) const ACK: u8 = 0x10;
 
+/// The flags and the letters that spell them, in the order `letters` writes.
+const LETTERS: [(char, u8); 5] = [('F', FIN), ('S', SYN), ('R', RST), ('P', PSH), ('A', ACK)];
+
+/// Flags spelt as letters ("SA": SYN and ACK; "-": none).
+pub(crate) fn parse_flags(spec: &str) -> Result<u8, String> {
+    if spec == "-" {
+        return Ok(0);
+    }
+    spec.chars().try_fold(0, |all, c| {
+        let (_, flag) = LETTERS
+            .iter()
+            .find(|(letter, _)| *letter == c)
+            .ok_or_else(|| format!("unknown flag {c}"))?;
+        Ok(all | flag)
+    })
+}
+
+/// `parse_flags`, for flags written in a test.
 pub(crate) fn flags(spec: &str) -> u8 {
-    spec.chars()
-        .map(|c| match c {
-            'F' => FIN,
-            'S' => SYN,
-            'R' => RST,
-            'P' => PSH,
-            'A' => ACK,
-            other => panic!("unknown flag {other}"),
-        })
-        .fold(0, |a, b| a | b)
+    parse_flags(spec).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The letters `parse_flags` reads back as `flags`.
+pub(crate) fn letters(flags: u8) -> String {
+    let s: String = LETTERS
+        .iter()
+        .filter(|(_, flag)| flags & flag != 0)
+        .map(|(letter, _)| letter)
+        .collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s
+    }
 }
 
 fn checksum(data: &[u8], initial: u32) -> u16 {
@@ -41,6 +64,7 @@ fn checksum(data: &[u8], initial: u32) -> u16 {
 }
 
 /// A segment to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Segment {
     pub src: Ipv4Addr,
     pub sport: u16,
@@ -57,6 +81,30 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// A segment with no payload and no options.
+    pub(crate) fn new(
+        src: &str,
+        sport: u16,
+        dst: &str,
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+    ) -> Self {
+        Segment {
+            src: src.parse().expect("an IPv4 address"),
+            sport,
+            dst: dst.parse().expect("an IPv4 address"),
+            dport,
+            flags,
+            seq,
+            ack,
+            payload: 0,
+            fastopen: false,
+            timestamps: None,
+        }
+    }
+
     pub(crate) fn bytes(&self) -> Vec<u8> {
         let mut opts = vec![];
         if self.flags & SYN != 0 {
@@ -109,7 +157,7 @@ impl Segment {
 }
 
 /// A received segment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Seen {
     pub sport: u16,
     pub dport: u16,

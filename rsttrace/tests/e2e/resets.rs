@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::{
     harness::{assert_delivered, assert_reason, pid, port, Link, Netns, Tracer},
+    peer::Cmd,
     sockets::{errno_name, set_linger, set_repair, wait_unread},
 };
 
@@ -281,16 +282,16 @@ fn owner_is_the_socket_owner_not_the_running_task() {
     let link = Link::new();
     let mut t = Tracer::start(&link.a, &[]);
     let (mut server, mut client) = (link.a.peer(), link.b.peer());
-    server.ok(&format!("listen l {} 8080", link.addr_a));
+    server.ok(Cmd::listen("l", &link.addr_a, 8080));
     let client_port: u16 = client
-        .ok(&format!("connect c {} 8080", link.addr_a))
+        .ok(Cmd::connect("c", &link.addr_a, 8080))
         .parse()
         .unwrap();
-    server.ok("accept l s");
-    server.ok("repair s");
-    server.ok("close s");
-    client.ok("send c 1");
-    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    server.ok(Cmd::accept("l", "s"));
+    server.ok(Cmd::repair("s"));
+    server.ok(Cmd::close("s"));
+    client.ok(Cmd::send("c", 1));
+    assert_eq!(client.ask(Cmd::recv("c")), "err ECONNRESET");
 
     let sent = t.expect("the server host's reset", |v| {
         is(v, "sent", "stale_connection") && v["remote_port"] == client_port
@@ -319,12 +320,12 @@ fn cross_namespace_abort_and_received_reset() {
     let mut ta = Tracer::start(&link.a, &[]);
     let mut tb = Tracer::start(&link.b, &[]);
     let (mut server, mut client) = (link.a.peer(), link.b.peer());
-    server.ok(&format!("listen l {} 8081", link.addr_a));
-    client.ok(&format!("connect c {} 8081", link.addr_a));
-    server.ok("accept l s");
-    server.ok("linger s 1 0");
-    server.ok("close s");
-    assert_eq!(client.ask("recv c"), "err ECONNRESET");
+    server.ok(Cmd::listen("l", &link.addr_a, 8081));
+    client.ok(Cmd::connect("c", &link.addr_a, 8081));
+    server.ok(Cmd::accept("l", "s"));
+    server.ok(Cmd::linger("s", 0));
+    server.ok(Cmd::close("s"));
+    assert_eq!(client.ask(Cmd::recv("c")), "err ECONNRESET");
 
     let sent = ta.expect("abort_linger in namespace a", |v| {
         is(v, "sent", "abort_linger")

@@ -5,6 +5,7 @@ use std::{net::TcpStream, time::Duration};
 
 use crate::{
     harness::{doctor, kernel, port, Link, Netns, Tracer},
+    peer::Cmd,
     real::{free_port, http_get, wait_for},
 };
 
@@ -232,7 +233,7 @@ fn a_storm_pauses_the_firewall_tracepoints_and_resumes_them() {
     // And a firewall reset is reported again.
     let mut client = link.b.peer();
     assert_eq!(
-        client.ask(&format!("connect c1 {} 9601", link.addr_a)),
+        client.ask(Cmd::connect("c1", &link.addr_a, 9601)),
         "err ECONNREFUSED"
     );
     let rst = t.expect("the firewall's reset after the storm", |v| {
