@@ -66,20 +66,8 @@ pub(crate) fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     // SAFETY: this program's own per-CPU slot (see SCRATCH).
     let ev = unsafe { &mut *ev };
     zero(ev);
-    if r.kind == KIND_RESET_RECEIVED {
-        ev.rst_ttl = reset_ttl(r.skb);
-    } else if r.skb != 0 && read_segment::<M>(r.skb, &mut ev.ends, &mut ev.seg) {
-        if r.skip_rst && ev.seg.tcp_flags & TCP_RST != 0 {
-            // Never answered.  With no socket at all, a stray.
-            if r.sk == 0 {
-                stray(ctx, netns, &ev.ends, &ev.seg);
-            }
-            return;
-        }
-        ev.flags |= FLAG_HAS_SKB;
-        if conf!(kfree_skb_has_reason) != 0 {
-            answered(r.skb);
-        }
+    if !read_segment_answered::<M, C>(ctx, &r, netns, ev) {
+        return;
     }
     count(COUNTER_SEEN);
     if netns_filtered(netns) {
@@ -94,13 +82,7 @@ pub(crate) fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     let full = r.sk != 0 && socket_basics::<M>(r.sk, ev);
     owner(r.sk, ev, full);
     if r.kind == KIND_RESET_RECEIVED {
-        if conf!(packet_ttls) != 0 {
-            ev.rst_ttl = last_reset_ttl(&ev.ends);
-        } else if r.skb == 0 && M::TYPED {
-            // tcp_reset(sk) without the segment: the receive path's hooks
-            // kept its TTL (see handshake.rs).
-            ev.rst_ttl = take_stashed_ttl(r.sk);
-        }
+        received_ttl::<M>(&r, ev);
     }
     // Counting needs no precise time: jiffies are an inlined load, the
     // clock a helper call that shows under storms.
@@ -117,6 +99,46 @@ pub(crate) fn on_reset<M: Mem, C: EbpfContext>(ctx: &C, r: Reset) {
     ev.header = header(r.kind, now);
     details::<M, C>(ctx, r.sk, full, ev);
     emit(ctx, ev, now);
+}
+
+/// The segment a sent reset answers, into `ev` (for a received one, the
+/// reset's own TTL).  False for an incoming RST the reset functions ran
+/// for but never answer (a stray, reported as such, if no socket has it).
+#[inline(always)]
+fn read_segment_answered<M: Mem, C: EbpfContext>(
+    ctx: &C,
+    r: &Reset,
+    netns: u32,
+    ev: &mut ResetEvent,
+) -> bool {
+    if r.kind == KIND_RESET_RECEIVED {
+        ev.rst_ttl = reset_ttl(r.skb);
+    } else if r.skb != 0 && read_segment::<M>(r.skb, &mut ev.ends, &mut ev.seg) {
+        if r.skip_rst && ev.seg.tcp_flags & TCP_RST != 0 {
+            if r.sk == 0 {
+                stray(ctx, netns, &ev.ends, &ev.seg);
+            }
+            return false;
+        }
+        ev.flags |= FLAG_HAS_SKB;
+        if conf!(kfree_skb_has_reason) != 0 {
+            answered(r.skb);
+        }
+    }
+    true
+}
+
+/// A received reset's TTL where the segment itself was not at hand:
+/// from the per-packet hook's note, or the receive path's stash.
+#[inline(always)]
+fn received_ttl<M: Mem>(r: &Reset, ev: &mut ResetEvent) {
+    if conf!(packet_ttls) != 0 {
+        ev.rst_ttl = last_reset_ttl(&ev.ends);
+    } else if r.skb == 0 && M::TYPED {
+        // tcp_reset(sk) without the segment: the receive path's hooks
+        // kept its TTL (see handshake.rs).
+        ev.rst_ttl = take_stashed_ttl(r.sk);
+    }
 }
 
 /// The last socket whose received reset this CPU counted instead of

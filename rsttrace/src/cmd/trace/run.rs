@@ -97,15 +97,7 @@ pub(super) async fn run(
     // Storm modes take the firewall hooks off while a storm lasts.
     let watch_storms = control.mode != MODE_EVENTS && capture.has_firewall();
     let mut diagnostics = capture.take_diagnostics();
-    let mut l = Loop {
-        args,
-        storm: StormWatch::new(args.storm_threshold),
-        control,
-        recheck: None,
-        last_summary: Instant::now(),
-        losses: Losses::default(),
-        dump: RawDump::from_env(),
-    };
+    let mut l = Loop::new(args, control);
     loop {
         let scanner_busy = pipeline.scanner_busy();
         tokio::select! {
@@ -148,7 +140,19 @@ pub(super) async fn run(
     }
 }
 
-impl Loop<'_> {
+impl<'a> Loop<'a> {
+    fn new(args: &'a TraceArgs, control: &'a mut Control) -> Self {
+        Loop {
+            args,
+            storm: StormWatch::new(args.storm_threshold),
+            control,
+            recheck: None,
+            last_summary: Instant::now(),
+            losses: Losses::default(),
+            dump: RawDump::from_env(),
+        }
+    }
+
     fn read(&mut self, capture: &mut Capture, pipeline: &mut Pipeline) -> Option<Stop> {
         let n = match &mut self.dump {
             None => capture.drain(DRAIN_LIMIT, &mut |bytes| pipeline.handle(bytes)),
