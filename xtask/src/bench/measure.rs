@@ -41,6 +41,9 @@ pub(super) struct TracerUsage {
     /// Of those, the resets sent.
     pub sent: u64,
     pub lost: u64,
+    /// Of those, lost because the benchmark's reader of the output fell
+    /// behind (see `Tally::lost_output`).
+    pub lost_output: u64,
     pub cpu_s: f64,
     pub max_rss_kib: u64,
     /// What the tracer's programs did during the load itself.
@@ -98,6 +101,7 @@ fn finish(r: Running, bpf: BpfUsage, cpu_before: f64) -> Result<TracerUsage> {
         reported: stopped.tally.reported,
         sent: stopped.tally.sent,
         lost: stopped.tally.lost,
+        lost_output: stopped.tally.lost_output,
         cpu_s,
         max_rss_kib: stopped.max_rss_kib,
         bpf,

@@ -351,10 +351,11 @@ pub(super) fn progress(round: usize, name: &str, load: Load, m: &Sample) -> Stri
     };
     let _ = write!(
         s,
-        "  reported {}/{}  lost {}  cpu {:.2}s  rss {}  bpf {} ns / {} runs, maps {}",
+        "  reported {}/{}  lost {} ({} output stalled)  cpu {:.2}s  rss {}  bpf {} ns / {} runs, maps {}",
         load.reported(u.reported, u.sent),
         m.work.kernel_resets,
         u.lost,
+        u.lost_output,
         u.cpu_s,
         mib(u.max_rss_kib * 1024),
         u.bpf.run_time_ns,

@@ -26,6 +26,10 @@ pub(super) struct Tally {
     /// Of those, the resets this host sent.
     pub sent: u64,
     pub lost: u64,
+    /// Of those, records rsttrace rendered but the reader of its output
+    /// did not take in time (`"why":"output_stalled"`): the benchmark's
+    /// own reader falling behind, not the kernel's buffer.
+    pub lost_output: u64,
     ready: bool,
 }
 
@@ -200,7 +204,11 @@ pub(super) fn count_json(line: &str, t: &mut Tally) {
     if sent {
         t.sent += n;
     } else if line.contains("\"event\":\"lost\"") {
-        t.lost += number("\"count\":");
+        let n = number("\"count\":");
+        t.lost += n;
+        if line.contains("\"why\":\"output_stalled\"") {
+            t.lost_output += n;
+        }
     }
 }
 
@@ -295,7 +303,14 @@ mod tests {
             r#"{"time":"x","event":"lost","count":7,"why":"buffer_full"}"#,
             &mut t,
         );
-        assert_eq!((t.reported, t.sent, t.lost), (1235, 1, 7));
+        count_json(
+            r#"{"time":"x","event":"lost","count":3,"why":"output_stalled"}"#,
+            &mut t,
+        );
+        assert_eq!(
+            (t.reported, t.sent, t.lost, t.lost_output),
+            (1235, 1, 10, 3)
+        );
     }
 
     #[test]
