@@ -256,7 +256,7 @@ impl Correlator {
     /// direction (SYNs from a raw socket to a closed port: resets sent,
     /// none received) no reset is ever entered: each would be hashed in
     /// and out again for nothing.
-    fn index(&mut self, direction: Direction) -> &mut HashMap<EndKey, u64, BuildSeededHasher> {
+    fn index(&mut self, direction: Direction) -> &mut ByConn {
         let index = match direction {
             Direction::Sent => &mut self.sent,
             Direction::Received => &mut self.recv,
@@ -457,11 +457,15 @@ fn nat_key(d: &Draft) -> Option<EndKey> {
     Some(EndKey::Nat { addr, port, seq })
 }
 
+/// Held drafts' ids by the keys they are entered by (seeded: peers
+/// choose the keys).
+type ByConn = HashMap<EndKey, u64, BuildSeededHasher>;
+
 /// Held drafts of one direction that wait for their other end, by
 /// `EndKey`.
 #[derive(Default)]
 struct EndIndex {
-    by_conn: HashMap<EndKey, u64, BuildSeededHasher>,
+    by_conn: ByConn,
     /// Held drafts with smaller ids have been entered (if they wait).
     upto: u64,
 }
@@ -549,7 +553,7 @@ fn end_of(d: &Draft, sender: bool, nat_conn: Option<Conn>) -> OtherEnd {
 }
 
 /// `map.remove(conn)`, without hashing `conn` when there is nothing.
-fn take(map: &mut HashMap<EndKey, u64, BuildSeededHasher>, conn: &EndKey) -> Option<u64> {
+fn take(map: &mut ByConn, conn: &EndKey) -> Option<u64> {
     if map.is_empty() {
         None
     } else {
